@@ -1,0 +1,18 @@
+//! nameserviced: gives every federated identity (OAuth2/OIDC, SAML, LDAP) a
+//! stable Unix account in the shared group, and answers libnss_connect's
+//! questions about them.
+//!
+//! Layout: [`config`] reads the gcfg file, [`local`] the machine's own account
+//! files, [`names`] holds the naming rules, [`store`] the SQLite rows,
+//! [`cache`] the lookup cache, [`service`] the rules that tie them together,
+//! [`server`] the gRPC transport and [`client`] the way tools reach it.
+
+pub mod cache;
+pub mod client;
+pub mod config;
+pub mod local;
+pub mod logging;
+pub mod names;
+pub mod server;
+pub mod service;
+pub mod store;

@@ -1,0 +1,128 @@
+//! nameserviced: the Connect nameservice daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use connect_gcfg::Config;
+use nameserviced::config::{Settings, DEFAULT_CONFIG_PATH};
+use nameserviced::local::{LocalFiles, LocalWatcher};
+use nameserviced::service::Nameservice;
+use nameserviced::{logging, server};
+
+/// Exit status for a configuration that cannot work (sysexits EX_CONFIG);
+/// the systemd unit does not restart on it.
+const EX_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(version, about = "Stable Unix accounts for federated identities, served to NSS")]
+struct Args {
+    /// The gcfg file shared with connectd.
+    #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Check the configuration against the local account files and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    // Before any thread exists: libnss_connect, if this process ever loads it,
+    // answers UNAVAIL at once instead of asking this daemon about itself.
+    // SAFETY: no other thread is running yet.
+    unsafe { std::env::set_var(connect_proto::NSS_BYPASS_ENV, "1") };
+    let args = Args::parse();
+
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("nameserviced: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let mut settings = match Settings::from_config(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("nameserviced: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    logging::init(&settings.log_level);
+    for key in &settings.unknown_keys {
+        tracing::warn!("unknown key {key} is ignored; check its spelling");
+    }
+    let files = LocalFiles::default();
+    let local = match LocalWatcher::new(files.clone()) {
+        Ok(w) => w.current(),
+        Err(e) => {
+            tracing::error!("cannot read the local account files: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let shared = match settings.check(&local) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("refusing to start: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    if args.check {
+        println!("{}: configuration is valid (shared group: {shared:?})", settings.origin);
+        return ExitCode::SUCCESS;
+    }
+    if local.user(&settings.service_account).is_none() {
+        tracing::warn!(
+            "the service account {:?} is not in /etc/passwd: only root may provision until it exists",
+            settings.service_account
+        );
+    }
+    let provision_gid = local.user(&settings.service_account).map(|u| u.gid);
+    let sockets = server::Sockets {
+        lookup: settings.lookup_socket.clone(),
+        provision: settings.provision_socket.clone(),
+    };
+    let ns = match Nameservice::open(settings, shared, files, 4) {
+        Ok(ns) => Arc::new(ns),
+        Err(e) => {
+            tracing::error!("refusing to start: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    tracing::info!(
+        shared_group = %ns.shared().name,
+        shared_gid = ns.shared().gid,
+        answered_here = ns.shared().owned,
+        "nameservice ready"
+    );
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(server::serve(ns, sockets, provision_gid, shutdown_signal()));
+    match result {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

@@ -1,0 +1,339 @@
+//! gRPC over two Unix sockets.
+//!
+//! - The lookup socket (mode 0666) serves only the read-only `Lookup`
+//!   service: any local process may ask what `getent` could show anyway.
+//! - The provisioning socket (mode 0660, group of the service account)
+//!   serves `Provisioning`, and every call is checked against the caller's
+//!   kernel-reported credentials (SO_PEERCRED): only root and the configured
+//!   service account pass, whatever the file mode says.
+
+use std::io;
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use connect_proto::v1::lookup_server::{Lookup, LookupServer};
+use connect_proto::v1::provisioning_server::{Provisioning, ProvisioningServer};
+use connect_proto::v1::*;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Response, Status};
+
+use crate::service::{self, EnsureRequest, Nameservice, Selector, ServiceError};
+
+impl From<ServiceError> for Status {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::InvalidArgument(m) => Status::invalid_argument(m),
+            ServiceError::NotFound(m) => Status::not_found(m),
+            ServiceError::Exhausted(m) => Status::resource_exhausted(m),
+            ServiceError::FailedPrecondition(m) => Status::failed_precondition(m),
+            ServiceError::Database(e) => {
+                tracing::error!("database error: {e}");
+                Status::unavailable(format!("database error: {e}"))
+            }
+        }
+    }
+}
+
+pub struct LookupService {
+    ns: Arc<Nameservice>,
+}
+
+#[tonic::async_trait]
+impl Lookup for LookupService {
+    async fn get_user_by_name(
+        &self,
+        req: Request<UserByNameRequest>,
+    ) -> Result<Response<UserReply>, Status> {
+        let user = self.ns.user_by_name(&req.get_ref().name)?;
+        Ok(Response::new(UserReply {
+            user: user.map(|u| (*u).clone()),
+        }))
+    }
+
+    async fn get_user_by_uid(
+        &self,
+        req: Request<UserByUidRequest>,
+    ) -> Result<Response<UserReply>, Status> {
+        let user = self.ns.user_by_uid(req.get_ref().uid)?;
+        Ok(Response::new(UserReply {
+            user: user.map(|u| (*u).clone()),
+        }))
+    }
+
+    async fn get_group_by_name(
+        &self,
+        req: Request<GroupByNameRequest>,
+    ) -> Result<Response<GroupReply>, Status> {
+        let group = self.ns.group_by_name(&req.get_ref().name)?;
+        Ok(Response::new(GroupReply {
+            group: group.map(|g| (*g).clone()),
+        }))
+    }
+
+    async fn get_group_by_gid(
+        &self,
+        req: Request<GroupByGidRequest>,
+    ) -> Result<Response<GroupReply>, Status> {
+        let group = self.ns.group_by_gid(req.get_ref().gid)?;
+        Ok(Response::new(GroupReply {
+            group: group.map(|g| (*g).clone()),
+        }))
+    }
+
+    async fn get_supplementary_groups(
+        &self,
+        req: Request<SupplementaryGroupsRequest>,
+    ) -> Result<Response<SupplementaryGroupsReply>, Status> {
+        let gids = self.ns.supplementary(&req.get_ref().user)?;
+        Ok(Response::new(SupplementaryGroupsReply {
+            user_known: gids.is_some(),
+            gids: gids.map(|g| (*g).clone()).unwrap_or_default(),
+        }))
+    }
+
+    async fn list_users(&self, req: Request<ListUsersRequest>) -> Result<Response<UserPage>, Status> {
+        let (users, done) = self.ns.list_users(req.get_ref().after_uid, req.get_ref().limit)?;
+        Ok(Response::new(UserPage { users, done }))
+    }
+
+    async fn list_groups(&self, req: Request<ListGroupsRequest>) -> Result<Response<GroupPage>, Status> {
+        let (groups, done) = self.ns.list_groups(req.get_ref().after_gid, req.get_ref().limit)?;
+        Ok(Response::new(GroupPage { groups, done }))
+    }
+
+    async fn health(&self, _req: Request<HealthRequest>) -> Result<Response<HealthReply>, Status> {
+        let (status, users, groups) = match self.ns.counts() {
+            Ok((u, g)) => ("ok".to_owned(), u, g),
+            Err(e) => (format!("database unreadable: {e}"), 0, 0),
+        };
+        Ok(Response::new(HealthReply {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            users,
+            groups,
+            uptime_seconds: self.ns.uptime().as_secs(),
+            status,
+        }))
+    }
+}
+
+pub struct ProvisioningService {
+    ns: Arc<Nameservice>,
+}
+
+impl ProvisioningService {
+    /// Refuses any caller that is not root or the service account, by the
+    /// credentials the kernel recorded when it connected.
+    fn authorise<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let cred = req
+            .extensions()
+            .get::<UdsConnectInfo>()
+            .and_then(|info| info.peer_cred);
+        let Some(cred) = cred else {
+            return Err(Status::permission_denied(
+                "the caller's credentials are unknown; provisioning is refused",
+            ));
+        };
+        let uid = cred.uid();
+        if uid == 0 || Some(uid) == self.ns.service_account_uid() {
+            return Ok(());
+        }
+        tracing::warn!(uid, pid = ?cred.pid(), "refused a provisioning call from an unprivileged process");
+        Err(Status::permission_denied(format!(
+            "uid {uid} may not provision accounts: only root and the service account {:?} may \
+             ([Nameservice] ServiceAccount)",
+            self.ns.settings().service_account
+        )))
+    }
+
+    /// Runs a database write off the async workers: a commit waits for fsync.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        F: FnOnce(&Nameservice) -> Result<T, ServiceError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let ns = self.ns.clone();
+        tokio::task::spawn_blocking(move || f(&ns))
+            .await
+            .map_err(|e| Status::internal(format!("provisioning task failed: {e}")))?
+            .map_err(Status::from)
+    }
+}
+
+fn selector(s: Option<AccountSelector>) -> Result<Selector, Status> {
+    match s.and_then(|s| s.by) {
+        Some(account_selector::By::Name(n)) => Ok(Selector::Name(n)),
+        Some(account_selector::By::Uid(u)) => Ok(Selector::Uid(u)),
+        Some(account_selector::By::Identity(i)) => Ok(Selector::Identity {
+            provider: i.provider,
+            unique_id: i.unique_id,
+        }),
+        None => Err(Status::invalid_argument(
+            "name the account by its name, uid or identity",
+        )),
+    }
+}
+
+fn identity(i: Option<Identity>) -> Result<Identity, Status> {
+    i.ok_or_else(|| Status::invalid_argument("the identity (provider and unique id) is missing"))
+}
+
+#[tonic::async_trait]
+impl Provisioning for ProvisioningService {
+    async fn ensure_user(
+        &self,
+        req: Request<EnsureUserRequest>,
+    ) -> Result<Response<EnsureUserReply>, Status> {
+        self.authorise(&req)?;
+        let req = req.into_inner();
+        let id = identity(req.identity)?;
+        let request = EnsureRequest {
+            provider: id.provider,
+            unique_id: id.unique_id,
+            username: req.username,
+            display_name: req.display_name,
+            groups: req
+                .groups
+                .into_iter()
+                .map(|g| service::IdpGroup {
+                    unique_id: g.unique_id,
+                    name: g.name,
+                })
+                .collect(),
+        };
+        let outcome = self.blocking(move |ns| ns.ensure_user(&request)).await?;
+        Ok(Response::new(EnsureUserReply {
+            account: Some(outcome.account),
+            created: outcome.created,
+            warnings: outcome.warnings,
+        }))
+    }
+
+    async fn map_user(&self, req: Request<MapUserRequest>) -> Result<Response<EnsureUserReply>, Status> {
+        self.authorise(&req)?;
+        let req = req.into_inner();
+        let id = identity(req.identity)?;
+        let outcome = self
+            .blocking(move |ns| ns.map_user(&id.provider, &id.unique_id, &req.local_user))
+            .await?;
+        Ok(Response::new(EnsureUserReply {
+            account: Some(outcome.account),
+            created: outcome.created,
+            warnings: outcome.warnings,
+        }))
+    }
+
+    async fn set_locked(&self, req: Request<SetLockedRequest>) -> Result<Response<AccountReply>, Status> {
+        self.authorise(&req)?;
+        let req = req.into_inner();
+        let sel = selector(req.account)?;
+        let account = self.blocking(move |ns| ns.set_locked(&sel, req.locked)).await?;
+        Ok(Response::new(AccountReply {
+            account: Some(account),
+        }))
+    }
+
+    async fn get_account(&self, req: Request<AccountSelector>) -> Result<Response<AccountReply>, Status> {
+        self.authorise(&req)?;
+        let sel = selector(Some(req.into_inner()))?;
+        let account = self.ns.get_account(&sel)?;
+        Ok(Response::new(AccountReply {
+            account: Some(account),
+        }))
+    }
+
+    async fn list_accounts(
+        &self,
+        req: Request<ListAccountsRequest>,
+    ) -> Result<Response<ListAccountsReply>, Status> {
+        self.authorise(&req)?;
+        let (accounts, done) = self
+            .ns
+            .list_accounts(req.get_ref().after_uid, req.get_ref().limit)?;
+        Ok(Response::new(ListAccountsReply { accounts, done }))
+    }
+
+    async fn cache_stats(&self, req: Request<CacheStatsRequest>) -> Result<Response<CacheStatsReply>, Status> {
+        self.authorise(&req)?;
+        let s = self.ns.cache_stats();
+        Ok(Response::new(CacheStatsReply {
+            hits: s.hits,
+            misses: s.misses,
+            negative_hits: s.negative_hits,
+            entries: s.entries,
+            capacity: s.capacity,
+            invalidations: s.invalidations,
+            expired: s.expired,
+        }))
+    }
+}
+
+/// Binds a socket path, refusing to steal it from a live daemon and removing
+/// a stale file left by one that died.
+pub fn bind(path: &Path, mode: u32, gid: Option<u32>) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "{} is served by a running nameserviced; stop it first",
+                    path.display()
+                ),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {}: {e}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    if let Some(gid) = gid {
+        chown(path, None, Some(gid))?;
+    }
+    Ok(listener)
+}
+
+pub struct Sockets {
+    pub lookup: PathBuf,
+    pub provision: PathBuf,
+}
+
+/// Serves both sockets until `shutdown` resolves, then removes the socket files.
+pub async fn serve(
+    ns: Arc<Nameservice>,
+    sockets: Sockets,
+    provision_gid: Option<u32>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let lookup_listener = bind(&sockets.lookup, 0o666, None)?;
+    let provision_listener = bind(&sockets.provision, 0o660, provision_gid)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let lookup = tonic::transport::Server::builder()
+        .add_service(LookupServer::new(LookupService { ns: ns.clone() }))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(lookup_listener), wait(stop_rx.clone()));
+    let provisioning = tonic::transport::Server::builder()
+        .add_service(ProvisioningServer::new(ProvisioningService { ns }))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(provision_listener), wait(stop_rx));
+    tracing::info!(
+        lookup = %sockets.lookup.display(),
+        provision = %sockets.provision.display(),
+        "serving"
+    );
+    let stopper = tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let result = tokio::try_join!(lookup, provisioning);
+    stopper.abort();
+    let _ = std::fs::remove_file(&sockets.lookup);
+    let _ = std::fs::remove_file(&sockets.provision);
+    result?;
+    Ok(())
+}

@@ -1,0 +1,25 @@
+//! The gRPC contract of the Connect nameservice.
+//!
+//! Two services, served on two Unix sockets so that file modes and peer
+//! credentials can tell them apart:
+//! - [`v1::lookup_client::LookupClient`]: read-only questions NSS asks
+//!   (any local process may call them);
+//! - [`v1::provisioning_client::ProvisioningClient`]: changes to accounts
+//!   (root and the configured service account only).
+
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("connect.nameservice.v1");
+}
+
+/// Default path of the read-only lookup socket.
+pub const DEFAULT_LOOKUP_SOCKET: &str = "/run/connect-nameservice/lookup.sock";
+/// Default path of the privileged provisioning socket.
+pub const DEFAULT_PROVISION_SOCKET: &str = "/run/connect-nameservice/provision.sock";
+/// Environment variable that, when set to `1` in a process, makes
+/// libnss_connect answer UNAVAIL at once. nameserviced sets it on itself so a
+/// lookup made inside the daemon can never call back into the daemon.
+pub const NSS_BYPASS_ENV: &str = "CONNECT_NSS_BYPASS";
+/// Environment variable (honoured only through `secure_getenv`, so never in
+/// setuid programs) that points libnss_connect at another lookup socket.
+pub const NSS_SOCKET_ENV: &str = "CONNECT_NSS_SOCKET";
