@@ -213,6 +213,8 @@ impl Policy {
 }
 
 fn is_name_char(c: char) -> bool {
+    // The same alphabet as connect_proto::is_plausible_name, checked per
+    // character so errors can name the offending one.
     c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-')
 }
 
@@ -238,10 +240,7 @@ pub fn with_suffix(base: &str, n: u32, max: usize) -> String {
 /// Strict check used on lookups: could the nameservice ever have given out
 /// this name? Anything else is answered "not found" without a database read.
 pub fn plausible_lookup_name(name: &str, max: usize) -> bool {
-    !name.is_empty()
-        && name.len() <= max
-        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && name.chars().all(is_name_char)
+    connect_proto::is_plausible_name(name, max)
 }
 
 /// GECOS must not break the colon-separated passwd line or carry control

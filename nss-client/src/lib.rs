@@ -1,0 +1,414 @@
+//! The nameservice client that runs inside every program on the machine,
+//! through libnss_connect.
+//!
+//! What that demands, and how it is met:
+//! - **Bounded time.** A connect timeout, one request timeout of at most
+//!   [`REQUEST_TIMEOUT`], no retry after a timeout, and then a
+//!   [`FAIL_FAST_WINDOW`] in which every lookup answers "unavailable" at once,
+//!   so a hung daemon cannot stall every process on the machine.
+//! - **No threads, no global runtime.** Each thread that asks keeps its own
+//!   current-thread tokio runtime and connection in a thread-local; it runs
+//!   only while that thread is inside a lookup and is dropped with the thread.
+//! - **Fork-safe.** A child inherits the parent's runtime, whose epoll
+//!   instance and socket it shares with the parent. Touching them would
+//!   disturb the parent, so a pid change makes the child forget (leak) the
+//!   inherited state and connect afresh.
+//! - **Safe at process exit** and on re-entry: if the thread-local is gone or
+//!   already in use, the lookup uses a one-shot runtime instead.
+//! - **No recursion into the daemon**: with `CONNECT_NSS_BYPASS=1` in the
+//!   environment (nameserviced sets it on itself) every lookup is
+//!   "unavailable" at once.
+//!
+//! Nothing here panics on bad input; errors are values.
+
+use std::cell::RefCell;
+use std::ffi::CStr;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use connect_proto::v1::lookup_client::LookupClient;
+use connect_proto::v1::{
+    GroupByGidRequest, GroupByNameRequest, ListGroupsRequest, ListUsersRequest,
+    SupplementaryGroupsRequest, UserByNameRequest, UserByUidRequest,
+};
+pub use connect_proto::v1::{PosixGroup, PosixUser};
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Channel, Endpoint};
+
+/// How long to wait for the socket to accept.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
+/// The whole budget of one lookup, connection included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(1000);
+/// After a timeout, lookups in this process fail at once for this long.
+pub const FAIL_FAST_WINDOW: Duration = Duration::from_secs(5);
+/// Entries per enumeration page.
+const PAGE: u32 = 1000;
+
+/// Why there is no answer. Both mean "NSS_STATUS_UNAVAIL" to glibc; the
+/// distinction is for tests and for the benchmark harness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unavailable {
+    /// `CONNECT_NSS_BYPASS=1`: this process is the daemon (or asked not to).
+    Bypassed,
+    /// A recent timeout: not trying again yet.
+    FailingFast,
+    /// The daemon did not answer within the budget.
+    TimedOut,
+    /// The socket is absent, refused, or the call failed.
+    Failed(String),
+}
+
+/// `Ok(None)` is an authoritative "no such entry".
+pub type Answer<T> = Result<Option<T>, Unavailable>;
+
+/// Monotonic milliseconds; CLOCK_MONOTONIC never goes back, so a clock
+/// change cannot extend or cancel the fail-fast window.
+fn now_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1000) + (ts.tv_nsec as u64) / 1_000_000
+}
+
+/// Until when (monotonic ms) lookups fail fast. Process-wide on purpose:
+/// every thread of a process should stop waiting on a hung daemon.
+static FAIL_FAST_UNTIL: AtomicU64 = AtomicU64::new(0);
+
+fn env_flag(name: &CStr) -> bool {
+    // SAFETY: name is NUL-terminated; getenv returns NULL or a valid C string.
+    let value = unsafe { libc::getenv(name.as_ptr()) };
+    // SAFETY: non-null getenv results are valid NUL-terminated strings.
+    !value.is_null() && unsafe { CStr::from_ptr(value) }.to_bytes() == b"1"
+}
+
+fn bypassed() -> bool {
+    env_flag(c"CONNECT_NSS_BYPASS")
+}
+
+extern "C" {
+    /// glibc's getenv that returns NULL in setuid/setgid (AT_SECURE)
+    /// processes; the `libc` crate does not bind it.
+    fn secure_getenv(name: *const libc::c_char) -> *mut libc::c_char;
+}
+
+/// The lookup socket. `CONNECT_NSS_SOCKET` is read with `secure_getenv`, so
+/// a setuid program never lets its caller point it at another daemon.
+fn socket_path() -> PathBuf {
+    // SAFETY: the name is NUL-terminated; the result is NULL or a valid C string.
+    let value = unsafe { secure_getenv(c"CONNECT_NSS_SOCKET".as_ptr()) };
+    if !value.is_null() {
+        // SAFETY: non-null results are valid NUL-terminated strings.
+        let bytes = unsafe { CStr::from_ptr(value) }.to_bytes();
+        if !bytes.is_empty() {
+            use std::os::unix::ffi::OsStrExt;
+            return PathBuf::from(std::ffi::OsStr::from_bytes(bytes));
+        }
+    }
+    PathBuf::from(connect_proto::DEFAULT_LOOKUP_SOCKET)
+}
+
+/// One thread's connection.
+struct Connection {
+    pid: libc::pid_t,
+    runtime: tokio::runtime::Runtime,
+    client: LookupClient<Channel>,
+}
+
+thread_local! {
+    static CONNECTION: RefCell<Option<Connection>> = const { RefCell::new(None) };
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Unavailable> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| Unavailable::Failed(format!("cannot create a runtime: {e}")))
+}
+
+async fn dial() -> Result<LookupClient<Channel>, Unavailable> {
+    let path = socket_path();
+    let channel = Endpoint::from_static("http://nameservice.invalid")
+        .connect_timeout(CONNECT_TIMEOUT)
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move { tokio::net::UnixStream::connect(path).await.map(TokioIo::new) }
+        }))
+        .await
+        .map_err(|e| Unavailable::Failed(format!("cannot connect: {e}")))?;
+    Ok(LookupClient::new(channel))
+}
+
+/// A lookup: given a client, the request future.
+type Call<'a, T> = Box<
+    dyn FnMut(
+            LookupClient<Channel>,
+        ) -> std::pin::Pin<Box<dyn Future<Output = Result<T, tonic::Status>> + 'a>>
+        + 'a,
+>;
+
+enum Attempt<T> {
+    Done(T),
+    /// The connection failed before the daemon answered (not a timeout):
+    /// worth one more try on a fresh connection when it was a reused one.
+    Broken(String),
+    TimedOut,
+}
+
+fn attempt<T>(
+    runtime: &tokio::runtime::Runtime,
+    client: LookupClient<Channel>,
+    call: &mut Call<'_, T>,
+    budget: Duration,
+) -> Attempt<T> {
+    // The timer must be created inside the runtime: build it in the block.
+    let request = call(client);
+    match runtime.block_on(async move { tokio::time::timeout(budget, request).await }) {
+        Ok(Ok(value)) => Attempt::Done(value),
+        Ok(Err(status)) => Attempt::Broken(status.to_string()),
+        Err(_) => Attempt::TimedOut,
+    }
+}
+
+fn timed_out<T>() -> Result<T, Unavailable> {
+    FAIL_FAST_UNTIL.store(
+        now_ms() + FAIL_FAST_WINDOW.as_millis() as u64,
+        Ordering::Relaxed,
+    );
+    Err(Unavailable::TimedOut)
+}
+
+/// Runs `call` against the daemon within the time budget, on this thread's
+/// connection when it can.
+fn run<T>(mut call: Call<'_, T>) -> Result<T, Unavailable> {
+    if bypassed() {
+        return Err(Unavailable::Bypassed);
+    }
+    if now_ms() < FAIL_FAST_UNTIL.load(Ordering::Relaxed) {
+        return Err(Unavailable::FailingFast);
+    }
+    let shared = CONNECTION.try_with(|cell| match cell.try_borrow_mut() {
+        Ok(mut slot) => Some(run_on(&mut slot, &mut call)),
+        // Re-entered from inside a lookup on this thread: use a one-shot path.
+        Err(_) => None,
+    });
+    match shared {
+        Ok(Some(result)) => result,
+        // Thread-local already destroyed (process or thread exit) or busy.
+        Ok(None) | Err(_) => one_shot(&mut call),
+    }
+}
+
+fn run_on<T>(slot: &mut Option<Connection>, call: &mut Call<'_, T>) -> Result<T, Unavailable> {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    if slot.as_ref().is_some_and(|c| c.pid != pid) {
+        // Inherited across fork: the epoll instance and socket are shared
+        // with the parent, and dropping them would deregister the parent's
+        // socket. Leak them instead.
+        if let Some(inherited) = slot.take() {
+            std::mem::forget(inherited);
+        }
+    }
+    let started = now_ms();
+    let reused = slot.is_some();
+    if slot.is_none() {
+        let runtime = runtime()?;
+        let client = match runtime.block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, dial()).await }) {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return timed_out(),
+        };
+        *slot = Some(Connection {
+            pid,
+            runtime,
+            client,
+        });
+    }
+    let Some(conn) = slot.as_ref() else {
+        return Err(Unavailable::Failed("no connection".into()));
+    };
+    let budget = REQUEST_TIMEOUT.saturating_sub(Duration::from_millis(now_ms() - started));
+    match attempt(&conn.runtime, conn.client.clone(), call, budget) {
+        Attempt::Done(value) => Ok(value),
+        Attempt::TimedOut => {
+            *slot = None;
+            timed_out()
+        }
+        Attempt::Broken(reason) => {
+            *slot = None;
+            if reused {
+                // The daemon may have restarted since this connection was
+                // made: one fresh try, within what is left of the budget.
+                run_on(slot, call)
+            } else {
+                Err(Unavailable::Failed(reason))
+            }
+        }
+    }
+}
+
+fn one_shot<T>(call: &mut Call<'_, T>) -> Result<T, Unavailable> {
+    let runtime = runtime()?;
+    let client = match runtime.block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, dial()).await }) {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return timed_out(),
+    };
+    match attempt(&runtime, client, call, REQUEST_TIMEOUT) {
+        Attempt::Done(value) => Ok(value),
+        Attempt::TimedOut => timed_out(),
+        Attempt::Broken(reason) => Err(Unavailable::Failed(reason)),
+    }
+}
+
+fn plausible(name: &str) -> bool {
+    connect_proto::is_plausible_name(name, connect_proto::MAX_NAME_LEN)
+}
+
+pub fn user_by_name(name: &str) -> Answer<PosixUser> {
+    if !plausible(name) {
+        return Ok(None);
+    }
+    let request = UserByNameRequest {
+        name: name.to_owned(),
+    };
+    run(Box::new(move |mut c| {
+        let request = request.clone();
+        Box::pin(async move { c.get_user_by_name(request).await.map(|r| r.into_inner().user) })
+    }))
+}
+
+pub fn user_by_uid(uid: u32) -> Answer<PosixUser> {
+    run(Box::new(move |mut c| {
+        Box::pin(async move {
+            c.get_user_by_uid(UserByUidRequest { uid })
+                .await
+                .map(|r| r.into_inner().user)
+        })
+    }))
+}
+
+pub fn group_by_name(name: &str) -> Answer<PosixGroup> {
+    if !plausible(name) {
+        return Ok(None);
+    }
+    let request = GroupByNameRequest {
+        name: name.to_owned(),
+    };
+    run(Box::new(move |mut c| {
+        let request = request.clone();
+        Box::pin(async move { c.get_group_by_name(request).await.map(|r| r.into_inner().group) })
+    }))
+}
+
+pub fn group_by_gid(gid: u32) -> Answer<PosixGroup> {
+    run(Box::new(move |mut c| {
+        Box::pin(async move {
+            c.get_group_by_gid(GroupByGidRequest { gid })
+                .await
+                .map(|r| r.into_inner().group)
+        })
+    }))
+}
+
+/// The gids initgroups adds for `user`; `Ok(None)` when the user is unknown.
+pub fn supplementary_groups(user: &str) -> Answer<Vec<u32>> {
+    if !plausible(user) {
+        return Ok(None);
+    }
+    let request = SupplementaryGroupsRequest {
+        user: user.to_owned(),
+    };
+    run(Box::new(move |mut c| {
+        let request = request.clone();
+        Box::pin(async move {
+            c.get_supplementary_groups(request).await.map(|r| {
+                let r = r.into_inner();
+                r.user_known.then_some(r.gids)
+            })
+        })
+    }))
+}
+
+/// Every user, fetched page by page within one time budget.
+pub fn all_users() -> Result<Vec<PosixUser>, Unavailable> {
+    run(Box::new(|mut c| {
+        Box::pin(async move {
+            let mut all = Vec::new();
+            let mut after_uid = 0;
+            loop {
+                let page = c
+                    .list_users(ListUsersRequest {
+                        after_uid,
+                        limit: PAGE,
+                    })
+                    .await?
+                    .into_inner();
+                let last = page.users.last().map(|u| u.uid);
+                all.extend(page.users);
+                match last {
+                    Some(uid) if !page.done && uid > after_uid => after_uid = uid,
+                    _ => return Ok(all),
+                }
+            }
+        })
+    }))
+}
+
+/// Every group, fetched page by page within one time budget.
+pub fn all_groups() -> Result<Vec<PosixGroup>, Unavailable> {
+    run(Box::new(|mut c| {
+        Box::pin(async move {
+            let mut all = Vec::new();
+            let mut after_gid = 0;
+            loop {
+                let page = c
+                    .list_groups(ListGroupsRequest {
+                        after_gid,
+                        limit: PAGE,
+                    })
+                    .await?
+                    .into_inner();
+                let last = page.groups.last().map(|g| g.gid);
+                all.extend(page.groups);
+                match last {
+                    Some(gid) if !page.done && gid > after_gid => after_gid = gid,
+                    _ => return Ok(all),
+                }
+            }
+        })
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn implausible_names_are_not_found_without_a_round_trip() {
+        // No daemon is running for unit tests: a round trip would be
+        // "unavailable", so Ok(None) proves none was made.
+        for name in ["", "Root", "0", "../x", "a b", "é"] {
+            assert_eq!(user_by_name(name), Ok(None), "{name:?}");
+            assert_eq!(group_by_name(name), Ok(None), "{name:?}");
+            assert_eq!(supplementary_groups(name), Ok(None), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn a_missing_socket_is_unavailable_quickly() {
+        // SAFETY: test-only; no other thread of this test binary reads this variable concurrently
+        // in a way that matters (each test sets the same value).
+        unsafe { std::env::set_var("CONNECT_NSS_SOCKET", "/nonexistent/connect/lookup.sock") };
+        let started = std::time::Instant::now();
+        let answer = user_by_name("alice");
+        assert!(matches!(answer, Err(Unavailable::Failed(_))), "{answer:?}");
+        assert!(started.elapsed() < Duration::from_millis(100));
+    }
+}

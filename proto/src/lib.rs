@@ -23,3 +23,21 @@ pub const NSS_BYPASS_ENV: &str = "CONNECT_NSS_BYPASS";
 /// Environment variable (honoured only through `secure_getenv`, so never in
 /// setuid programs) that points libnss_connect at another lookup socket.
 pub const NSS_SOCKET_ENV: &str = "CONNECT_NSS_SOCKET";
+
+/// Longest name any nameservice configuration can produce (`MaxNameLength`
+/// is capped at this); longer names are answered "not found" without asking.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// Could the nameservice ever have given out `name` (user or group)? The
+/// rule behind every name it creates: ASCII lower-case letters, digits, `_`,
+/// `.` and `-`, starting with a letter or `_`, at most `max` bytes. Both the
+/// NSS module (before a round trip) and the daemon (before a database read)
+/// answer "not found" for anything else.
+pub fn is_plausible_name(name: &str, max: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'))
+}
