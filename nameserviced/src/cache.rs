@@ -196,7 +196,10 @@ mod tests {
         for name in ["a", "b", "c"] {
             c.insert(CacheKey::UserByName(name.into()), user(name), g);
         }
-        assert!(c.get(&CacheKey::UserByName("a".into())).is_none(), "evicted");
+        assert!(
+            c.get(&CacheKey::UserByName("a".into())).is_none(),
+            "evicted"
+        );
         assert!(c.get(&CacheKey::UserByName("c".into())).is_some());
         let s = c.stats();
         assert_eq!((s.hits, s.misses, s.entries, s.capacity), (1, 1, 2, 2));
@@ -206,7 +209,11 @@ mod tests {
     fn negative_answers_expire_on_their_own_ttl() {
         let c = cache(60_000, 20);
         let g = c.generation();
-        c.insert(CacheKey::UserByName("ghost".into()), CacheValue::User(None), g);
+        c.insert(
+            CacheKey::UserByName("ghost".into()),
+            CacheValue::User(None),
+            g,
+        );
         c.insert(CacheKey::UserByName("alice".into()), user("alice"), g);
         assert!(c.get(&CacheKey::UserByName("ghost".into())).is_some());
         std::thread::sleep(Duration::from_millis(40));

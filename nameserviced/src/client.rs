@@ -15,7 +15,11 @@ pub async fn connect(path: &Path, timeout: Duration) -> Result<Channel, tonic::t
         .timeout(timeout)
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
-            async move { tokio::net::UnixStream::connect(path).await.map(TokioIo::new) }
+            async move {
+                tokio::net::UnixStream::connect(path)
+                    .await
+                    .map(TokioIo::new)
+            }
         }))
         .await
 }

@@ -23,7 +23,10 @@ pub const DEFAULT_GID_RANGE: RangeInclusive<u32> = 1_000_000_000..=1_099_999_999
 /// systemd and Debian keep for themselves and `nobody` (60000-65535).
 pub const FORBIDDEN_RANGES: &[(RangeInclusive<u32>, &str)] = &[
     (0..=999, "system accounts"),
-    (60000..=65535, "systemd dynamic users, containers and nobody"),
+    (
+        60000..=65535,
+        "systemd dynamic users, containers and nobody",
+    ),
     (u32::MAX..=u32::MAX, "the invalid id (uid_t)-1"),
 ];
 
@@ -102,8 +105,12 @@ impl Settings {
             .string(Key::new("Applications", "SharedRunAsUnixGroup"))
             .filter(|s| !s.is_empty())
             .unwrap_or_default();
-        let uid_range = config.u32_range(ns("UidRange"))?.unwrap_or(DEFAULT_UID_RANGE);
-        let gid_range = config.u32_range(ns("GidRange"))?.unwrap_or(DEFAULT_GID_RANGE);
+        let uid_range = config
+            .u32_range(ns("UidRange"))?
+            .unwrap_or(DEFAULT_UID_RANGE);
+        let gid_range = config
+            .u32_range(ns("GidRange"))?
+            .unwrap_or(DEFAULT_GID_RANGE);
         let max_len = match config.u32(ns("MaxNameLength"))? {
             None => 32,
             Some(n @ 1..=255) => n as usize,
@@ -128,7 +135,9 @@ impl Settings {
         let home_template = config
             .string(ns("HomeDirectory"))
             .unwrap_or_else(|| "/home/%u".to_owned());
-        if !home_template.starts_with('/') || !home_template.contains("%u") && !home_template.contains("%U") {
+        if !home_template.starts_with('/')
+            || !home_template.contains("%u") && !home_template.contains("%U")
+        {
             return Err(invalid(format!(
                 "[Nameservice] HomeDirectory = {home_template:?}: must be an absolute path \
                  containing %u (the username) or %U (the uid), e.g. /home/%u"
@@ -209,13 +218,25 @@ impl Settings {
             origin: self.origin.clone(),
             message,
         };
-        check_range("UidRange", &self.uid_range, &local.uids, &local.subuid, "/etc/subuid", "local account", |id| {
-            local.user_by_uid(id).map(|u| u.name.clone())
-        })
+        check_range(
+            "UidRange",
+            &self.uid_range,
+            &local.uids,
+            &local.subuid,
+            "/etc/subuid",
+            "local account",
+            |id| local.user_by_uid(id).map(|u| u.name.clone()),
+        )
         .map_err(&invalid)?;
-        check_range("GidRange", &self.gid_range, &local.gids, &local.subgid, "/etc/subgid", "local group", |id| {
-            local.group_by_gid(id).map(|g| g.name.clone())
-        })
+        check_range(
+            "GidRange",
+            &self.gid_range,
+            &local.gids,
+            &local.subgid,
+            "/etc/subgid",
+            "local group",
+            |id| local.group_by_gid(id).map(|g| g.name.clone()),
+        )
         .map_err(&invalid)?;
 
         if self.shared_group.is_empty() {
@@ -319,7 +340,12 @@ fn check_range(
             ));
         }
     }
-    if let Some(id) = local_ids.iter().copied().filter(|id| range.contains(id)).min() {
+    if let Some(id) = local_ids
+        .iter()
+        .copied()
+        .filter(|id| range.contains(id))
+        .min()
+    {
         return Err(format!(
             "{shown} contains id {id}, used by the {what} {:?}; choose a range that no local \
              account or group uses",
@@ -410,16 +436,35 @@ mod tests {
     fn refuses_ranges_that_collide() {
         for (text, needle) in [
             ("[Nameservice]\nUidRange = 500-2000\n", "overlaps 0-999"),
-            ("[Nameservice]\nUidRange = 61000-62000\n", "overlaps 60000-65535"),
-            ("[Nameservice]\nGidRange = 65000-70000\n", "overlaps 60000-65535"),
-            ("[Nameservice]\nUidRange = 1000-5000\n", "used by the local account \"bob\""),
-            ("[Nameservice]\nGidRange = 1000-5000\n", "used by the local group \"bob\""),
+            (
+                "[Nameservice]\nUidRange = 61000-62000\n",
+                "overlaps 60000-65535",
+            ),
+            (
+                "[Nameservice]\nGidRange = 65000-70000\n",
+                "overlaps 60000-65535",
+            ),
+            (
+                "[Nameservice]\nUidRange = 1000-5000\n",
+                "used by the local account \"bob\"",
+            ),
+            (
+                "[Nameservice]\nGidRange = 1000-5000\n",
+                "used by the local group \"bob\"",
+            ),
             ("[Nameservice]\nUidRange = 150000-200000\n", "/etc/subuid"),
             ("[Nameservice]\nGidRange = 90000-100000\n", "/etc/subgid"),
         ] {
-            let err = settings(text).unwrap().check(&local()).unwrap_err().to_string();
+            let err = settings(text)
+                .unwrap()
+                .check(&local())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle), "{text}: {err}");
-            assert!(err.contains("choose"), "{text}: the message says what to do: {err}");
+            assert!(
+                err.contains("choose"),
+                "{text}: the message says what to do: {err}"
+            );
         }
     }
 
@@ -431,11 +476,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("SharedRunAsUnixGroup"), "{err}");
-        let err = settings("[Applications]\nSharedRunAsUnixGroup = x\n[Nameservice]\nSharedGroupGid = 1001\n")
-            .unwrap()
-            .check(&local())
-            .unwrap_err()
-            .to_string();
+        let err = settings(
+            "[Applications]\nSharedRunAsUnixGroup = x\n[Nameservice]\nSharedGroupGid = 1001\n",
+        )
+        .unwrap()
+        .check(&local())
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("local group \"bob\""), "{err}");
         let err = settings("[Applications]\nSharedRunAsUnixGroup = Data Users\n")
             .unwrap()
@@ -447,11 +494,20 @@ mod tests {
 
     #[test]
     fn refuses_bad_values_naming_the_key() {
-        let err = settings("[Nameservice]\nHomeDirectory = home\n").unwrap_err().to_string();
+        let err = settings("[Nameservice]\nHomeDirectory = home\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("HomeDirectory"), "{err}");
-        let err = settings("[Nameservice]\nStripDomain = perhaps\n").unwrap_err().to_string();
-        assert!(err.contains("StripDomain") && err.contains("test.gcfg:2"), "{err}");
-        let err = settings("[Nameservice]\nUidRange = 9-1\n").unwrap_err().to_string();
+        let err = settings("[Nameservice]\nStripDomain = perhaps\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("StripDomain") && err.contains("test.gcfg:2"),
+            "{err}"
+        );
+        let err = settings("[Nameservice]\nUidRange = 9-1\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("UidRange"), "{err}");
     }
 
@@ -464,6 +520,9 @@ mod tests {
     #[test]
     fn unknown_keys_are_reported_with_lines() {
         let s = settings("[Nameservice]\nUidRange = 70000-80000\nUidRnage = 1\n").unwrap();
-        assert_eq!(s.unknown_keys, vec!["test.gcfg:3: [Nameservice] UidRnage".to_owned()]);
+        assert_eq!(
+            s.unknown_keys,
+            vec!["test.gcfg:3: [Nameservice] UidRnage".to_owned()]
+        );
     }
 }

@@ -222,7 +222,9 @@ impl LocalWatcher {
                 Ok((stamp, accounts)) => {
                     *state = (stamp, std::sync::Arc::new(accounts));
                 }
-                Err(e) => tracing::warn!("could not re-read local account files, keeping the previous view: {e}"),
+                Err(e) => tracing::warn!(
+                    "could not re-read local account files, keeping the previous view: {e}"
+                ),
             }
         }
         state.1.clone()
@@ -247,7 +249,13 @@ mod tests {
     #[test]
     fn parses_groups_and_subids() {
         let groups = parse_group("root:x:0:\nconnect:x:999:alice,bob\n");
-        assert_eq!(groups[1], LocalGroup { name: "connect".into(), gid: 999 });
+        assert_eq!(
+            groups[1],
+            LocalGroup {
+                name: "connect".into(),
+                gid: 999
+            }
+        );
         let ranges = parse_subid("alice:100000:65536\nbad\nzero:5:0\n");
         assert_eq!(ranges, vec![100000..=165535]);
     }

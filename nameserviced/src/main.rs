@@ -16,7 +16,10 @@ use nameserviced::{logging, server};
 const EX_CONFIG: u8 = 78;
 
 #[derive(Parser)]
-#[command(version, about = "Stable Unix accounts for federated identities, served to NSS")]
+#[command(
+    version,
+    about = "Stable Unix accounts for federated identities, served to NSS"
+)]
 struct Args {
     /// The gcfg file shared with connectd.
     #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
@@ -67,7 +70,10 @@ fn main() -> ExitCode {
         }
     };
     if args.check {
-        println!("{}: configuration is valid (shared group: {shared:?})", settings.origin);
+        println!(
+            "{}: configuration is valid (shared group: {shared:?})",
+            settings.origin
+        );
         return ExitCode::SUCCESS;
     }
     if local.user(&settings.service_account).is_none() {
@@ -95,7 +101,10 @@ fn main() -> ExitCode {
         "nameservice ready"
     );
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("cannot start the async runtime: {e}");
@@ -117,7 +126,10 @@ fn main() -> ExitCode {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
         return std::future::pending().await;
     };

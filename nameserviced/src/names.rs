@@ -160,7 +160,13 @@ impl Policy {
         };
         let name: String = base
             .chars()
-            .map(|c| if c == '@' { '_' } else { c.to_ascii_lowercase() })
+            .map(|c| {
+                if c == '@' {
+                    '_'
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
             .collect();
         if name.is_empty() {
             return Err(NameError::Empty);
@@ -271,7 +277,10 @@ mod tests {
     #[test]
     fn keeps_domain_when_asked() {
         let p = Policy::new(false, 32, &[]);
-        assert_eq!(p.username("alice@corp.example").unwrap(), "alice_corp.example");
+        assert_eq!(
+            p.username("alice@corp.example").unwrap(),
+            "alice_corp.example"
+        );
     }
 
     #[test]
@@ -280,23 +289,28 @@ mod tests {
         assert_eq!(p.username(""), Err(NameError::Empty));
         assert_eq!(p.username("@corp"), Err(NameError::Empty));
         assert!(matches!(p.username("0"), Err(NameError::BadStart { .. })));
-        assert!(matches!(p.username("1234"), Err(NameError::BadStart { .. })));
+        assert!(matches!(
+            p.username("1234"),
+            Err(NameError::BadStart { .. })
+        ));
         assert!(matches!(p.username("-x"), Err(NameError::BadStart { .. })));
         assert!(matches!(
             p.username("../x"),
             Err(NameError::BadCharacter { character: '/', .. })
         ));
-        assert!(matches!(
-            p.username(".."),
-            Err(NameError::BadStart { .. })
-        ));
+        assert!(matches!(p.username(".."), Err(NameError::BadStart { .. })));
         assert!(matches!(
             p.username("a\0b"),
-            Err(NameError::BadCharacter { character: '\0', .. })
+            Err(NameError::BadCharacter {
+                character: '\0',
+                ..
+            })
         ));
         assert!(matches!(
             p.username("josé"),
-            Err(NameError::BadCharacter { character: 'é', .. })
+            Err(NameError::BadCharacter {
+                character: 'é', ..
+            })
         ));
         assert!(matches!(
             p.username("john smith"),
@@ -307,7 +321,10 @@ mod tests {
             Err(NameError::TooLong { max: 32, .. })
         ));
         assert!(p.username(&"a".repeat(32)).is_ok());
-        assert!(matches!(p.username("Root"), Err(NameError::Reserved { .. })));
+        assert!(matches!(
+            p.username("Root"),
+            Err(NameError::Reserved { .. })
+        ));
         assert!(matches!(
             p.username("SVC-Backup"),
             Err(NameError::Reserved { .. })
@@ -325,12 +342,18 @@ mod tests {
     #[test]
     fn group_names_are_mapped_not_refused() {
         let p = policy();
-        assert_eq!(p.group_name("Data-Science").as_deref(), Some("data-science"));
+        assert_eq!(
+            p.group_name("Data-Science").as_deref(),
+            Some("data-science")
+        );
         assert_eq!(
             p.group_name("Data Science Leaders").as_deref(),
             Some("data_science_leaders")
         );
-        assert_eq!(p.group_name("2024 Interns").as_deref(), Some("_2024_interns"));
+        assert_eq!(
+            p.group_name("2024 Interns").as_deref(),
+            Some("_2024_interns")
+        );
         assert_eq!(p.group_name("Ventes Été").as_deref(), Some("ventes__t_"));
         assert_eq!(p.group_name("   "), None);
         assert_eq!(p.group_name("€€€"), None);

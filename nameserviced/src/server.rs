@@ -94,13 +94,23 @@ impl Lookup for LookupService {
         }))
     }
 
-    async fn list_users(&self, req: Request<ListUsersRequest>) -> Result<Response<UserPage>, Status> {
-        let (users, done) = self.ns.list_users(req.get_ref().after_uid, req.get_ref().limit)?;
+    async fn list_users(
+        &self,
+        req: Request<ListUsersRequest>,
+    ) -> Result<Response<UserPage>, Status> {
+        let (users, done) = self
+            .ns
+            .list_users(req.get_ref().after_uid, req.get_ref().limit)?;
         Ok(Response::new(UserPage { users, done }))
     }
 
-    async fn list_groups(&self, req: Request<ListGroupsRequest>) -> Result<Response<GroupPage>, Status> {
-        let (groups, done) = self.ns.list_groups(req.get_ref().after_gid, req.get_ref().limit)?;
+    async fn list_groups(
+        &self,
+        req: Request<ListGroupsRequest>,
+    ) -> Result<Response<GroupPage>, Status> {
+        let (groups, done) = self
+            .ns
+            .list_groups(req.get_ref().after_gid, req.get_ref().limit)?;
         Ok(Response::new(GroupPage { groups, done }))
     }
 
@@ -211,7 +221,10 @@ impl Provisioning for ProvisioningService {
         }))
     }
 
-    async fn map_user(&self, req: Request<MapUserRequest>) -> Result<Response<EnsureUserReply>, Status> {
+    async fn map_user(
+        &self,
+        req: Request<MapUserRequest>,
+    ) -> Result<Response<EnsureUserReply>, Status> {
         self.authorise(&req)?;
         let req = req.into_inner();
         let id = identity(req.identity)?;
@@ -225,17 +238,25 @@ impl Provisioning for ProvisioningService {
         }))
     }
 
-    async fn set_locked(&self, req: Request<SetLockedRequest>) -> Result<Response<AccountReply>, Status> {
+    async fn set_locked(
+        &self,
+        req: Request<SetLockedRequest>,
+    ) -> Result<Response<AccountReply>, Status> {
         self.authorise(&req)?;
         let req = req.into_inner();
         let sel = selector(req.account)?;
-        let account = self.blocking(move |ns| ns.set_locked(&sel, req.locked)).await?;
+        let account = self
+            .blocking(move |ns| ns.set_locked(&sel, req.locked))
+            .await?;
         Ok(Response::new(AccountReply {
             account: Some(account),
         }))
     }
 
-    async fn get_account(&self, req: Request<AccountSelector>) -> Result<Response<AccountReply>, Status> {
+    async fn get_account(
+        &self,
+        req: Request<AccountSelector>,
+    ) -> Result<Response<AccountReply>, Status> {
         self.authorise(&req)?;
         let sel = selector(Some(req.into_inner()))?;
         let account = self.ns.get_account(&sel)?;
@@ -255,7 +276,10 @@ impl Provisioning for ProvisioningService {
         Ok(Response::new(ListAccountsReply { accounts, done }))
     }
 
-    async fn cache_stats(&self, req: Request<CacheStatsRequest>) -> Result<Response<CacheStatsReply>, Status> {
+    async fn cache_stats(
+        &self,
+        req: Request<CacheStatsRequest>,
+    ) -> Result<Response<CacheStatsReply>, Status> {
         self.authorise(&req)?;
         let s = self.ns.cache_stats();
         Ok(Response::new(CacheStatsReply {
@@ -317,7 +341,10 @@ pub async fn serve(
     };
     let lookup = tonic::transport::Server::builder()
         .add_service(LookupServer::new(LookupService { ns: ns.clone() }))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(lookup_listener), wait(stop_rx.clone()));
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(lookup_listener),
+            wait(stop_rx.clone()),
+        );
     let provisioning = tonic::transport::Server::builder()
         .add_service(ProvisioningServer::new(ProvisioningService { ns }))
         .serve_with_incoming_shutdown(UnixListenerStream::new(provision_listener), wait(stop_rx));

@@ -227,9 +227,7 @@ impl Nameservice {
                         owned: true,
                     });
                 }
-                let tx = conn
-                    .unchecked_transaction()
-                    .map_err(|e| e.to_string())?;
+                let tx = conn.unchecked_transaction().map_err(|e| e.to_string())?;
                 if let Some(other) = store::group_by_name(&tx, &name).map_err(|e| e.to_string())? {
                     return Err(format!(
                         "the shared group name {name:?} is already used by the identity \
@@ -239,8 +237,14 @@ impl Nameservice {
                 }
                 let gid = match gid {
                     Some(g) => g,
-                    None => allocate(&tx, IdKind::Gid, &settings.gid_range, &local.gids, "GidRange")
-                        .map_err(|e| e.to_string())?,
+                    None => allocate(
+                        &tx,
+                        IdKind::Gid,
+                        &settings.gid_range,
+                        &local.gids,
+                        "GidRange",
+                    )
+                    .map_err(|e| e.to_string())?,
                 };
                 store::insert_group(
                     &tx,
@@ -408,14 +412,22 @@ impl Nameservice {
         )
     }
 
-    pub fn list_users(&self, after_uid: u32, limit: u32) -> Result<(Vec<PosixUser>, bool), ServiceError> {
+    pub fn list_users(
+        &self,
+        after_uid: u32,
+        limit: u32,
+    ) -> Result<(Vec<PosixUser>, bool), ServiceError> {
         let limit = limit.clamp(1, MAX_PAGE);
         let rows = store::users_page(&self.reader(), after_uid, limit)?;
         let done = rows.len() < limit as usize;
         Ok((rows.iter().map(|r| self.posix_user(r)).collect(), done))
     }
 
-    pub fn list_groups(&self, after_gid: u32, limit: u32) -> Result<(Vec<PosixGroup>, bool), ServiceError> {
+    pub fn list_groups(
+        &self,
+        after_gid: u32,
+        limit: u32,
+    ) -> Result<(Vec<PosixGroup>, bool), ServiceError> {
         let limit = limit.clamp(1, MAX_PAGE);
         let reader = self.reader();
         let rows = store::groups_page(&reader, after_gid, limit)?;
@@ -449,7 +461,11 @@ impl Nameservice {
 
     pub fn ensure_user(&self, req: &EnsureRequest) -> Result<EnsureOutcome, ServiceError> {
         check_text("the identity's provider", &req.provider, MAX_PROVIDER_LEN)?;
-        check_text("the identity's unique id", &req.unique_id, MAX_UNIQUE_ID_LEN)?;
+        check_text(
+            "the identity's unique id",
+            &req.unique_id,
+            MAX_UNIQUE_ID_LEN,
+        )?;
         check_text("the username", &req.username, MAX_USERNAME_LEN)?;
         if req.groups.len() > MAX_GROUPS_PER_USER {
             return Err(ServiceError::InvalidArgument(format!(
@@ -463,7 +479,8 @@ impl Nameservice {
 
         if let Some(local_user) = store::mapping(&tx, &req.provider, &req.unique_id)? {
             drop(tx);
-            let account = self.mapped_account(&req.provider, &req.unique_id, &local_user, &local)?;
+            let account =
+                self.mapped_account(&req.provider, &req.unique_id, &local_user, &local)?;
             return Ok(EnsureOutcome {
                 account,
                 created: false,
@@ -514,7 +531,13 @@ impl Nameservice {
                         "{desired:?} is taken by another identity, so this one is {name:?}"
                     ));
                 }
-                let uid = allocate(&tx, IdKind::Uid, &self.settings.uid_range, &local.uids, "UidRange")?;
+                let uid = allocate(
+                    &tx,
+                    IdKind::Uid,
+                    &self.settings.uid_range,
+                    &local.uids,
+                    "UidRange",
+                )?;
                 let row = UserRow {
                     uid,
                     name,
@@ -531,7 +554,15 @@ impl Nameservice {
                 (row, true)
             }
         };
-        changed |= self.sync_groups(&tx, &row, &req.provider, &req.groups, &local, now, &mut warnings)?;
+        changed |= self.sync_groups(
+            &tx,
+            &row,
+            &req.provider,
+            &req.groups,
+            &local,
+            now,
+            &mut warnings,
+        )?;
         tx.commit()?;
         if changed {
             self.cache.invalidate();
@@ -559,7 +590,10 @@ impl Nameservice {
     ) -> Result<String, ServiceError> {
         for n in 1..=MAX_SUFFIX {
             let candidate = with_suffix(desired, n, self.settings.policy.max_len);
-            if n > 1 && (local.user(&candidate).is_some() || self.settings.policy.is_reserved(&candidate)) {
+            if n > 1
+                && (local.user(&candidate).is_some()
+                    || self.settings.policy.is_reserved(&candidate))
+            {
                 continue;
             }
             match store::user_by_name(c, &candidate)? {
@@ -625,7 +659,11 @@ impl Nameservice {
             if !seen.insert(unique_id.clone()) {
                 continue;
             }
-            let display = if group.name.is_empty() { unique_id } else { &group.name };
+            let display = if group.name.is_empty() {
+                unique_id
+            } else {
+                &group.name
+            };
             let Some(normalised) = self.settings.policy.group_name(display) else {
                 warnings.push(format!(
                     "identity provider group {display:?} has no usable characters for a Unix \
@@ -650,7 +688,13 @@ impl Nameservice {
                              {normalised:?} is a local, reserved or other provider's group"
                         ));
                     }
-                    let gid = allocate(c, IdKind::Gid, &self.settings.gid_range, &local.gids, "GidRange")?;
+                    let gid = allocate(
+                        c,
+                        IdKind::Gid,
+                        &self.settings.gid_range,
+                        &local.gids,
+                        "GidRange",
+                    )?;
                     store::insert_group(
                         c,
                         &GroupRow {
@@ -783,7 +827,12 @@ impl Nameservice {
         }
         store::put_mapping(&writer, provider, unique_id, local_user, unix_now())?;
         drop(writer);
-        tracing::info!(provider, unique_id, local_user, "mapped identity to a local account");
+        tracing::info!(
+            provider,
+            unique_id,
+            local_user,
+            "mapped identity to a local account"
+        );
         Ok(EnsureOutcome {
             account: self.mapped_account(provider, unique_id, local_user, &local)?,
             created: false,
@@ -826,7 +875,11 @@ impl Nameservice {
         Ok(account)
     }
 
-    pub fn list_accounts(&self, after_uid: u32, limit: u32) -> Result<(Vec<Account>, bool), ServiceError> {
+    pub fn list_accounts(
+        &self,
+        after_uid: u32,
+        limit: u32,
+    ) -> Result<(Vec<Account>, bool), ServiceError> {
         let limit = limit.clamp(1, MAX_PAGE);
         let reader = self.reader();
         let rows = store::users_page(&reader, after_uid, limit)?;

@@ -191,15 +191,19 @@ pub fn user_by_identity(
 }
 
 pub fn group_by_name(c: &Connection, name: &str) -> Result<Option<GroupRow>, DbError> {
-    c.prepare_cached(&format!("SELECT {GROUP_COLUMNS} FROM groups WHERE name = ?1"))?
-        .query_row([name], group_row)
-        .optional()
+    c.prepare_cached(&format!(
+        "SELECT {GROUP_COLUMNS} FROM groups WHERE name = ?1"
+    ))?
+    .query_row([name], group_row)
+    .optional()
 }
 
 pub fn group_by_gid(c: &Connection, gid: u32) -> Result<Option<GroupRow>, DbError> {
-    c.prepare_cached(&format!("SELECT {GROUP_COLUMNS} FROM groups WHERE gid = ?1"))?
-        .query_row([gid], group_row)
-        .optional()
+    c.prepare_cached(&format!(
+        "SELECT {GROUP_COLUMNS} FROM groups WHERE gid = ?1"
+    ))?
+    .query_row([gid], group_row)
+    .optional()
 }
 
 pub fn group_by_identity(
@@ -341,7 +345,8 @@ pub fn rename_group(c: &Connection, gid: u32, name: &str, idp_name: &str) -> Res
 pub fn set_memberships(c: &Connection, uid: u32, gids: &[u32]) -> Result<(), DbError> {
     c.prepare_cached("DELETE FROM memberships WHERE uid = ?1")?
         .execute([uid])?;
-    let mut insert = c.prepare_cached("INSERT OR IGNORE INTO memberships (uid, gid) VALUES (?1, ?2)")?;
+    let mut insert =
+        c.prepare_cached("INSERT OR IGNORE INTO memberships (uid, gid) VALUES (?1, ?2)")?;
     for gid in gids {
         insert.execute([uid, *gid])?;
     }
@@ -406,7 +411,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
         let c = open_writer(&path).unwrap();
-        let mode: String = c.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+        let mode: String = c
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
         insert_user(&c, &user(70001, "alice")).unwrap();
         insert_group(
@@ -427,7 +434,13 @@ mod tests {
         let c = open_writer(&path).unwrap();
         let r = open_reader(&path).unwrap();
         assert_eq!(user_by_name(&r, "alice").unwrap().unwrap().uid, 70001);
-        assert_eq!(user_by_identity(&r, "ldap", "id-alice").unwrap().unwrap().name, "alice");
+        assert_eq!(
+            user_by_identity(&r, "ldap", "id-alice")
+                .unwrap()
+                .unwrap()
+                .name,
+            "alice"
+        );
         assert_eq!(member_names(&r, 80001).unwrap(), vec!["alice".to_owned()]);
         assert_eq!(supplementary_gids(&r, 70001).unwrap(), vec![80001]);
         assert_eq!(user_groups(&r, 70001).unwrap()[0].name, "sales");

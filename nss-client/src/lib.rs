@@ -137,7 +137,11 @@ async fn dial() -> Result<LookupClient<Channel>, Unavailable> {
         .connect_timeout(CONNECT_TIMEOUT)
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
-            async move { tokio::net::UnixStream::connect(path).await.map(TokioIo::new) }
+            async move {
+                tokio::net::UnixStream::connect(path)
+                    .await
+                    .map(TokioIo::new)
+            }
         }))
         .await
         .map_err(|e| Unavailable::Failed(format!("cannot connect: {e}")))?;
@@ -219,11 +223,12 @@ fn run_on<T>(slot: &mut Option<Connection>, call: &mut Call<'_, T>) -> Result<T,
     let reused = slot.is_some();
     if slot.is_none() {
         let runtime = runtime()?;
-        let client = match runtime.block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, dial()).await }) {
-            Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return timed_out(),
-        };
+        let client =
+            match runtime.block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, dial()).await }) {
+                Ok(Ok(client)) => client,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return timed_out(),
+            };
         *slot = Some(Connection {
             pid,
             runtime,
@@ -255,11 +260,12 @@ fn run_on<T>(slot: &mut Option<Connection>, call: &mut Call<'_, T>) -> Result<T,
 
 fn one_shot<T>(call: &mut Call<'_, T>) -> Result<T, Unavailable> {
     let runtime = runtime()?;
-    let client = match runtime.block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, dial()).await }) {
-        Ok(Ok(client)) => client,
-        Ok(Err(e)) => return Err(e),
-        Err(_) => return timed_out(),
-    };
+    let client =
+        match runtime.block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, dial()).await }) {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return timed_out(),
+        };
     match attempt(&runtime, client, call, REQUEST_TIMEOUT) {
         Attempt::Done(value) => Ok(value),
         Attempt::TimedOut => timed_out(),
@@ -280,7 +286,11 @@ pub fn user_by_name(name: &str) -> Answer<PosixUser> {
     };
     run(Box::new(move |mut c| {
         let request = request.clone();
-        Box::pin(async move { c.get_user_by_name(request).await.map(|r| r.into_inner().user) })
+        Box::pin(async move {
+            c.get_user_by_name(request)
+                .await
+                .map(|r| r.into_inner().user)
+        })
     }))
 }
 
@@ -303,7 +313,11 @@ pub fn group_by_name(name: &str) -> Answer<PosixGroup> {
     };
     run(Box::new(move |mut c| {
         let request = request.clone();
-        Box::pin(async move { c.get_group_by_name(request).await.map(|r| r.into_inner().group) })
+        Box::pin(async move {
+            c.get_group_by_name(request)
+                .await
+                .map(|r| r.into_inner().group)
+        })
     }))
 }
 

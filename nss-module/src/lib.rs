@@ -152,8 +152,8 @@ impl ToC<CGroup> for AlignedGroup {
         let padding = (align - start % align) % align;
         buffer.reserve(padding as isize)?;
         let slots = self.members.len() + 1;
-        let array =
-            buffer.reserve((slots * std::mem::size_of::<*mut c_char>()) as isize)? as *mut *mut c_char;
+        let array = buffer.reserve((slots * std::mem::size_of::<*mut c_char>()) as isize)?
+            as *mut *mut c_char;
         for (i, member) in self.members.iter().enumerate() {
             *array.add(i) = buffer.write_str(member)?;
         }
@@ -313,7 +313,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn open<T>(state: &mut Enumeration<T>, fetch: impl FnOnce() -> Result<Vec<T>, client::Unavailable>) -> c_int {
+fn open<T>(
+    state: &mut Enumeration<T>,
+    fetch: impl FnOnce() -> Result<Vec<T>, client::Unavailable>,
+) -> c_int {
     state.next = 0;
     match fetch() {
         Ok(entries) => {
@@ -358,7 +361,9 @@ unsafe fn next_entry<T: Clone, R: ToC<C>, C>(
 
 #[no_mangle]
 pub extern "C" fn _nss_connect_setpwent(_stayopen: c_int) -> c_int {
-    guarded(std::ptr::null_mut(), || open(&mut lock(&USERS), client::all_users))
+    guarded(std::ptr::null_mut(), || {
+        open(&mut lock(&USERS), client::all_users)
+    })
 }
 
 #[no_mangle]
@@ -381,13 +386,23 @@ pub unsafe extern "C" fn _nss_connect_getpwent_r(
     errnop: *mut c_int,
 ) -> c_int {
     guarded(errnop, || {
-        next_entry(&USERS, client::all_users, passwd, result, buf, buflen, errnop)
+        next_entry(
+            &USERS,
+            client::all_users,
+            passwd,
+            result,
+            buf,
+            buflen,
+            errnop,
+        )
     })
 }
 
 #[no_mangle]
 pub extern "C" fn _nss_connect_setgrent(_stayopen: c_int) -> c_int {
-    guarded(std::ptr::null_mut(), || open(&mut lock(&GROUPS), client::all_groups))
+    guarded(std::ptr::null_mut(), || {
+        open(&mut lock(&GROUPS), client::all_groups)
+    })
 }
 
 #[no_mangle]
@@ -410,7 +425,15 @@ pub unsafe extern "C" fn _nss_connect_getgrent_r(
     errnop: *mut c_int,
 ) -> c_int {
     guarded(errnop, || {
-        next_entry(&GROUPS, client::all_groups, group, result, buf, buflen, errnop)
+        next_entry(
+            &GROUPS,
+            client::all_groups,
+            group,
+            result,
+            buf,
+            buflen,
+            errnop,
+        )
     })
 }
 

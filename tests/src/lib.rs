@@ -1,0 +1,454 @@
+//! Harness for the end-to-end tests: real binaries, real glibc, and a private
+//! mount namespace per command so the host is never changed.
+//!
+//! Every command that resolves names runs as
+//! `unshare --mount --propagation private -- sh -c '<mounts>; exec CMD'`:
+//! - a tmpfs over /run (hides the host's nscd and daemons), with the
+//!   sandbox's socket directory bind-mounted at /run/connect-nameservice, so
+//!   the module uses its real default socket path;
+//! - the sandbox's nsswitch.conf over /etc/nsswitch.conf
+//!   (`passwd: files connect`, …);
+//! - optional extra binds (a test's own /etc/passwd, /etc/subuid, …);
+//! - `LD_LIBRARY_PATH` at a directory holding the built module as
+//!   `libnss_connect.so.2`, the same file the installer installs.
+//!
+//! The mounts die with the namespace, so a test that crashes leaves nothing
+//! behind but its temporary directory.
+//!
+//! These tests need root (for `unshare -m`); CI runs them as root.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use connect_proto::v1;
+use connect_proto::v1::provisioning_client::ProvisioningClient;
+use tonic::transport::Channel;
+
+/// The built artifacts every test uses.
+pub struct Artifacts {
+    /// libnss_connect.so as built for installation (alone, with its own features).
+    pub module: PathBuf,
+    pub nameserviced: PathBuf,
+    pub nameservicectl: PathBuf,
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn run_checked(cmd: &mut Command, what: &str) {
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert!(status.success(), "{what} failed: {status}");
+}
+
+/// Builds (once per test binary) what the tests run. The NSS module is built
+/// by `packaging/build-nss-module.sh`, the script the installer uses, so the
+/// tests exercise the very artifact that gets installed. Separate target
+/// directories keep these builds off the lock held by the outer `cargo test`.
+pub fn artifacts() -> &'static Artifacts {
+    static ARTIFACTS: OnceLock<Artifacts> = OnceLock::new();
+    ARTIFACTS.get_or_init(|| {
+        let root = workspace_root();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let module_dir = root.join("target/nss");
+        run_checked(
+            Command::new(root.join("packaging/build-nss-module.sh"))
+                .env("CARGO", &cargo)
+                .env("NSS_TARGET_DIR", &module_dir),
+            "packaging/build-nss-module.sh",
+        );
+        let e2e = root.join("target/e2e");
+        run_checked(
+            Command::new(&cargo)
+                .current_dir(&root)
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "nameserviced",
+                    "--bins",
+                    "--target-dir",
+                ])
+                .arg(&e2e),
+            "cargo build -p nameserviced",
+        );
+        Artifacts {
+            module: module_dir.join("release/libnss_connect.so"),
+            nameserviced: e2e.join("debug/nameserviced"),
+            nameservicectl: e2e.join("debug/nameservicectl"),
+        }
+    })
+}
+
+/// tests/c/nss_harness.c, compiled once per test binary.
+pub fn harness_binary() -> &'static Path {
+    static HARNESS: OnceLock<PathBuf> = OnceLock::new();
+    HARNESS.get_or_init(|| {
+        let root = workspace_root();
+        let harness = root.join("target/e2e/nss_harness");
+        std::fs::create_dir_all(root.join("target/e2e")).expect("mkdir target/e2e");
+        run_checked(
+            Command::new("gcc")
+                .args(["-O1", "-Wall", "-Wextra", "-Werror", "-pthread", "-o"])
+                .arg(&harness)
+                .arg(root.join("tests/c/nss_harness.c"))
+                .arg("-ldl"),
+            "gcc tests/c/nss_harness.c",
+        );
+        harness
+    })
+}
+
+/// A private world for one test: configuration, state, sockets and the
+/// files mounted into its namespaces.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub run_dir: PathBuf,
+    pub lib_dir: PathBuf,
+    binds: Vec<(PathBuf, PathBuf)>,
+}
+
+/// Settings most tests share: a nameservice-owned shared group and small,
+/// collision-free ranges.
+pub const SHARED_GROUP: &str = "connect-users";
+pub const UID_BASE: u32 = 2_000_000;
+pub const GID_BASE: u32 = 3_000_000;
+
+impl Sandbox {
+    /// A sandbox whose gcfg holds `extra` after the standard sections
+    /// (later values win, so `extra` may override them).
+    pub fn new(extra: &str) -> Self {
+        let a = artifacts();
+        let dir = tempfile::Builder::new()
+            .prefix("connect-e2e.")
+            .tempdir()
+            .expect("temporary directory");
+        // Other uids (the unprivileged-caller tests) must reach the sockets.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+        let run_dir = dir.path().join("run");
+        let lib_dir = dir.path().join("lib");
+        let state = dir.path().join("state");
+        for d in [&run_dir, &lib_dir, &state] {
+            fs::create_dir_all(d).expect("mkdir");
+        }
+        fs::set_permissions(&run_dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+        fs::copy(&a.module, lib_dir.join("libnss_connect.so.2")).expect("copy module");
+        let nsswitch = dir.path().join("nsswitch.conf");
+        fs::write(
+            &nsswitch,
+            "passwd: files connect\ngroup: files connect\ninitgroups: files connect\n\
+             shadow: files\nhosts: files\n",
+        )
+        .expect("nsswitch.conf");
+        let config = dir.path().join("connect.gcfg");
+        fs::write(
+            &config,
+            format!(
+                "[Applications]\nSharedRunAsUnixGroup = {SHARED_GROUP}\n\
+                 [Nameservice]\nUidRange = {UID_BASE}-{}\nGidRange = {GID_BASE}-{}\n\
+                 LookupSocket = {}\nProvisionSocket = {}\nStateDirectory = {}\n{extra}\n",
+                UID_BASE + 99_999,
+                GID_BASE + 99_999,
+                run_dir.join("lookup.sock").display(),
+                run_dir.join("provision.sock").display(),
+                state.display(),
+            ),
+        )
+        .expect("connect.gcfg");
+        Self {
+            binds: vec![(nsswitch, "/etc/nsswitch.conf".into())],
+            dir,
+            config,
+            run_dir,
+            lib_dir,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Mounts `contents` (written to the sandbox) over `target` in every
+    /// namespace this sandbox makes, the daemon's included.
+    pub fn bind_file(&mut self, target: &str, contents: &str) {
+        let name = format!("bind{}", target.replace('/', "_"));
+        let source = self.path(&name);
+        fs::write(&source, contents).expect("write bind source");
+        self.binds.push((source, target.into()));
+    }
+
+    /// `program args…` inside a fresh private mount namespace.
+    pub fn command(&self, program: impl AsRef<Path>, args: &[&str]) -> Command {
+        let mut script = String::from(
+            "set -e; mount -t tmpfs -o mode=755 tmpfs /run; mkdir -p /run/connect-nameservice; \
+             mount --bind \"$SANDBOX_RUN\" /run/connect-nameservice; ",
+        );
+        for (i, _) in self.binds.iter().enumerate() {
+            script.push_str(&format!(
+                "mount --bind \"$SANDBOX_SRC_{i}\" \"$SANDBOX_DST_{i}\"; "
+            ));
+        }
+        script.push_str("exec \"$@\"");
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
+            .arg(script)
+            .arg("sandbox")
+            .arg(program.as_ref())
+            .args(args)
+            .env("SANDBOX_RUN", &self.run_dir)
+            .env("LD_LIBRARY_PATH", &self.lib_dir)
+            .env_remove("CONNECT_NSS_SOCKET")
+            .env_remove("CONNECT_NSS_BYPASS");
+        for (i, (src, dst)) in self.binds.iter().enumerate() {
+            cmd.env(format!("SANDBOX_SRC_{i}"), src)
+                .env(format!("SANDBOX_DST_{i}"), dst);
+        }
+        cmd
+    }
+
+    /// Runs a command in the namespace and returns its output.
+    pub fn run(&self, program: impl AsRef<Path>, args: &[&str]) -> Output {
+        self.command(program, args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run command in namespace")
+    }
+
+    /// `getent DB KEY…`: (exit code, stdout).
+    pub fn getent(&self, args: &[&str]) -> (i32, String) {
+        let out = self.run("getent", args);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    /// The C harness in the namespace; panics with its output unless it
+    /// reports success.
+    pub fn harness(&self, args: &[&str]) -> String {
+        let out = self.run(harness_binary(), args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && text.contains(&format!("OK {}", args[0])),
+            "nss_harness {args:?} failed ({}):\n{text}",
+            out.status
+        );
+        text
+    }
+
+    /// nameservicectl with this sandbox's config (as root, outside any namespace).
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(&artifacts().nameservicectl)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .expect("run nameservicectl")
+    }
+
+    /// Starts nameserviced in its own namespace and waits until it answers.
+    pub fn start_daemon(&self) -> Daemon {
+        let log = self.path("nameserviced.log");
+        let log_file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let mut cmd = self.command(
+            &artifacts().nameserviced,
+            &["--config", self.config.to_str().expect("utf-8 path")],
+        );
+        cmd.stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("dup"))
+            .stderr(log_file);
+        // SAFETY: prctl is async-signal-safe; the daemon dies with the
+        // thread that started it (the test), even if the test panics or is killed.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawn nameserviced");
+        let mut daemon = Daemon {
+            child: Some(child),
+            log,
+            socket: self.run_dir.join("provision.sock"),
+        };
+        daemon.wait_ready();
+        daemon
+    }
+
+    /// Runs `nameserviced --config … EXTRA` to completion in a namespace
+    /// (for start-up refusals).
+    pub fn daemon_once(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["--config", self.config.to_str().expect("utf-8 path")];
+        args.extend_from_slice(extra);
+        self.run(&artifacts().nameserviced, &args)
+    }
+
+    /// A gRPC client on the provisioning socket (the tests run as root).
+    pub async fn provisioning(&self) -> ProvisioningClient<Channel> {
+        let channel = nameserviced::client::connect(
+            &self.run_dir.join("provision.sock"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("connect to the provisioning socket");
+        ProvisioningClient::new(channel)
+    }
+}
+
+pub struct Daemon {
+    child: Option<Child>,
+    pub log: PathBuf,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "nameserviced exited at start ({status}):\n{}",
+                    self.log_text()
+                );
+            }
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("nameserviced did not start in time:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.pid(), signal) };
+    }
+
+    /// SIGTERM, then waits; returns whether it exited cleanly.
+    pub fn stop(mut self) -> bool {
+        self.signal(libc::SIGTERM);
+        self.child
+            .take()
+            .and_then(|mut c| c.wait().ok())
+            .is_some_and(|s| s.success())
+    }
+
+    /// SIGKILL, then reaps.
+    pub fn kill(mut self) {
+        self.signal(libc::SIGKILL);
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SIGCONT first: a test may have stopped it.
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(c.id() as i32, libc::SIGCONT) };
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Builds an EnsureUser request.
+pub fn ensure(
+    provider: &str,
+    unique_id: &str,
+    username: &str,
+    groups: &[&str],
+) -> v1::EnsureUserRequest {
+    v1::EnsureUserRequest {
+        identity: Some(v1::Identity {
+            provider: provider.into(),
+            unique_id: unique_id.into(),
+        }),
+        username: username.into(),
+        display_name: String::new(),
+        groups: groups
+            .iter()
+            .map(|g| v1::IdpGroup {
+                unique_id: format!("cn={g}"),
+                name: (*g).into(),
+            })
+            .collect(),
+    }
+}
+
+/// Every account the daemon holds.
+pub async fn all_accounts(client: &mut ProvisioningClient<Channel>) -> Vec<v1::Account> {
+    let mut all = Vec::new();
+    let mut after_uid = 0;
+    loop {
+        let page = client
+            .list_accounts(v1::ListAccountsRequest {
+                after_uid,
+                limit: 1000,
+            })
+            .await
+            .expect("list accounts")
+            .into_inner();
+        if let Some(last) = page.accounts.last() {
+            after_uid = last.uid;
+        }
+        let done = page.done || page.accounts.is_empty();
+        all.extend(page.accounts);
+        if done {
+            return all;
+        }
+    }
+}
+
+/// A single-threaded runtime for a test body.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+/// Skips (by returning true) when not root: the namespace tests need it.
+/// CI runs as root, where this never skips.
+pub fn need_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the end-to-end tests must run as root in CI"
+        );
+        eprintln!("skipped: needs root for private mount namespaces");
+        return true;
+    }
+    false
+}

@@ -17,7 +17,10 @@ use nameserviced::client::connect;
 use nameserviced::config::DEFAULT_CONFIG_PATH;
 
 #[derive(Parser)]
-#[command(version, about = "Inspect and manage accounts of the Connect nameservice")]
+#[command(
+    version,
+    about = "Inspect and manage accounts of the Connect nameservice"
+)]
 struct Cli {
     /// The gcfg file naming the sockets.
     #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
@@ -135,7 +138,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             })
     };
     let status = |s: tonic::Status| match s.code() {
-        tonic::Code::PermissionDenied => format!("permission denied: {} (run as root)", s.message()),
+        tonic::Code::PermissionDenied => {
+            format!("permission denied: {} (run as root)", s.message())
+        }
         _ => s.message().to_owned(),
     };
     match cli.command {
@@ -162,7 +167,10 @@ async fn run(cli: Cli) -> Result<(), String> {
                         a.uid,
                         format!("{}({})", a.primary_group, a.gid),
                         if a.locked { "yes" } else { "no" },
-                        a.identity.as_ref().map(|i| i.provider.as_str()).unwrap_or(""),
+                        a.identity
+                            .as_ref()
+                            .map(|i| i.provider.as_str())
+                            .unwrap_or(""),
                         groups_text(a)
                     );
                     after = a.uid;
@@ -240,8 +248,12 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .into_inner();
             print_account(&reply.account.unwrap_or_default());
         }
-        Command::Lock { account } => set_locked(provisioning().await?, &account, true, status).await?,
-        Command::Unlock { account } => set_locked(provisioning().await?, &account, false, status).await?,
+        Command::Lock { account } => {
+            set_locked(provisioning().await?, &account, true, status).await?
+        }
+        Command::Unlock { account } => {
+            set_locked(provisioning().await?, &account, false, status).await?
+        }
         Command::CacheStats => {
             let s = provisioning()
                 .await?
@@ -265,7 +277,10 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Health => {
             let channel = connect(&lookup_path, timeout).await.map_err(|e| {
-                format!("cannot reach nameserviced at {}: {e}", lookup_path.display())
+                format!(
+                    "cannot reach nameserviced at {}: {e}",
+                    lookup_path.display()
+                )
             })?;
             let h = LookupClient::new(channel)
                 .health(HealthRequest {})
@@ -309,7 +324,10 @@ fn main() -> ExitCode {
     // SAFETY: single-threaded at this point.
     unsafe { std::env::set_var(connect_proto::NSS_BYPASS_ENV, "1") };
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("nameservicectl: {e}");

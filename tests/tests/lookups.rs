@@ -1,0 +1,215 @@
+//! What an administrator sees with getent and id, through real glibc and the
+//! installed module, after accounts are provisioned.
+
+use connect_tests::*;
+
+fn provision_alice_and_bob(sandbox: &Sandbox) {
+    let out = sandbox.ctl(&[
+        "provision",
+        "--provider",
+        "ldap",
+        "--id",
+        "uid=alice,ou=people",
+        "--username",
+        "Alice@corp.example",
+        "--display-name",
+        "Alice Liddell",
+        "--group",
+        "Data-Science=cn=ds,ou=groups",
+        "--group",
+        "Sales Team=cn=sales,ou=groups",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = sandbox.ctl(&[
+        "provision",
+        "--provider",
+        "ldap",
+        "--id",
+        "uid=bob,ou=people",
+        "--username",
+        "bob",
+        "--group",
+        "Data-Science=cn=ds,ou=groups",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn getent_and_id_show_exactly_the_provisioned_accounts() {
+    if need_root() {
+        return;
+    }
+    let sandbox = Sandbox::new("");
+    let _daemon = sandbox.start_daemon();
+    provision_alice_and_bob(&sandbox);
+    let alice_uid = UID_BASE;
+    let shared_gid = GID_BASE; // allocated first, at start-up
+    let ds_gid = GID_BASE + 1;
+    let sales_gid = GID_BASE + 2;
+
+    let expected_alice =
+        format!("alice:x:{alice_uid}:{shared_gid}:Alice Liddell:/home/alice:/bin/bash\n");
+    assert_eq!(
+        sandbox.getent(&["passwd", "alice"]),
+        (0, expected_alice.clone())
+    );
+    assert_eq!(
+        sandbox.getent(&["passwd", &alice_uid.to_string()]),
+        (0, expected_alice)
+    );
+    assert_eq!(
+        sandbox.getent(&["group", SHARED_GROUP]),
+        (0, format!("{SHARED_GROUP}:x:{shared_gid}:alice,bob\n"))
+    );
+    assert_eq!(
+        sandbox.getent(&["group", "data-science"]),
+        (0, format!("data-science:x:{ds_gid}:alice,bob\n"))
+    );
+    assert_eq!(
+        sandbox.getent(&["group", &sales_gid.to_string()]),
+        (0, format!("sales_team:x:{sales_gid}:alice\n"))
+    );
+    let (code, out) = sandbox.getent(&["initgroups", "alice"]);
+    assert_eq!(code, 0);
+    let gids: Vec<&str> = out.split_whitespace().skip(1).collect();
+    assert_eq!(
+        gids,
+        vec![
+            shared_gid.to_string(),
+            ds_gid.to_string(),
+            sales_gid.to_string()
+        ]
+    );
+
+    let id = sandbox.run("id", &["alice"]);
+    assert_eq!(
+        String::from_utf8_lossy(&id.stdout),
+        format!(
+            "uid={alice_uid}(alice) gid={shared_gid}({SHARED_GROUP}) \
+             groups={shared_gid}({SHARED_GROUP}),{ds_gid}(data-science),{sales_gid}(sales_team)\n"
+        )
+    );
+
+    // Enumeration: the host's files first, then exactly our two accounts.
+    let (code, all) = sandbox.getent(&["passwd"]);
+    assert_eq!(code, 0);
+    let ours: Vec<&str> = all
+        .lines()
+        .filter(|l| {
+            l.split(':')
+                .nth(2)
+                .and_then(|u| u.parse::<u32>().ok())
+                .is_some_and(|u| u >= UID_BASE)
+        })
+        .collect();
+    assert_eq!(
+        ours,
+        vec![
+            format!("alice:x:{alice_uid}:{shared_gid}:Alice Liddell:/home/alice:/bin/bash"),
+            format!(
+                "bob:x:{}:{shared_gid}:bob:/home/bob:/bin/bash",
+                alice_uid + 1
+            ),
+        ]
+    );
+    assert!(all.starts_with("root:x:0:0:"), "files answers first");
+    let (_, groups) = sandbox.getent(&["group"]);
+    for name in [SHARED_GROUP, "data-science", "sales_team"] {
+        assert!(
+            groups.lines().any(|l| l.starts_with(&format!("{name}:"))),
+            "{name} in getent group"
+        );
+    }
+
+    // Unknown and implausible names: "not found" (exit 2), never an error.
+    // (All-numeric keys are ids to getent, so "0" is root: not listed here.)
+    for name in ["nosuch", "Alice", "../x", "root\u{1}", "é", "x y"] {
+        assert_eq!(sandbox.getent(&["passwd", name]).0, 2, "passwd {name:?}");
+        assert_eq!(sandbox.getent(&["group", name]).0, 2, "group {name:?}");
+    }
+    assert_eq!(
+        sandbox.getent(&["passwd", &(UID_BASE + 500).to_string()]).0,
+        2
+    );
+    // Local accounts still come from files.
+    assert!(sandbox
+        .getent(&["passwd", "root"])
+        .1
+        .starts_with("root:x:0:0:"));
+}
+
+#[test]
+fn a_local_shared_group_gives_its_gid_and_files_answers_for_it() {
+    if need_root() {
+        return;
+    }
+    let mut sandbox = Sandbox::new("[Applications]\nSharedRunAsUnixGroup = rsc\n");
+    let group = std::fs::read_to_string("/etc/group").expect("/etc/group") + "rsc:x:4321:\n";
+    sandbox.bind_file("/etc/group", &group);
+    let _daemon = sandbox.start_daemon();
+    provision_alice_and_bob(&sandbox);
+    let (code, line) = sandbox.getent(&["passwd", "alice"]);
+    assert_eq!(code, 0);
+    assert_eq!(line.split(':').nth(3), Some("4321"), "{line}");
+    assert_eq!(
+        sandbox.getent(&["group", "rsc"]),
+        (0, "rsc:x:4321:\n".into())
+    );
+    let id = String::from_utf8_lossy(&sandbox.run("id", &["-gn", "alice"]).stdout).into_owned();
+    assert_eq!(id, "rsc\n");
+}
+
+#[test]
+fn lock_rename_and_new_membership_show_up_at_once() {
+    if need_root() {
+        return;
+    }
+    let sandbox = Sandbox::new("");
+    let _daemon = sandbox.start_daemon();
+    provision_alice_and_bob(&sandbox);
+    // Warm the daemon's cache.
+    assert_eq!(sandbox.getent(&["passwd", "bob"]).0, 0);
+
+    let out = sandbox.ctl(&["lock", "bob"]);
+    assert!(out.status.success());
+    let (_, line) = sandbox.getent(&["passwd", "bob"]);
+    assert!(line.trim_end().ends_with(":/usr/sbin/nologin"), "{line}");
+    assert!(sandbox.ctl(&["unlock", "bob"]).status.success());
+    assert!(sandbox
+        .getent(&["passwd", "bob"])
+        .1
+        .trim_end()
+        .ends_with(":/bin/bash"));
+
+    // The identity provider renames bob and adds a group: same uid, new name.
+    let out = sandbox.ctl(&[
+        "provision",
+        "--provider",
+        "ldap",
+        "--id",
+        "uid=bob,ou=people",
+        "--username",
+        "robert",
+        "--group",
+        "Data-Science=cn=ds,ou=groups",
+        "--group",
+        "Finance=cn=fin,ou=groups",
+    ]);
+    assert!(out.status.success());
+    assert_eq!(sandbox.getent(&["passwd", "bob"]).0, 2);
+    let (_, line) = sandbox.getent(&["passwd", "robert"]);
+    assert!(
+        line.starts_with(&format!("robert:x:{}:", UID_BASE + 1)),
+        "{line}"
+    );
+    let (_, finance) = sandbox.getent(&["group", "finance"]);
+    assert!(finance.trim_end().ends_with(":robert"), "{finance}");
+}
