@@ -14,7 +14,9 @@
 //!   disturb the parent, so a pid change makes the child forget (leak) the
 //!   inherited state and connect afresh.
 //! - **Safe at process exit** and on re-entry: if the thread-local is gone or
-//!   already in use, the lookup uses a one-shot runtime instead.
+//!   already in use (tokio's own context is then unusable too), the lookup
+//!   runs with a one-shot runtime on a scoped thread that is joined before
+//!   the call returns.
 //! - **No recursion into the daemon**: with `CONNECT_NSS_BYPASS=1` in the
 //!   environment (nameserviced sets it on itself) every lookup is
 //!   "unavailable" at once.
@@ -152,7 +154,9 @@ async fn dial() -> Result<LookupClient<Channel>, Unavailable> {
 type Call<'a, T> = Box<
     dyn FnMut(
             LookupClient<Channel>,
-        ) -> std::pin::Pin<Box<dyn Future<Output = Result<T, tonic::Status>> + 'a>>
+        )
+            -> std::pin::Pin<Box<dyn Future<Output = Result<T, tonic::Status>> + Send + 'a>>
+        + Send
         + 'a,
 >;
 
@@ -189,7 +193,7 @@ fn timed_out<T>() -> Result<T, Unavailable> {
 
 /// Runs `call` against the daemon within the time budget, on this thread's
 /// connection when it can.
-fn run<T>(mut call: Call<'_, T>) -> Result<T, Unavailable> {
+fn run<T: Send>(mut call: Call<'_, T>) -> Result<T, Unavailable> {
     if bypassed() {
         return Err(Unavailable::Bypassed);
     }
@@ -203,8 +207,18 @@ fn run<T>(mut call: Call<'_, T>) -> Result<T, Unavailable> {
     });
     match shared {
         Ok(Some(result)) => result,
-        // Thread-local already destroyed (process or thread exit) or busy.
-        Ok(None) | Err(_) => one_shot(&mut call),
+        // This thread cannot run a runtime: its thread-locals (ours and
+        // tokio's) are being destroyed at thread or process exit, or a
+        // lookup is already running on it. A short-lived thread has fresh
+        // ones; it is joined before returning, so none is left behind.
+        Ok(None) | Err(_) => std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("nss-connect".into())
+                .spawn_scoped(scope, || one_shot(&mut call))
+                .map_err(|e| Unavailable::Failed(format!("cannot start a lookup thread: {e}")))?
+                .join()
+                .unwrap_or_else(|_| Err(Unavailable::Failed("lookup thread panicked".into())))
+        }),
     }
 }
 
