@@ -95,6 +95,8 @@ pub enum Selector {
 }
 
 pub struct Nameservice {
+    /// Held for the daemon's lifetime: one writer per database.
+    _state_lock: std::fs::File,
     settings: Settings,
     shared: Shared,
     writer: Mutex<Connection>,
@@ -143,13 +145,14 @@ impl Nameservice {
         files: LocalFiles,
         readers: usize,
     ) -> Result<Self, String> {
-        let db_path = settings.state_dir.join("nameservice.sqlite3");
+        let db_path = Self::db_path(&settings.state_dir);
         std::fs::create_dir_all(&settings.state_dir).map_err(|e| {
             format!(
                 "cannot create the state directory {}: {e}",
                 settings.state_dir.display()
             )
         })?;
+        let state_lock = lock_state_dir(&settings.state_dir)?;
         let writer = store::open_writer(&db_path)
             .map_err(|e| format!("cannot open the database {}: {e}", db_path.display()))?;
         let local = LocalWatcher::new(files).map_err(|e| e.to_string())?;
@@ -164,6 +167,7 @@ impl Nameservice {
             settings.negative_ttl,
         );
         Ok(Self {
+            _state_lock: state_lock,
             settings,
             shared,
             writer: Mutex::new(writer),
@@ -175,6 +179,7 @@ impl Nameservice {
         })
     }
 
+    /// Where the database lives under the state directory.
     pub fn db_path(state_dir: &Path) -> PathBuf {
         state_dir.join("nameservice.sqlite3")
     }
@@ -890,6 +895,28 @@ impl Nameservice {
             .collect::<Result<Vec<_>, _>>()?;
         Ok((accounts, done))
     }
+}
+
+/// Takes an exclusive lock on the state directory, so a second daemon
+/// pointed at the same database refuses to start instead of writing beside
+/// the first (uids would then be given twice).
+fn lock_state_dir(dir: &Path) -> Result<std::fs::File, String> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("nameserviced.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor we own; the lock lives as long as `file`.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(format!(
+            "another nameserviced is using the state directory {}; stop it first",
+            dir.display()
+        ));
+    }
+    Ok(file)
 }
 
 /// Hands out the next id of `range` that neither the database nor the local

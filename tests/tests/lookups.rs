@@ -212,4 +212,42 @@ fn lock_rename_and_new_membership_show_up_at_once() {
     );
     let (_, finance) = sandbox.getent(&["group", "finance"]);
     assert!(finance.trim_end().ends_with(":robert"), "{finance}");
+
+    // Repeated lookups are served from the cache, and the counters say so.
+    for _ in 0..3 {
+        assert_eq!(sandbox.getent(&["passwd", "robert"]).0, 0);
+    }
+    let stats = sandbox.ctl(&["cache-stats"]);
+    let text = String::from_utf8_lossy(&stats.stdout);
+    let hits: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("hits:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(hits >= 2, "{text}");
+    assert!(text.contains("invalidations:"), "{text}");
+}
+
+#[test]
+fn the_bypass_guard_makes_the_module_answer_unavailable_at_once() {
+    if need_root() {
+        return;
+    }
+    let sandbox = Sandbox::new("");
+    let _daemon = sandbox.start_daemon();
+    provision_alice_and_bob(&sandbox);
+    assert_eq!(sandbox.getent(&["passwd", "alice"]).0, 0);
+    // What nameserviced sets on itself: the module must not ask the daemon.
+    let out = sandbox
+        .command("getent", &["passwd", "alice"])
+        .env("CONNECT_NSS_BYPASS", "1")
+        .output()
+        .expect("getent");
+    assert_eq!(out.status.code(), Some(2));
+    let out = sandbox
+        .command("getent", &["passwd", "root"])
+        .env("CONNECT_NSS_BYPASS", "1")
+        .output()
+        .expect("getent");
+    assert_eq!(out.status.code(), Some(0), "files still answers");
 }

@@ -109,3 +109,22 @@ fn refuses_a_missing_file_naming_it() {
     let text = refusal(&sandbox);
     assert!(text.contains("connect.gcfg"), "{text}");
 }
+
+#[test]
+fn refuses_to_run_beside_a_running_daemon() {
+    if need_root() {
+        return;
+    }
+    let sandbox = Sandbox::new("");
+    let daemon = sandbox.start_daemon();
+    let out = sandbox.daemon_once(&[]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("another nameserviced is using the state directory"),
+        "{text}"
+    );
+    // The first daemon is unharmed.
+    assert!(sandbox.ctl(&["health"]).status.success());
+    assert!(daemon.stop());
+}
