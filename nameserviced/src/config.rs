@@ -41,6 +41,7 @@ pub const NAMESERVICE_KEYS: &[&str] = &[
     "lookupsocket",
     "provisionsocket",
     "statedirectory",
+    "cachefile",
     "positivecachettl",
     "negativecachettl",
     "cachesize",
@@ -66,6 +67,9 @@ pub struct Settings {
     pub lookup_socket: PathBuf,
     pub provision_socket: PathBuf,
     pub state_dir: PathBuf,
+    /// The memory-mapped cache file for libnss_connect's fast path; `None`
+    /// (`CacheFile =` empty) turns the fast path off.
+    pub cache_file: Option<PathBuf>,
     pub positive_ttl: Duration,
     pub negative_ttl: Duration,
     pub cache_size: usize,
@@ -195,6 +199,17 @@ impl Settings {
                 .string(ns("StateDirectory"))
                 .map(PathBuf::from)
                 .unwrap_or_else(|| "/var/lib/connect-nameservice".into()),
+            cache_file: match config.string(ns("CacheFile")) {
+                None => Some(PathBuf::from(connect_proto::DEFAULT_CACHE_FILE)),
+                Some(p) if p.is_empty() => None,
+                Some(p) if p.starts_with('/') => Some(PathBuf::from(p)),
+                Some(p) => {
+                    return Err(invalid(format!(
+                        "[Nameservice] CacheFile = {p:?}: must be an absolute path (or empty to \
+                         turn the fast path off)"
+                    )))
+                }
+            },
             positive_ttl: config
                 .duration(ns("PositiveCacheTtl"))?
                 .unwrap_or(Duration::from_secs(600)),

@@ -4,7 +4,8 @@
 //!
 //! Layout: [`config`] reads the gcfg file, [`local`] the machine's own account
 //! files, [`names`] holds the naming rules, [`store`] the SQLite rows,
-//! [`cache`] the lookup cache, [`service`] the rules that tie them together,
+//! [`cache`] the lookup cache, [`publish`] the memory-mapped cache file for
+//! the NSS module's fast path, [`service`] the rules that tie them together,
 //! [`server`] the gRPC transport and [`client`] the way tools reach it.
 
 pub mod cache;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod local;
 pub mod logging;
 pub mod names;
+pub mod publish;
 pub mod server;
 pub mod service;
 pub mod store;

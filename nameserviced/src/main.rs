@@ -111,7 +111,28 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The fast path: retire what an earlier daemon left, publish a first
+    // snapshot, then keep it current after every change.
+    let publisher = ns.publisher().clone();
+    publisher.retire_leftover();
+    match ns.publish_snapshot() {
+        Ok(_) => {
+            if let Some(path) = publisher.path() {
+                tracing::info!(path = %path.display(), "published the NSS cache file");
+            }
+        }
+        Err(e) => tracing::error!("{e}; lookups go to the daemon until a snapshot can be written"),
+    }
+    let builder = ns.clone();
+    runtime.spawn(
+        publisher
+            .clone()
+            .run(Arc::new(move || builder.publish_snapshot())),
+    );
     let result = runtime.block_on(server::serve(ns, sockets, provision_gid, shutdown_signal()));
+    publisher.withdraw();
+    // Do not wait on a snapshot being built: the next daemon rebuilds it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => {
             tracing::info!("stopped");

@@ -353,14 +353,31 @@ pub async fn serve(
         provision = %sockets.provision.display(),
         "serving"
     );
-    let stopper = tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let result = tokio::try_join!(lookup, provisioning);
-    stopper.abort();
+    let servers = tokio::spawn(async move { tokio::try_join!(lookup, provisioning).map(|_| ()) });
+    tokio::pin!(servers);
+    let result = tokio::select! {
+        // A server failed on its own (e.g. the listener broke).
+        ended = &mut servers => ended,
+        () = shutdown => {
+            let _ = stop_tx.send(true);
+            // Graceful shutdown waits for clients to close their connections,
+            // but an NSS client's idle connection is only polled during a
+            // lookup, so it may never close: drain briefly, then go.
+            match tokio::time::timeout(SHUTDOWN_DRAIN, &mut servers).await {
+                Ok(ended) => ended,
+                Err(_) => {
+                    tracing::info!("closing idle client connections");
+                    servers.abort();
+                    Ok(Ok(()))
+                }
+            }
+        }
+    };
     let _ = std::fs::remove_file(&sockets.lookup);
     let _ = std::fs::remove_file(&sockets.provision);
-    result?;
+    result.map_err(|e| format!("server task failed: {e}"))??;
     Ok(())
 }
+
+/// How long in-flight calls get to finish after SIGTERM.
+pub const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);

@@ -23,6 +23,7 @@ use crate::cache::{CacheKey, CacheStats, CacheValue, LookupCache};
 use crate::config::{Settings, SharedGroup};
 use crate::local::{LocalAccounts, LocalFiles, LocalWatcher};
 use crate::names::{plausible_lookup_name, sanitise_gecos, with_suffix, NameError};
+use crate::publish::Publisher;
 use crate::store::{self, DbError, GroupRow, IdKind, Table, UserRow, SYSTEM_PROVIDER};
 
 /// Most entries one enumeration page returns.
@@ -103,6 +104,7 @@ pub struct Nameservice {
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     cache: LookupCache,
+    publisher: Arc<Publisher>,
     local: LocalWatcher,
     started: Instant,
 }
@@ -146,6 +148,7 @@ impl Nameservice {
         readers: usize,
     ) -> Result<Self, String> {
         let db_path = Self::db_path(&settings.state_dir);
+        let settings_cache_file = settings.cache_file.clone();
         std::fs::create_dir_all(&settings.state_dir).map_err(|e| {
             format!(
                 "cannot create the state directory {}: {e}",
@@ -174,6 +177,7 @@ impl Nameservice {
             readers,
             next_reader: AtomicUsize::new(0),
             cache,
+            publisher: Arc::new(Publisher::new(settings_cache_file)),
             local,
             started: Instant::now(),
         })
@@ -460,6 +464,88 @@ impl Nameservice {
         self.cache.stats()
     }
 
+    pub fn publisher(&self) -> &Arc<Publisher> {
+        &self.publisher
+    }
+
+    /// After a committed change, before it is acknowledged: no cached or
+    /// published answer may predate it.
+    fn on_change(&self) {
+        self.cache.invalidate();
+        self.publisher.changed();
+    }
+
+    /// Every account and group as the NSS module's cache file holds them,
+    /// read in one transaction so the snapshot is consistent.
+    pub fn snapshot_records(
+        &self,
+    ) -> Result<(Vec<connect_memcache::User>, Vec<connect_memcache::Group>), ServiceError> {
+        let mut reader = self.reader();
+        let tx = reader.transaction()?;
+        let mut supplementary: std::collections::HashMap<u32, Vec<u32>> =
+            std::collections::HashMap::new();
+        let mut members: std::collections::HashMap<u32, Vec<u32>> =
+            std::collections::HashMap::new();
+        for (uid, gid) in store::all_memberships(&tx)? {
+            supplementary.entry(uid).or_default().push(gid);
+            members.entry(gid).or_default().push(uid);
+        }
+        let rows = store::users_page(&tx, 0, u32::MAX)?;
+        let names: std::collections::HashMap<u32, &str> =
+            rows.iter().map(|r| (r.uid, r.name.as_str())).collect();
+        let users = rows
+            .iter()
+            .map(|row| {
+                let posix = self.posix_user(row);
+                let mut groups = supplementary.remove(&row.uid).unwrap_or_default();
+                if self.shared.owned {
+                    groups.insert(0, self.shared.gid);
+                }
+                connect_memcache::User {
+                    name: posix.name,
+                    uid: posix.uid,
+                    gid: posix.gid,
+                    gecos: posix.gecos,
+                    home: posix.home,
+                    shell: posix.shell,
+                    groups,
+                }
+            })
+            .collect();
+        let groups = store::groups_page(&tx, 0, u32::MAX)?
+            .into_iter()
+            .map(|g| {
+                let members = if self.shared.owned && g.gid == self.shared.gid {
+                    rows.iter().map(|r| r.name.clone()).collect()
+                } else {
+                    members
+                        .get(&g.gid)
+                        .map(|uids| {
+                            uids.iter()
+                                .filter_map(|u| names.get(u).map(|n| (*n).to_owned()))
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                connect_memcache::Group {
+                    name: g.name,
+                    gid: g.gid,
+                    members,
+                }
+            })
+            .collect();
+        Ok((users, groups))
+    }
+
+    /// Builds and publishes the cache file if nothing changed meanwhile.
+    pub fn publish_snapshot(&self) -> Result<bool, String> {
+        let before = self.publisher.changes();
+        let (users, groups) = self.snapshot_records().map_err(|e| e.to_string())?;
+        self.publisher
+            .publish(before, &users, &groups)
+            .map_err(|e| format!("cannot write the cache file: {e}"))
+    }
+
     // ----------------------------------------------------------------------
     // Provisioning
     // ----------------------------------------------------------------------
@@ -570,7 +656,7 @@ impl Nameservice {
         )?;
         tx.commit()?;
         if changed {
-            self.cache.invalidate();
+            self.on_change();
         }
         if created {
             tracing::info!(uid = row.uid, name = %row.name, provider = %row.provider, "provisioned account");
@@ -875,7 +961,7 @@ impl Nameservice {
         store::update_user(&tx, &row)?;
         let account = self.account(&tx, &row)?;
         tx.commit()?;
-        self.cache.invalidate();
+        self.on_change();
         tracing::info!(uid = row.uid, name = %row.name, locked, "account lock changed");
         Ok(account)
     }

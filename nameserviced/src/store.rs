@@ -255,6 +255,13 @@ pub fn user_groups(c: &Connection, uid: u32) -> Result<Vec<GroupRow>, DbError> {
     .collect()
 }
 
+/// Every (uid, gid) membership, ordered by uid then gid.
+pub fn all_memberships(c: &Connection) -> Result<Vec<(u32, u32)>, DbError> {
+    c.prepare_cached("SELECT uid, gid FROM memberships ORDER BY uid, gid")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect()
+}
+
 pub fn users_page(c: &Connection, after_uid: u32, limit: u32) -> Result<Vec<UserRow>, DbError> {
     c.prepare_cached(&format!(
         "SELECT {USER_COLUMNS} FROM users WHERE uid > ?1 ORDER BY uid LIMIT ?2"

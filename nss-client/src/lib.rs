@@ -21,6 +21,11 @@
 //!   environment (nameserviced sets it on itself) every lookup is
 //!   "unavailable" at once.
 //!
+//! - **Fast path.** Hits are answered from the memory-mapped cache file
+//!   nameserviced publishes (see `connect-memcache`), mapped once per thread
+//!   and re-checked by a stat at most once a second, or every 50 ms while it
+//!   is retired or absent. Misses and doubts go to the daemon.
+//!
 //! Nothing here panics on bad input; errors are values.
 
 use std::cell::RefCell;
@@ -112,6 +117,129 @@ fn socket_path() -> PathBuf {
         }
     }
     PathBuf::from(connect_proto::DEFAULT_LOOKUP_SOCKET)
+}
+
+// ---------------------------------------------------------------------------
+// Fast path: the memory-mapped cache file nameserviced publishes.
+// ---------------------------------------------------------------------------
+
+/// How often a thread with a valid mapping checks that the path still names
+/// the same file (a cheap stat; the retire counter covers the usual case).
+const RECHECK_VALID_MS: u64 = 1000;
+/// How often, while the file is absent or retired, a thread looks for a new one.
+const RECHECK_STALE_MS: u64 = 50;
+
+/// The cache path: `CONNECT_NSS_CACHE` through `secure_getenv` (so never in
+/// setuid programs), `off` or empty to read none, else the default.
+fn cache_path() -> Option<std::ffi::CString> {
+    // SAFETY: NUL-terminated name; result is NULL or a valid C string.
+    let value = unsafe { secure_getenv(c"CONNECT_NSS_CACHE".as_ptr()) };
+    if value.is_null() {
+        return std::ffi::CString::new(connect_proto::DEFAULT_CACHE_FILE).ok();
+    }
+    // SAFETY: non-null results are valid NUL-terminated strings.
+    let bytes = unsafe { CStr::from_ptr(value) };
+    match bytes.to_bytes() {
+        b"" | b"off" => None,
+        _ => Some(bytes.to_owned()),
+    }
+}
+
+fn coarse_now_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is valid; CLOCK_MONOTONIC_COARSE is served from the vDSO.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1000) + (ts.tv_nsec as u64) / 1_000_000
+}
+
+#[derive(Default)]
+struct FastPath {
+    mapped: Option<connect_memcache::mapped::Mapped>,
+    next_check_ms: u64,
+}
+
+impl FastPath {
+    fn refresh(&mut self, path: &CStr, now: u64) {
+        if self.mapped.is_some() && now < self.next_check_ms {
+            return;
+        }
+        let on_disk = connect_memcache::mapped::file_id(path);
+        let same = matches!((&self.mapped, on_disk), (Some(m), Some(id)) if m.id == id);
+        if !same {
+            // Replaced, removed or never opened: map what is there now.
+            self.mapped = connect_memcache::mapped::Mapped::open(path).ok();
+        }
+        let valid = self.mapped.as_ref().is_some_and(|m| m.snapshot().is_ok());
+        self.next_check_ms = now
+            + if valid {
+                RECHECK_VALID_MS
+            } else {
+                RECHECK_STALE_MS
+            };
+    }
+
+    fn lookup<T>(
+        &mut self,
+        find: &dyn Fn(&connect_memcache::Snapshot<'_>) -> connect_memcache::Answer<T>,
+    ) -> Option<T> {
+        let path = cache_path()?;
+        let now = coarse_now_ms();
+        self.refresh(&path, now);
+        let snapshot = match self.mapped.as_ref().map(|m| m.snapshot()) {
+            Some(Ok(s)) => s,
+            Some(Err(_)) => {
+                // Retired: look for its successor soon, ask the daemon now.
+                self.next_check_ms = self.next_check_ms.min(now + RECHECK_STALE_MS);
+                return None;
+            }
+            None => return None,
+        };
+        match find(&snapshot) {
+            connect_memcache::Answer::Hit(found) => Some(found),
+            connect_memcache::Answer::Miss => None,
+            connect_memcache::Answer::Doubt => {
+                self.next_check_ms = self.next_check_ms.min(now + RECHECK_STALE_MS);
+                None
+            }
+        }
+    }
+}
+
+thread_local! {
+    static FAST_PATH: RefCell<FastPath> = RefCell::new(FastPath::default());
+}
+
+/// A hit from the cache file, or `None` (miss, doubt, no file, or this
+/// thread cannot use its thread-locals): then the daemon is asked.
+fn from_cache<T>(
+    find: impl Fn(&connect_memcache::Snapshot<'_>) -> connect_memcache::Answer<T>,
+) -> Option<T> {
+    FAST_PATH
+        .try_with(|cell| cell.try_borrow_mut().ok()?.lookup(&find))
+        .ok()
+        .flatten()
+}
+
+fn posix_user(u: connect_memcache::User) -> PosixUser {
+    PosixUser {
+        name: u.name,
+        uid: u.uid,
+        gid: u.gid,
+        gecos: u.gecos,
+        home: u.home,
+        shell: u.shell,
+    }
+}
+
+fn posix_group(g: connect_memcache::Group) -> PosixGroup {
+    PosixGroup {
+        name: g.name,
+        gid: g.gid,
+        members: g.members,
+    }
 }
 
 /// One thread's connection.
@@ -295,6 +423,12 @@ pub fn user_by_name(name: &str) -> Answer<PosixUser> {
     if !plausible(name) {
         return Ok(None);
     }
+    if bypassed() {
+        return Err(Unavailable::Bypassed);
+    }
+    if let Some(user) = from_cache(|s| s.user_by_name(name)) {
+        return Ok(Some(posix_user(user)));
+    }
     let request = UserByNameRequest {
         name: name.to_owned(),
     };
@@ -309,6 +443,12 @@ pub fn user_by_name(name: &str) -> Answer<PosixUser> {
 }
 
 pub fn user_by_uid(uid: u32) -> Answer<PosixUser> {
+    if bypassed() {
+        return Err(Unavailable::Bypassed);
+    }
+    if let Some(user) = from_cache(|s| s.user_by_uid(uid)) {
+        return Ok(Some(posix_user(user)));
+    }
     run(Box::new(move |mut c| {
         Box::pin(async move {
             c.get_user_by_uid(UserByUidRequest { uid })
@@ -321,6 +461,12 @@ pub fn user_by_uid(uid: u32) -> Answer<PosixUser> {
 pub fn group_by_name(name: &str) -> Answer<PosixGroup> {
     if !plausible(name) {
         return Ok(None);
+    }
+    if bypassed() {
+        return Err(Unavailable::Bypassed);
+    }
+    if let Some(group) = from_cache(|s| s.group_by_name(name)) {
+        return Ok(Some(posix_group(group)));
     }
     let request = GroupByNameRequest {
         name: name.to_owned(),
@@ -336,6 +482,12 @@ pub fn group_by_name(name: &str) -> Answer<PosixGroup> {
 }
 
 pub fn group_by_gid(gid: u32) -> Answer<PosixGroup> {
+    if bypassed() {
+        return Err(Unavailable::Bypassed);
+    }
+    if let Some(group) = from_cache(|s| s.group_by_gid(gid)) {
+        return Ok(Some(posix_group(group)));
+    }
     run(Box::new(move |mut c| {
         Box::pin(async move {
             c.get_group_by_gid(GroupByGidRequest { gid })
@@ -349,6 +501,12 @@ pub fn group_by_gid(gid: u32) -> Answer<PosixGroup> {
 pub fn supplementary_groups(user: &str) -> Answer<Vec<u32>> {
     if !plausible(user) {
         return Ok(None);
+    }
+    if bypassed() {
+        return Err(Unavailable::Bypassed);
+    }
+    if let Some(found) = from_cache(|s| s.user_by_name(user)) {
+        return Ok(Some(found.groups));
     }
     let request = SupplementaryGroupsRequest {
         user: user.to_owned(),

@@ -16,6 +16,11 @@ pub mod v1 {
 pub const DEFAULT_LOOKUP_SOCKET: &str = "/run/connect-nameservice/lookup.sock";
 /// Default path of the privileged provisioning socket.
 pub const DEFAULT_PROVISION_SOCKET: &str = "/run/connect-nameservice/provision.sock";
+/// Default path of the memory-mapped account cache (the NSS fast path).
+pub const DEFAULT_CACHE_FILE: &str = "/run/connect-nameservice/cache";
+/// Environment variable (honoured only through `secure_getenv`) naming
+/// another cache file for libnss_connect, or `off` to read none.
+pub const NSS_CACHE_ENV: &str = "CONNECT_NSS_CACHE";
 /// Environment variable that, when set to `1` in a process, makes
 /// libnss_connect answer UNAVAIL at once. nameserviced sets it on itself so a
 /// lookup made inside the daemon can never call back into the daemon.

@@ -157,11 +157,13 @@ impl Sandbox {
             format!(
                 "[Applications]\nSharedRunAsUnixGroup = {SHARED_GROUP}\n\
                  [Nameservice]\nUidRange = {UID_BASE}-{}\nGidRange = {GID_BASE}-{}\n\
-                 LookupSocket = {}\nProvisionSocket = {}\nStateDirectory = {}\n{extra}\n",
+                 LookupSocket = {}\nProvisionSocket = {}\nCacheFile = {}\n\
+                 StateDirectory = {}\n{extra}\n",
                 UID_BASE + 99_999,
                 GID_BASE + 99_999,
                 run_dir.join("lookup.sock").display(),
                 run_dir.join("provision.sock").display(),
+                run_dir.join("cache").display(),
                 state.display(),
             ),
         )
@@ -351,13 +353,27 @@ impl Daemon {
         unsafe { libc::kill(self.pid(), signal) };
     }
 
-    /// SIGTERM, then waits; returns whether it exited cleanly.
+    /// SIGTERM, then waits up to 10 s; returns whether it exited cleanly in
+    /// time (a daemon that ignores SIGTERM is killed and counts as a failure).
     pub fn stop(mut self) -> bool {
         self.signal(libc::SIGTERM);
-        self.child
-            .take()
-            .and_then(|mut c| c.wait().ok())
-            .is_some_and(|s| s.success())
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!(
+            "nameserviced ignored SIGTERM for 10 s:\n{}",
+            self.log_text()
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        false
     }
 
     /// SIGKILL, then reaps.

@@ -95,8 +95,8 @@ fn refuses_malformed_files_naming_the_line() {
     );
     let sandbox = Sandbox::new("[Broken\n");
     let text = refusal(&sandbox);
-    // The standard sections take lines 1-8; the extra text starts at line 9.
-    assert!(text.contains("connect.gcfg:9:"), "{text}");
+    // The standard sections take lines 1-9; the extra text starts at line 10.
+    assert!(text.contains("connect.gcfg:10:"), "{text}");
 }
 
 #[test]

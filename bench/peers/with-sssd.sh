@@ -1,0 +1,133 @@
+#!/bin/sh
+# with-sssd.sh CMD...  -- run CMD with SSSD (files id provider) answering
+# passwd/group/initgroups lookups, warmed so that hits come from SSSD's
+# memory-mapped cache (/var/lib/sss/mc/*), which libnss_sss reads in-process
+# without talking to sssd_nss.
+#
+# Assumes (the orchestrator sets this up):
+#   * root, inside a PRIVATE mount namespace (checked: refuses to run in the
+#     host's namespace), with a private tmpfs on /run;
+#   * the desired /etc/passwd and /etc/group bind-mounted (the files
+#     provider mirrors exactly these, and watches them with inotify);
+#   * /etc/nsswitch.conf bind-mounted with
+#         passwd:     sss files
+#         group:      sss files
+#         initgroups: sss files
+#     `sss` first is what sssd-files(5) prescribes (the caching only helps
+#     when nss_sss comes before nss_files); `files` after it is needed
+#     because SSSD never answers for root / uid 0 / gid 0 and, while the
+#     files provider (re)loads the files, sss returns UNAVAIL on purpose
+#     (fallback_to_nss) so that glibc falls through to files.  The explicit
+#     initgroups line makes getgrouplist()/initgroups() stop after sss
+#     answered (without it glibc ALSO scans /etc/group through files for
+#     every call, which is not what an SSSD system does).
+#
+# This script mounts private tmpfs over /etc/sssd (the config, copied from
+# bench/peers/sssd.conf with mode 0600, which sssd requires), /var/lib/sss
+# (db, mc, pipes, pipes/private, pubconf, ... with the package's modes) and
+# /var/log/sssd, starts `sssd -i` (no systemd needed; runs as root), waits
+# until the files provider has imported the WHOLE passwd/group (the last
+# user of /etc/passwd resolves with `getent -s sss`, i.e. through sss only,
+# no files fallback), warms the probe entries, verifies that a warmed lookup
+# is served from /var/lib/sss/mc without any connect() to
+# /var/lib/sss/pipes/nss (strace, when installed), runs CMD, stops sssd and
+# exits with CMD's status.
+#
+# Verification detail: after `getent -s sss passwd U` once, a second
+# `strace -f -e trace=connect,openat getent -s sss passwd U` shows an
+# openat of /var/lib/sss/mc/passwd and no connect() to
+# /var/lib/sss/pipes/nss: the hit came from the mapped cache.  SSSD's mc
+# only holds entries that were looked up through sssd_nss at least once
+# (the first lookup of each key goes over the pipe and fills the mc), so
+# CMD must warm its keys itself (nss_bench's --warmup does).
+#
+# Only stdout of CMD goes to stdout; this script talks on stderr.
+set -eu
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+log() { echo "with-sssd: $*" >&2; }
+die() { log "$*"; exit 125; }
+
+[ $# -ge 1 ] || die "usage: with-sssd.sh CMD [ARGS...]"
+[ "$(id -u)" = 0 ] || die "must run as root"
+[ "$(readlink /proc/self/ns/mnt)" != "$(readlink /proc/1/ns/mnt)" ] ||
+    die "refusing to run in the host's mount namespace (use unshare --mount --propagation private)"
+mountpoint -q /run || die "/run is not a private mount (mount -t tmpfs tmpfs /run first)"
+[ -x /usr/sbin/sssd ] || die "sssd not installed (run bench/peers/install.sh)"
+grep -Eq '^passwd:[[:space:]]+sss([[:space:]]|$)' /etc/nsswitch.conf ||
+    log "warning: nsswitch.conf passwd line does not start with sss: $(grep '^passwd:' /etc/nsswitch.conf || true)"
+
+# Private state: nothing of this reaches the host.
+mount -t tmpfs -o mode=0711 tmpfs /etc/sssd
+mkdir -m 0711 /etc/sssd/conf.d
+install -m 0600 -o root -g root "$HERE/sssd.conf" /etc/sssd/sssd.conf
+mount -t tmpfs -o mode=0755 tmpfs /var/lib/sss
+mkdir -m 0700 /var/lib/sss/db /var/lib/sss/secrets
+mkdir -m 0775 /var/lib/sss/mc
+mkdir -m 0755 /var/lib/sss/pipes /var/lib/sss/pubconf /var/lib/sss/gpo_cache
+mkdir -m 0750 /var/lib/sss/pipes/private
+mkdir -m 0751 /var/lib/sss/deskprofile
+mkdir -p /var/log/sssd
+mount -t tmpfs -o mode=0750 tmpfs /var/log/sssd
+
+SSSD_PID=
+stop_sssd() {
+    [ -n "$SSSD_PID" ] || return 0
+    kids=$(pgrep -P "$SSSD_PID" 2>/dev/null | tr '\n' ' ' || true)
+    kill -TERM "$SSSD_PID" 2>/dev/null || true
+    i=0
+    while kill -0 "$SSSD_PID" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    for p in $SSSD_PID $kids; do kill -KILL "$p" 2>/dev/null || true; done
+    wait "$SSSD_PID" 2>/dev/null || true
+    SSSD_PID=
+}
+trap stop_sssd EXIT
+trap 'exit 143' INT TERM
+
+# Logs stay in the private tmpfs /var/log/sssd (default debug level:
+# fatal, critical and serious failures only, no per-request logging).
+sssd -i --logger=files -c /etc/sssd/sssd.conf </dev/null >/dev/null 2>&1 &
+SSSD_PID=$!
+
+# Wait for the nss responder and for the complete import: the files
+# provider loads passwd/group into its ldb cache after start-up, which takes
+# seconds for 10^4 users; until then sss answers UNAVAIL.
+probe=$(awk -F: 'NF > 2 && $3 != 0 {print $1; exit}' /etc/passwd)
+last=$(awk -F: 'NF > 2 && $3 != 0 {u = $1} END {print u}' /etc/passwd)
+lastgrp=$(awk -F: 'NF > 2 && $3 != 0 {g = $1} END {print g}' /etc/group)
+[ -n "$probe" ] || die "no non-root user in /etc/passwd"
+t0=$(date +%s)
+i=0
+until [ -S /var/lib/sss/pipes/nss ] && getent -s sss passwd "$last" >/dev/null 2>&1 &&
+    { [ -z "$lastgrp" ] || getent -s sss group "$lastgrp" >/dev/null 2>&1; }; do
+    kill -0 "$SSSD_PID" 2>/dev/null || {
+        tail -n 20 /var/log/sssd/*.log >&2 2>/dev/null || true
+        die "sssd exited during start-up"
+    }
+    i=$((i + 1))
+    [ $i -le 1200 ] || die "sssd did not serve '$last' through sss within 300 s"
+    sleep 0.25
+done
+log "sssd up (pid $SSSD_PID) after $(($(date +%s) - t0)) s; '$last' and group '${lastgrp:-none}' resolve through sss"
+
+# Warm and verify the memory-mapped cache.
+getent -s sss passwd "$probe" >/dev/null || die "getent -s sss passwd $probe failed"
+getent -s sss passwd "$(awk -F: -v u="$probe" '$1 == u {print $3}' /etc/passwd)" >/dev/null || true
+[ -s /var/lib/sss/mc/passwd ] || die "/var/lib/sss/mc/passwd missing: memory cache not in use"
+if command -v strace >/dev/null 2>&1; then
+    tr=$(strace -f -e trace=connect,openat getent -s sss passwd "$probe" 2>&1 >/dev/null)
+    if echo "$tr" | grep -q 'pipes/nss'; then
+        echo "$tr" | grep -E 'sss' >&2
+        die "a warmed lookup of '$probe' still talked to sssd_nss over the pipe: mc not used"
+    fi
+    echo "$tr" | grep -q 'mc/passwd' || die "a warmed lookup of '$probe' did not open /var/lib/sss/mc/passwd"
+    log "warmed lookup of '$probe' served from /var/lib/sss/mc/passwd (no connect to pipes/nss, checked with strace)"
+else
+    log "strace not installed: skipped the no-pipe check of the warmed lookup"
+fi
+
+set +e
+"$@"
+rc=$?
+set -e
+exit $rc
