@@ -700,6 +700,8 @@ impl AlignedCopy {
 }
 
 pub mod mapped;
+#[doc(hidden)]
+pub mod testing;
 
 #[cfg(test)]
 mod tests;

@@ -3,35 +3,7 @@
 
 use super::*;
 
-fn sample() -> (Vec<User>, Vec<Group>) {
-    let users = (0..50u32)
-        .map(|i| User {
-            name: format!("user{i}"),
-            uid: 2_000_000 + i,
-            gid: 3_000_000,
-            gecos: format!("User {i}"),
-            home: format!("/home/user{i}"),
-            shell: "/bin/bash".into(),
-            groups: (0..(i % 5)).map(|g| 3_000_001 + g).collect(),
-        })
-        .collect();
-    let groups = (0..5u32)
-        .map(|g| Group {
-            name: format!("team{g}"),
-            gid: 3_000_001 + g,
-            members: (0..50)
-                .filter(|i| i % 5 > g)
-                .map(|i| format!("user{i}"))
-                .collect(),
-        })
-        .chain([Group {
-            name: "connect-users".into(),
-            gid: 3_000_000,
-            members: (0..50).map(|i| format!("user{i}")).collect(),
-        }])
-        .collect();
-    (users, groups)
-}
+use crate::testing::{check_invariants, sample};
 
 fn built() -> Vec<u8> {
     let (users, groups) = sample();
@@ -165,23 +137,6 @@ fn no_single_byte_corruption_panics_or_misleads() {
     }
 }
 
-pub(crate) fn check_invariants(snap: &Snapshot<'_>, users: &[User], groups: &[Group]) {
-    for u in users {
-        for answer in [snap.user_by_name(&u.name), snap.user_by_uid(u.uid)] {
-            if let Answer::Hit(found) = answer {
-                assert_eq!(&found, u, "a damaged file must not change an answer");
-            }
-        }
-    }
-    for g in groups {
-        for answer in [snap.group_by_name(&g.name), snap.group_by_gid(g.gid)] {
-            if let Answer::Hit(found) = answer {
-                assert_eq!(&found, g, "a damaged file must not change an answer");
-            }
-        }
-    }
-}
-
 #[test]
 fn publish_is_atomic_and_retire_marks_the_file() {
     let dir = std::env::temp_dir().join(format!("memcache-test-{}", std::process::id()));
@@ -238,4 +193,18 @@ fn mapped_files_must_be_root_owned_and_not_writable_by_others() {
         Some(mapped::OpenError::Absent)
     );
     std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+/// Every input in the fuzzing corpus (memcache/fuzz/corpus/reader), replayed
+/// on every test run: what the fuzzer once found stays fixed.
+#[test]
+fn the_fuzzing_corpus_replays_cleanly() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/reader");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).expect("the corpus is in the repository") {
+        let path = entry.expect("entry").path();
+        crate::testing::exercise(&std::fs::read(&path).expect("read"));
+        count += 1;
+    }
+    assert!(count >= 10, "the corpus has only {count} inputs");
 }

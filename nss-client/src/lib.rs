@@ -93,8 +93,11 @@ fn env_flag(name: &CStr) -> bool {
     !value.is_null() && unsafe { CStr::from_ptr(value) }.to_bytes() == b"1"
 }
 
+/// Read once per process: nameserviced sets it before it starts any thread,
+/// and getenv on every lookup costs more than the rest of a cache hit.
 fn bypassed() -> bool {
-    env_flag(c"CONNECT_NSS_BYPASS")
+    static BYPASS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *BYPASS.get_or_init(|| env_flag(c"CONNECT_NSS_BYPASS"))
 }
 
 extern "C" {
@@ -157,37 +160,44 @@ fn coarse_now_ms() -> u64 {
 
 #[derive(Default)]
 struct FastPath {
+    /// The cache path, read from the environment once per thread.
+    path: Option<Option<std::ffi::CString>>,
     mapped: Option<connect_memcache::mapped::Mapped>,
     next_check_ms: u64,
 }
 
-impl FastPath {
-    fn refresh(&mut self, path: &CStr, now: u64) {
-        if self.mapped.is_some() && now < self.next_check_ms {
-            return;
-        }
-        let on_disk = connect_memcache::mapped::file_id(path);
-        let same = matches!((&self.mapped, on_disk), (Some(m), Some(id)) if m.id == id);
-        if !same {
-            // Replaced, removed or never opened: map what is there now.
-            self.mapped = connect_memcache::mapped::Mapped::open(path).ok();
-        }
-        let valid = self.mapped.as_ref().is_some_and(|m| m.snapshot().is_ok());
-        self.next_check_ms = now
-            + if valid {
-                RECHECK_VALID_MS
-            } else {
-                RECHECK_STALE_MS
-            };
+fn refresh(
+    mapped: &mut Option<connect_memcache::mapped::Mapped>,
+    next_check_ms: &mut u64,
+    path: &CStr,
+    now: u64,
+) {
+    if mapped.is_some() && now < *next_check_ms {
+        return;
     }
+    let on_disk = connect_memcache::mapped::file_id(path);
+    let same = matches!((&*mapped, on_disk), (Some(m), Some(id)) if m.id == id);
+    if !same {
+        // Replaced, removed or never opened: map what is there now.
+        *mapped = connect_memcache::mapped::Mapped::open(path).ok();
+    }
+    let valid = mapped.as_ref().is_some_and(|m| m.snapshot().is_ok());
+    *next_check_ms = now
+        + if valid {
+            RECHECK_VALID_MS
+        } else {
+            RECHECK_STALE_MS
+        };
+}
 
+impl FastPath {
     fn lookup<T>(
         &mut self,
         find: &dyn Fn(&connect_memcache::Snapshot<'_>) -> connect_memcache::Answer<T>,
     ) -> Option<T> {
-        let path = cache_path()?;
+        let path = self.path.get_or_insert_with(cache_path).as_deref()?;
         let now = coarse_now_ms();
-        self.refresh(&path, now);
+        refresh(&mut self.mapped, &mut self.next_check_ms, path, now);
         let snapshot = match self.mapped.as_ref().map(|m| m.snapshot()) {
             Some(Ok(s)) => s,
             Some(Err(_)) => {
@@ -246,7 +256,9 @@ fn posix_group(g: connect_memcache::Group) -> PosixGroup {
 struct Connection {
     pid: libc::pid_t,
     runtime: tokio::runtime::Runtime,
-    client: LookupClient<Channel>,
+    /// `None` after a failed dial: the runtime is kept, so a stopped daemon
+    /// costs a connect() per lookup, not a new runtime.
+    client: Option<LookupClient<Channel>>,
 }
 
 thread_local! {
@@ -362,26 +374,37 @@ fn run_on<T>(slot: &mut Option<Connection>, call: &mut Call<'_, T>) -> Result<T,
         }
     }
     let started = now_ms();
-    let reused = slot.is_some();
     if slot.is_none() {
-        let runtime = runtime()?;
-        let client =
-            match runtime.block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, dial()).await }) {
-                Ok(Ok(client)) => client,
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return timed_out(),
-            };
         *slot = Some(Connection {
             pid,
-            runtime,
-            client,
+            runtime: runtime()?,
+            client: None,
         });
     }
-    let Some(conn) = slot.as_ref() else {
+    let Some(conn) = slot.as_mut() else {
+        return Err(Unavailable::Failed("no connection".into()));
+    };
+    let reused = conn.client.is_some();
+    if conn.client.is_none() {
+        let dialled = conn
+            .runtime
+            .block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, dial()).await });
+        match dialled {
+            Ok(Ok(client)) => conn.client = Some(client),
+            // Refused or absent: nothing was left running in the runtime.
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                *slot = None;
+                return timed_out();
+            }
+        }
+    }
+    let (Some(conn), Some(client)) = (slot.as_ref(), slot.as_ref().and_then(|c| c.client.clone()))
+    else {
         return Err(Unavailable::Failed("no connection".into()));
     };
     let budget = REQUEST_TIMEOUT.saturating_sub(Duration::from_millis(now_ms() - started));
-    match attempt(&conn.runtime, conn.client.clone(), call, budget) {
+    match attempt(&conn.runtime, client, call, budget) {
         Attempt::Done(value) => Ok(value),
         Attempt::TimedOut => {
             *slot = None;

@@ -65,7 +65,7 @@ unsafe fn set_errno(errnop: *mut c_int, value: c_int) {
 /// # Safety
 /// `result` must point to a `C` and `buf` to `buflen` writable bytes (glibc
 /// guarantees both); `errnop` null or writable.
-unsafe fn deliver<R: ToC<C>, C>(
+unsafe fn deliver<R: ToC<C> + Needed, C>(
     outcome: Outcome<R>,
     result: *mut C,
     buf: *mut c_char,
@@ -78,10 +78,17 @@ unsafe fn deliver<R: ToC<C>, C>(
                 set_errno(errnop, libc::EINVAL);
                 return UNAVAIL;
             }
+            // libnss zeroes the whole span it is given before writing; give
+            // it only what the record needs (glibc's buffers are often 16 KiB).
+            let needed = record.needed();
+            if needed > buflen {
+                set_errno(errnop, libc::ERANGE);
+                return TRYAGAIN;
+            }
             // Sets *errnop to 0 on success, ERANGE with TRYAGAIN when the
             // buffer is too small (glibc then retries with a bigger one).
             let mut scratch: c_int = 0;
-            let status = Response::Success(record).to_c(result, buf, buflen, &mut scratch);
+            let status = Response::Success(record).to_c(result, buf, needed, &mut scratch);
             let status = status as c_int;
             if status != SUCCESS {
                 // Only a short buffer leads here; never leave errno unset.
@@ -114,6 +121,39 @@ fn guarded(errnop: *mut c_int, body: impl FnOnce() -> c_int) -> c_int {
             unsafe { set_errno(errnop, libc::EAGAIN) };
             UNAVAIL
         }
+    }
+}
+
+/// Bytes a record takes in the caller's buffer, alignment padding included
+/// (an upper bound: the buffer's start may need up to `align - 1` bytes).
+trait Needed {
+    fn needed(&self) -> usize;
+}
+
+impl Needed for Passwd {
+    fn needed(&self) -> usize {
+        [
+            &self.name,
+            &self.passwd,
+            &self.gecos,
+            &self.dir,
+            &self.shell,
+        ]
+        .iter()
+        .map(|s| s.len() + 1)
+        .sum()
+    }
+}
+
+impl Needed for AlignedGroup {
+    fn needed(&self) -> usize {
+        let pointer = std::mem::size_of::<*mut c_char>();
+        (pointer - 1)
+            + (self.members.len() + 1) * pointer
+            + self.members.iter().map(|m| m.len() + 1).sum::<usize>()
+            + self.name.len()
+            + 1
+            + 2
     }
 }
 
@@ -332,7 +372,7 @@ fn open<T>(
 
 /// # Safety
 /// `result`, `buf`, `errnop` as for the `_r` lookups.
-unsafe fn next_entry<T: Clone, R: ToC<C>, C>(
+unsafe fn next_entry<T: Clone, R: ToC<C> + Needed, C>(
     state: &Mutex<Enumeration<T>>,
     fetch: impl FnOnce() -> Result<Vec<T>, client::Unavailable>,
     convert: impl FnOnce(T) -> Outcome<R>,

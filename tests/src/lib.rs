@@ -68,24 +68,29 @@ pub fn artifacts() -> &'static Artifacts {
             "packaging/build-nss-module.sh",
         );
         let e2e = root.join("target/e2e");
-        run_checked(
-            Command::new(&cargo)
-                .current_dir(&root)
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "nameserviced",
-                    "--bins",
-                    "--target-dir",
-                ])
-                .arg(&e2e),
-            "cargo build -p nameserviced",
-        );
+        // Benchmarks set CONNECT_E2E_RELEASE=1 to measure optimised daemons.
+        let release = std::env::var_os("CONNECT_E2E_RELEASE").is_some();
+        let mut build = Command::new(&cargo);
+        build
+            .current_dir(&root)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "nameserviced",
+                "--bins",
+                "--target-dir",
+            ])
+            .arg(&e2e);
+        if release {
+            build.arg("--release");
+        }
+        run_checked(&mut build, "cargo build -p nameserviced");
+        let profile = if release { "release" } else { "debug" };
         Artifacts {
             module: module_dir.join("release/libnss_connect.so"),
-            nameserviced: e2e.join("debug/nameserviced"),
-            nameservicectl: e2e.join("debug/nameservicectl"),
+            nameserviced: e2e.join(profile).join("nameserviced"),
+            nameservicectl: e2e.join(profile).join("nameservicectl"),
         }
     })
 }
@@ -179,6 +184,12 @@ impl Sandbox {
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// Replaces the nsswitch.conf this sandbox mounts (e.g. `passwd: connect`
+    /// alone, to measure one backend without `files` in front of it).
+    pub fn set_nsswitch(&mut self, contents: &str) {
+        fs::write(self.path("nsswitch.conf"), contents).expect("nsswitch.conf");
     }
 
     /// Mounts `contents` (written to the sandbox) over `target` in every
