@@ -34,6 +34,12 @@ fn main() -> ExitCode {
     // answers UNAVAIL at once instead of asking this daemon about itself.
     // SAFETY: no other thread is running yet.
     unsafe { std::env::set_var(connect_proto::NSS_BYPASS_ENV, "1") };
+    // glibc gives each thread that allocates its own arena (up to 8 per
+    // core) and keeps freed memory in each: with the blocking pool's threads
+    // building large snapshots that multiplied resident memory many times.
+    // Two arenas are plenty for a daemon whose hot path is a cache lookup.
+    // SAFETY: mallopt is called before any thread exists.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
     let args = Args::parse();
 
     let config = match Config::load(&args.config) {

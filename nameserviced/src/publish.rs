@@ -19,6 +19,8 @@ use connect_memcache::{Group, User};
 /// How long to wait after a change before building a snapshot, so a burst
 /// of provisioning builds one file instead of hundreds.
 pub const DEBOUNCE: Duration = Duration::from_millis(200);
+/// The longest a snapshot waits for a quiet moment before being tried anyway.
+pub const MAX_QUIET_WAIT: Duration = Duration::from_secs(2);
 
 pub struct Publisher {
     path: Option<PathBuf>,
@@ -156,10 +158,21 @@ impl Publisher {
         }
         loop {
             self.notify.notified().await;
-            tokio::time::sleep(DEBOUNCE).await;
+            // Wait for a quiet moment: a snapshot built while changes keep
+            // landing would be thrown away (and during a provisioning burst
+            // readers are asking the daemon anyway).
+            let waiting = tokio::time::Instant::now();
+            loop {
+                let before = self.changes();
+                tokio::time::sleep(DEBOUNCE).await;
+                // ...but never postpone forever under a steady trickle.
+                if self.changes() == before || waiting.elapsed() >= MAX_QUIET_WAIT {
+                    break;
+                }
+            }
             let build = build.clone();
             match tokio::task::spawn_blocking(move || build()).await {
-                Ok(Ok(true)) => {}
+                Ok(Ok(true)) => release_freed_memory(),
                 // A change landed meanwhile; its notification brings us back.
                 Ok(Ok(false)) => {}
                 Ok(Err(e)) => {
@@ -173,4 +186,11 @@ impl Publisher {
             }
         }
     }
+}
+
+/// A snapshot of many accounts is built in memory and dropped; give the
+/// freed pages back to the system instead of keeping them in malloc's pools.
+pub fn release_freed_memory() {
+    // SAFETY: malloc_trim only walks glibc's own allocator state.
+    unsafe { libc::malloc_trim(0) };
 }
