@@ -13,8 +13,8 @@
 //! - every non-success sets `*errnop` (ENOENT for NOTFOUND/UNAVAIL, ERANGE
 //!   with TRYAGAIN only for a short buffer);
 //! - every entry point runs inside `catch_unwind`, and a panic becomes UNAVAIL;
-//! - records with a NUL byte are never handed to the buffer writer (it would
-//!   panic); they are treated as a broken answer (UNAVAIL);
+//! - records with a NUL byte are treated as a broken answer (UNAVAIL), and
+//!   strings are copied into the buffer without libnss' `CString` step;
 //! - `gr_mem` is pointer-aligned in the caller's buffer;
 //! - `_nss_connect_initgroups_dyn` is written here with glibc's exact types.
 
@@ -161,11 +161,11 @@ fn has_nul(fields: &[&str]) -> bool {
     fields.iter().any(|f| f.contains('\0'))
 }
 
-fn passwd(user: client::PosixUser) -> Outcome<Passwd> {
+fn passwd(user: client::PosixUser) -> Outcome<PasswdRecord> {
     if has_nul(&[&user.name, &user.gecos, &user.home, &user.shell]) {
         return Outcome::Unavailable;
     }
-    Outcome::Found(Passwd {
+    Outcome::Found(PasswdRecord(Passwd {
         name: user.name,
         passwd: "x".to_owned(),
         uid: user.uid,
@@ -173,7 +173,44 @@ fn passwd(user: client::PosixUser) -> Outcome<Passwd> {
         gecos: user.gecos,
         dir: user.home,
         shell: user.shell,
-    })
+    }))
+}
+
+/// Copies `s` and a NUL into the caller's buffer. libnss' own `write_str`
+/// builds a `CString` per field (an allocation, a copy and a strlen, and a
+/// panic on an interior NUL); records here are checked for NUL bytes first,
+/// so a plain copy into reserved space is enough.
+///
+/// # Safety
+/// `buffer` must describe writable memory (glibc's buffer).
+unsafe fn put_str(buffer: &mut CBuffer, s: &str) -> std::io::Result<*mut c_char> {
+    let at = buffer.reserve((s.len() + 1) as isize)?;
+    std::ptr::copy_nonoverlapping(s.as_ptr(), at.cast::<u8>(), s.len());
+    *at.add(s.len()) = 0;
+    Ok(at)
+}
+
+/// A passwd record written with [`put_str`].
+struct PasswdRecord(Passwd);
+
+impl ToC<CPasswd> for PasswdRecord {
+    unsafe fn to_c(&self, result: *mut CPasswd, buffer: &mut CBuffer) -> std::io::Result<()> {
+        let p = &self.0;
+        (*result).name = put_str(buffer, &p.name)?;
+        (*result).passwd = put_str(buffer, &p.passwd)?;
+        (*result).uid = p.uid as uid_t;
+        (*result).gid = p.gid as gid_t;
+        (*result).gecos = put_str(buffer, &p.gecos)?;
+        (*result).dir = put_str(buffer, &p.dir)?;
+        (*result).shell = put_str(buffer, &p.shell)?;
+        Ok(())
+    }
+}
+
+impl Needed for PasswdRecord {
+    fn needed(&self) -> usize {
+        self.0.needed()
+    }
 }
 
 /// A group record that lays out the caller's buffer with `gr_mem` first and
@@ -195,11 +232,11 @@ impl ToC<CGroup> for AlignedGroup {
         let array = buffer.reserve((slots * std::mem::size_of::<*mut c_char>()) as isize)?
             as *mut *mut c_char;
         for (i, member) in self.members.iter().enumerate() {
-            *array.add(i) = buffer.write_str(member)?;
+            *array.add(i) = put_str(buffer, member)?;
         }
         *array.add(self.members.len()) = std::ptr::null_mut();
-        (*result).name = buffer.write_str(&self.name)?;
-        (*result).passwd = buffer.write_str("x")?;
+        (*result).name = put_str(buffer, &self.name)?;
+        (*result).passwd = put_str(buffer, "x")?;
         (*result).gid = self.gid as gid_t;
         (*result).members = array;
         Ok(())

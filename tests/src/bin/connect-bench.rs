@@ -757,7 +757,8 @@ fn peers(bench: &mut Bench) {
     let mut sss = Sandbox::new("");
     sss.bind_file("/etc/passwd", &passwd);
     sss.bind_file("/etc/group", &group);
-    sss.set_nsswitch("passwd: sss\ngroup: sss\ninitgroups: sss\n");
+    // sssd-files(5): sss before files; files still answers root, which SSSD never does.
+    sss.set_nsswitch("passwd: sss files\ngroup: sss files\ninitgroups: sss files\n");
     let sssd = root.join("bench/peers/with-sssd.sh");
     bench.nss(
         "peer: SSSD",
