@@ -350,7 +350,9 @@ pub async fn serve(
         .name("lookups".into())
         .spawn(move || {
             let result = (|| -> Result<(), BoxError> {
-                let runtime = tokio::runtime::Builder::new_current_thread()
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(cpus())
+                    .thread_name("lookup-worker")
                     .enable_all()
                     .on_thread_park(spin_before_sleep)
                     .build()?;
@@ -423,10 +425,14 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// per burst of lookups.
 const LOOKUP_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
-fn spin_before_sleep() {
+fn cpus() -> usize {
     static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn spin_before_sleep() {
     // On one CPU, spinning would only delay the client we wait for.
-    if *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get())) < 2 {
+    if cpus() < 2 {
         return;
     }
     let started = std::time::Instant::now();
