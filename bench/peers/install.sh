@@ -3,8 +3,10 @@
 # WITHOUT changing how this host resolves names.
 #
 # Packages: nscd, sssd-common (ships sssd, sssd_nss, sssd_be and the `files`
-# id provider /usr/lib/<multiarch>/sssd/libsss_files.so in 2.8) and
-# libnss-sss (libnss_sss.so.2).  sssd-proxy is not needed.
+# id provider /usr/lib/<multiarch>/sssd/libsss_files.so in 2.8), sssd-proxy
+# (libsss_proxy.so: the `proxy` id provider, which with-sssd.sh uses by
+# default, see NOTES.md for why not `files`) and libnss-sss
+# (libnss_sss.so.2).
 #
 # What the maintainer scripts would change, and what we do about it:
 #   * libnss-sss postinst appends `sss` to passwd/group/shadow/netgroup/
@@ -24,7 +26,7 @@
 # Idempotent: exits at once when everything is already installed.
 set -eu
 
-PKGS="nscd sssd-common libnss-sss"
+PKGS="nscd sssd-common sssd-proxy libnss-sss"
 MULTIARCH=$(gcc -print-multiarch 2>/dev/null || dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
 
 installed() {
@@ -34,6 +36,7 @@ installed() {
     done
     [ -x /usr/sbin/nscd ] && [ -x /usr/sbin/sssd ] &&
         [ -e "/usr/lib/$MULTIARCH/sssd/libsss_files.so" ] &&
+        [ -e "/usr/lib/$MULTIARCH/sssd/libsss_proxy.so" ] &&
         { [ -e "/lib/$MULTIARCH/libnss_sss.so.2" ] || [ -e "/usr/lib/$MULTIARCH/libnss_sss.so.2" ]; }
 }
 
@@ -44,11 +47,21 @@ fi
 
 [ "$(id -u)" = 0 ] || { echo "install.sh: must run as root" >&2; exit 1; }
 
+# nscd/sssd processes in the HOST's mount namespace (benchmark daemons that
+# with-nscd.sh / with-sssd.sh run in private namespaces are not ours to touch).
+host_daemons() {
+    hostns=$(readlink /proc/1/ns/mnt)
+    for pid in $(pgrep '^(nscd|sssd)' || true); do
+        [ "$(readlink "/proc/$pid/ns/mnt" 2>/dev/null)" = "$hostns" ] && echo "$pid"
+    done
+    return 0
+}
+
 BK=$(mktemp -d /tmp/nss-bench-install.XXXXXX)
 echo "install.sh: backing up /etc to $BK/etc"
 cp -a /etc "$BK/etc"
 find /etc -xdev -type l | sort >"$BK/links.before"
-pgrep '^(nscd|sssd)' >"$BK/pids.before" || true
+host_daemons >"$BK/pids.before"
 
 # policy-rc.d: nothing may start during the install.
 POLICY=/usr/sbin/policy-rc.d
@@ -72,18 +85,18 @@ rc=0
 echo "install.sh: apt-get install $PKGS"
 DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $PKGS \
     >"$BK/apt.log" 2>&1 || rc=$?
-tail -n 5 "$BK/apt.log" | sed 's/^/  apt: /'
+grep -v 'Reading database' "$BK/apt.log" | tail -n 5 | sed 's/^/  apt: /'
 restore_policy
 
 # Kill any daemon that started anyway (only ones that were not running before).
-for pid in $(pgrep '^(nscd|sssd)' || true); do
+for pid in $(host_daemons); do
     if ! grep -qx "$pid" "$BK/pids.before"; then
         echo "install.sh: killing daemon that started during install: $(ps -o pid=,comm= -p "$pid" || true)"
         kill "$pid" 2>/dev/null || true
     fi
 done
 sleep 0.5
-for pid in $(pgrep '^(nscd|sssd)' || true); do
+for pid in $(host_daemons); do
     grep -qx "$pid" "$BK/pids.before" || kill -9 "$pid" 2>/dev/null || true
 done
 
@@ -133,7 +146,7 @@ fi
 if getent passwd sssd >/dev/null; then
     echo "install.sh: sssd user still present" >&2; bad=1
 fi
-left=$(pgrep '^(nscd|sssd)' | grep -v -x -F -f "$BK/pids.before" || true)
+left=$(host_daemons | grep -v -x -F -f "$BK/pids.before" || true)
 if [ -n "$left" ]; then
     echo "install.sh: a daemon is still running" >&2; bad=1
 else

@@ -1,50 +1,67 @@
 #!/bin/sh
-# with-sssd.sh CMD...  -- run CMD with SSSD (files id provider) answering
-# passwd/group/initgroups lookups, warmed so that hits come from SSSD's
-# memory-mapped cache (/var/lib/sss/mc/*), which libnss_sss reads in-process
-# without talking to sssd_nss.
+# with-sssd.sh CMD...  -- run CMD with SSSD answering passwd/group/
+# initgroups lookups, warmed so that hits come from SSSD's memory-mapped
+# cache (/var/lib/sss/mc/*), which libnss_sss reads in-process without
+# talking to sssd_nss.
+#
+# Provider (env SSSD_PROVIDER):
+#   proxy (default)  bench/peers/sssd.conf: id_provider = proxy,
+#                    proxy_lib_name = files -- sssd_be reads the bind-mounted
+#                    /etc/passwd and /etc/group through glibc's files
+#                    functions on each cache miss.  Starts in ~1 s.
+#   files            bench/peers/sssd-files.conf: id_provider = files.
+#                    sssd 2.8.2 imports the whole files at start-up, which
+#                    does not finish in useful time for 10^4 users (see
+#                    NOTES.md); SSSD_READY_TIMEOUT (s) bounds the wait.
 #
 # Assumes (the orchestrator sets this up):
 #   * root, inside a PRIVATE mount namespace (checked: refuses to run in the
 #     host's namespace), with a private tmpfs on /run;
-#   * the desired /etc/passwd and /etc/group bind-mounted (the files
-#     provider mirrors exactly these, and watches them with inotify);
+#   * the desired /etc/passwd and /etc/group bind-mounted;
 #   * /etc/nsswitch.conf bind-mounted with
 #         passwd:     sss files
 #         group:      sss files
 #         initgroups: sss files
-#     `sss` first is what sssd-files(5) prescribes (the caching only helps
-#     when nss_sss comes before nss_files); `files` after it is needed
-#     because SSSD never answers for root / uid 0 / gid 0 and, while the
-#     files provider (re)loads the files, sss returns UNAVAIL on purpose
-#     (fallback_to_nss) so that glibc falls through to files.  The explicit
-#     initgroups line makes getgrouplist()/initgroups() stop after sss
-#     answered (without it glibc ALSO scans /etc/group through files for
-#     every call, which is not what an SSSD system does).
+#     `sss` first is what sssd-files(5) prescribes (SSSD's caching only
+#     helps when nss_sss comes before nss_files); `files` after it is needed
+#     because SSSD never answers for root / uid 0 / gid 0 (and, with the
+#     files provider, answers UNAVAIL on purpose while it reloads).  The
+#     explicit initgroups line makes getgrouplist()/initgroups() stop once
+#     sss answered; without it glibc ALSO scans /etc/group through files on
+#     every call.
 #
-# This script mounts private tmpfs over /etc/sssd (the config, copied from
-# bench/peers/sssd.conf with mode 0600, which sssd requires), /var/lib/sss
-# (db, mc, pipes, pipes/private, pubconf, ... with the package's modes) and
-# /var/log/sssd, starts `sssd -i` (no systemd needed; runs as root), waits
-# until the files provider has imported the WHOLE passwd/group (the last
-# user of /etc/passwd resolves with `getent -s sss`, i.e. through sss only,
-# no files fallback), warms the probe entries, verifies that a warmed lookup
-# is served from /var/lib/sss/mc without any connect() to
-# /var/lib/sss/pipes/nss (strace, when installed), runs CMD, stops sssd and
+# The script mounts private tmpfs over /etc/sssd (config copied with mode
+# 0600, which sssd requires), /var/lib/sss (db, mc, pipes, pipes/private,
+# pubconf, ... with the package's modes) and /var/log/sssd; starts
+# `sssd -i` (no systemd needed; everything runs as root); waits for
+# /run/sssd.pid (all responders up) and until the LAST user and group of
+# the files resolve through sss alone (`getent -s sss`, no files fallback),
+# sending SIGHUP to the monitor before each try (SIGHUP clears sssd_nss's
+# negative cache; a miss during the files provider's import is negatively
+# cached forever otherwise); warms a probe user; verifies that a warmed
+# lookup is served from /var/lib/sss/mc without any connect() to
+# /var/lib/sss/pipes/nss (strace, when installed); runs CMD; stops sssd;
 # exits with CMD's status.
 #
-# Verification detail: after `getent -s sss passwd U` once, a second
-# `strace -f -e trace=connect,openat getent -s sss passwd U` shows an
-# openat of /var/lib/sss/mc/passwd and no connect() to
-# /var/lib/sss/pipes/nss: the hit came from the mapped cache.  SSSD's mc
-# only holds entries that were looked up through sssd_nss at least once
-# (the first lookup of each key goes over the pipe and fills the mc), so
-# CMD must warm its keys itself (nss_bench's --warmup does).
+# How the fast path was verified: after `getent -s sss passwd U` once, a
+# second `strace -f -e trace=connect,openat getent -s sss passwd U` shows an
+# openat of /var/lib/sss/mc/passwd and NO connect() to /var/lib/sss/pipes/nss
+# (done by this script on every run); and strace -c over a whole nss_bench
+# run shows connect() calls only during its warm-up (NOTES.md).  SSSD's mc
+# only holds entries that went through sssd_nss once (the first lookup of
+# each key goes over the pipe and fills the mc), so CMD must warm its keys
+# itself (nss_bench's --warmup does: warm-up >= --count).
 #
 # Only stdout of CMD goes to stdout; this script talks on stderr.
 set -eu
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+PROVIDER=${SSSD_PROVIDER:-proxy}
+case "$PROVIDER" in
+proxy) CONF="$HERE/sssd.conf"; READY_TIMEOUT=${SSSD_READY_TIMEOUT:-60} ;;
+files) CONF="$HERE/sssd-files.conf"; READY_TIMEOUT=${SSSD_READY_TIMEOUT:-900} ;;
+*) echo "with-sssd: SSSD_PROVIDER must be proxy or files" >&2; exit 125 ;;
+esac
 log() { echo "with-sssd: $*" >&2; }
 die() { log "$*"; exit 125; }
 
@@ -60,7 +77,7 @@ grep -Eq '^passwd:[[:space:]]+sss([[:space:]]|$)' /etc/nsswitch.conf ||
 # Private state: nothing of this reaches the host.
 mount -t tmpfs -o mode=0711 tmpfs /etc/sssd
 mkdir -m 0711 /etc/sssd/conf.d
-install -m 0600 -o root -g root "$HERE/sssd.conf" /etc/sssd/sssd.conf
+install -m 0600 -o root -g root "$CONF" /etc/sssd/sssd.conf
 mount -t tmpfs -o mode=0755 tmpfs /var/lib/sss
 mkdir -m 0700 /var/lib/sss/db /var/lib/sss/secrets
 mkdir -m 0775 /var/lib/sss/mc
@@ -76,7 +93,9 @@ stop_sssd() {
     kids=$(pgrep -P "$SSSD_PID" 2>/dev/null | tr '\n' ' ' || true)
     kill -TERM "$SSSD_PID" 2>/dev/null || true
     i=0
-    while kill -0 "$SSSD_PID" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    # (our exited child stays a zombie until `wait`: that counts as gone)
+    while kill -0 "$SSSD_PID" 2>/dev/null && ! grep -q '^State:[[:space:]]*Z' "/proc/$SSSD_PID/status" 2>/dev/null &&
+        [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
     for p in $SSSD_PID $kids; do kill -KILL "$p" 2>/dev/null || true; done
     wait "$SSSD_PID" 2>/dev/null || true
     SSSD_PID=
@@ -89,26 +108,33 @@ trap 'exit 143' INT TERM
 sssd -i --logger=files -c /etc/sssd/sssd.conf </dev/null >/dev/null 2>&1 &
 SSSD_PID=$!
 
-# Wait for the nss responder and for the complete import: the files
-# provider loads passwd/group into its ldb cache after start-up, which takes
-# seconds for 10^4 users; until then sss answers UNAVAIL.
 probe=$(awk -F: 'NF > 2 && $3 != 0 {print $1; exit}' /etc/passwd)
 last=$(awk -F: 'NF > 2 && $3 != 0 {u = $1} END {print u}' /etc/passwd)
 lastgrp=$(awk -F: 'NF > 2 && $3 != 0 {g = $1} END {print g}' /etc/group)
 [ -n "$probe" ] || die "no non-root user in /etc/passwd"
 t0=$(date +%s)
-i=0
-until [ -S /var/lib/sss/pipes/nss ] && getent -s sss passwd "$last" >/dev/null 2>&1 &&
-    { [ -z "$lastgrp" ] || getent -s sss group "$lastgrp" >/dev/null 2>&1; }; do
-    kill -0 "$SSSD_PID" 2>/dev/null || {
-        tail -n 20 /var/log/sssd/*.log >&2 2>/dev/null || true
-        die "sssd exited during start-up"
-    }
-    i=$((i + 1))
-    [ $i -le 1200 ] || die "sssd did not serve '$last' through sss within 300 s"
-    sleep 0.25
+alive_or_die() {
+    kill -0 "$SSSD_PID" 2>/dev/null && return 0
+    tail -n 20 /var/log/sssd/*.log >&2 2>/dev/null || true
+    die "sssd exited during start-up"
+}
+# 1. All responders up: the monitor writes /run/sssd.pid then (and has its
+#    SIGHUP handler installed long before; an early SIGHUP would kill it).
+until [ -e /run/sssd.pid ] && [ -S /var/lib/sss/pipes/nss ]; do
+    alive_or_die
+    [ $(($(date +%s) - t0)) -le "$READY_TIMEOUT" ] || die "sssd did not start within $READY_TIMEOUT s"
+    sleep 0.1
 done
-log "sssd up (pid $SSSD_PID) after $(($(date +%s) - t0)) s; '$last' and group '${lastgrp:-none}' resolve through sss"
+# 2. Data complete: the last user and group resolve through sss alone.
+until getent -s sss passwd "$last" >/dev/null 2>&1 &&
+    { [ -z "$lastgrp" ] || getent -s sss group "$lastgrp" >/dev/null 2>&1; }; do
+    alive_or_die
+    [ $(($(date +%s) - t0)) -le "$READY_TIMEOUT" ] ||
+        die "sssd ($PROVIDER provider) did not serve '$last' through sss within $READY_TIMEOUT s"
+    kill -HUP "$SSSD_PID" # clear sssd_nss's negative cache (see above)
+    sleep 1
+done
+log "sssd up (pid $SSSD_PID, $PROVIDER provider) after $(($(date +%s) - t0)) s; '$last' and group '${lastgrp:-none}' resolve through sss"
 
 # Warm and verify the memory-mapped cache.
 getent -s sss passwd "$probe" >/dev/null || die "getent -s sss passwd $probe failed"

@@ -110,17 +110,18 @@ struct Bench {
     raw: Vec<Value>,
 }
 
-fn nss_bench_binary() -> PathBuf {
+/// Compiles `bench/c/NAME.c` into target/e2e/NAME.
+fn compile(name: &str) -> PathBuf {
     let root = workspace_root();
-    let out = root.join("target/e2e/nss_bench");
+    let out = root.join("target/e2e").join(name);
     std::fs::create_dir_all(root.join("target/e2e")).expect("mkdir");
     let status = Command::new("gcc")
         .args(["-O2", "-Wall", "-Wextra", "-Werror", "-pthread", "-o"])
         .arg(&out)
-        .arg(root.join("bench/c/nss_bench.c"))
+        .arg(root.join("bench/c").join(format!("{name}.c")))
         .status()
         .expect("gcc");
-    assert!(status.success(), "gcc bench/c/nss_bench.c failed");
+    assert!(status.success(), "gcc bench/c/{name}.c failed");
     out
 }
 
@@ -346,7 +347,7 @@ fn main() {
         unsafe { std::env::set_var("CONNECT_E2E_RELEASE", "1") };
     }
     let mut bench = Bench {
-        nss_bench: nss_bench_binary(),
+        nss_bench: compile("nss_bench"),
         opts,
         rows: Vec::new(),
         raw: Vec::new(),
@@ -528,6 +529,22 @@ fn main() {
             "getpwnam hit behind files (files connect)",
             in_sandbox(&sandbox, &nb, &[]),
             &hit,
+        );
+    }
+
+    // --- The floor under any round trip ----------------------------------
+    if bench.opts.wants("grpc") {
+        let pingpong = compile("pingpong");
+        let rounds = (bench.opts.iterations / 5).max(200).to_string();
+        bench.nss(
+            "floor",
+            "Unix socket ping-pong, 2 processes, no protocol",
+            |_: &[String]| {
+                let mut c = Command::new(&pingpong);
+                c.arg(&rounds);
+                c
+            },
+            &[],
         );
     }
 

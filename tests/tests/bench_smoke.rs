@@ -1,0 +1,47 @@
+//! A short run of the benchmark harness (`connect-bench --smoke`), so the
+//! harness cannot rot: every scenario must still run and report numbers.
+//! The full runs (and their numbers) are in BENCHMARKS.md, never here.
+
+use std::process::Command;
+
+use connect_tests::need_root;
+
+#[test]
+fn the_benchmark_harness_runs_every_scenario() {
+    if need_root() {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_connect-bench"))
+        .arg("--smoke")
+        .output()
+        .expect("run connect-bench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "connect-bench --smoke failed ({}):\n{text}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for scenario in [
+        "| fast path | getpwnam hit, 1 thread(s) |",
+        "| fast path | getpwnam hit, 4 processes |",
+        "| fast path | getgrouplist, user with 50 groups |",
+        "| daemon path | getpwnam via gRPC, 4 thread(s) |",
+        "| daemon path | unknown name (never cached in the file) |",
+        "| daemon path | enumerate all 201 users (getpwent) |",
+        "| fast path | first lookup in a fresh process |",
+        "| hung daemon | unknown name: 1 timeout, then fail fast |",
+        "| stopped daemon | getpwnam of a nameservice user |",
+        "| peer: files | getpwnam, user at line 1 (root) |",
+        "| daemon | gRPC GetUserByName, 64 client(s) |",
+        "| floor | Unix socket ping-pong, 2 processes, no protocol |",
+        "| daemon | resident memory with 500 accounts |",
+    ] {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(scenario))
+            .unwrap_or_else(|| panic!("no row {scenario:?} in:\n{text}"));
+        // Every row reports at least one number.
+        assert!(row.chars().any(|c| c.is_ascii_digit()), "{row}");
+    }
+}
