@@ -41,8 +41,7 @@ use connect_proto::v1::{
     SupplementaryGroupsRequest, UserByNameRequest, UserByUidRequest,
 };
 pub use connect_proto::v1::{PosixGroup, PosixUser};
-use hyper_util::rt::TokioIo;
-use tonic::transport::{Channel, Endpoint};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 
 /// How long to wait for the socket to accept.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
@@ -273,21 +272,49 @@ fn runtime() -> Result<tokio::runtime::Runtime, Unavailable> {
         .map_err(|e| Unavailable::Failed(format!("cannot create a runtime: {e}")))
 }
 
+/// One HTTP/2 connection to the daemon, as the service tonic's generated
+/// client calls.
+#[derive(Clone)]
+struct Channel(hyper::client::conn::http2::SendRequest<tonic::body::Body>);
+
+type ResponseFuture = std::pin::Pin<
+    Box<dyn Future<Output = Result<http::Response<hyper::body::Incoming>, hyper::Error>> + Send>,
+>;
+
+impl tower::Service<http::Request<tonic::body::Body>> for Channel {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = ResponseFuture;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(self.0.send_request(request))
+    }
+}
+
 async fn dial() -> Result<LookupClient<Channel>, Unavailable> {
     let path = socket_path();
-    let channel = Endpoint::from_static("http://nameservice.invalid")
-        .connect_timeout(CONNECT_TIMEOUT)
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                tokio::net::UnixStream::connect(path)
-                    .await
-                    .map(TokioIo::new)
-            }
-        }))
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::UnixStream::connect(&path))
         .await
-        .map_err(|e| Unavailable::Failed(format!("cannot connect: {e}")))?;
-    Ok(LookupClient::new(channel))
+        .map_err(|_| Unavailable::Failed("connect timed out".into()))?
+        .map_err(|e| Unavailable::Failed(format!("cannot connect to {}: {e}", path.display())))?;
+    let (send, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .map_err(|e| Unavailable::Failed(format!("HTTP/2 handshake failed: {e}")))?;
+    // Driven only while this thread is inside a lookup (block_on), and
+    // dropped with the thread's runtime.
+    tokio::spawn(connection);
+    Ok(LookupClient::with_origin(
+        Channel(send),
+        http::Uri::from_static("http://nameservice.invalid"),
+    ))
 }
 
 /// A lookup: given a client, the request future.
