@@ -303,6 +303,16 @@ impl Nameservice {
         }
     }
 
+    /// A user's supplementary gids as initgroups sees them: when the
+    /// nameservice answers for the shared group, that group lists every
+    /// account as a member, so it comes first.
+    fn with_shared_group(&self, mut gids: Vec<u32>) -> Vec<u32> {
+        if self.shared.owned {
+            gids.insert(0, self.shared.gid);
+        }
+        gids
+    }
+
     fn posix_group(&self, c: &Connection, row: &GroupRow) -> Result<PosixGroup, DbError> {
         let members = if self.shared.owned && row.gid == self.shared.gid {
             store::all_user_names(c)?
@@ -411,11 +421,7 @@ impl Nameservice {
                 let Some(row) = store::user_by_name(c, user)? else {
                     return Ok(None);
                 };
-                let mut gids = store::supplementary_gids(c, row.uid)?;
-                if self.shared.owned {
-                    // The shared group lists every account as a member.
-                    gids.insert(0, self.shared.gid);
-                }
+                let gids = self.with_shared_group(store::supplementary_gids(c, row.uid)?);
                 Ok(Some(Arc::new(gids)))
             },
         )
@@ -497,10 +503,8 @@ impl Nameservice {
             .iter()
             .map(|row| {
                 let posix = self.posix_user(row);
-                let mut groups = supplementary.remove(&row.uid).unwrap_or_default();
-                if self.shared.owned {
-                    groups.insert(0, self.shared.gid);
-                }
+                let groups =
+                    self.with_shared_group(supplementary.remove(&row.uid).unwrap_or_default());
                 connect_memcache::User {
                     name: posix.name,
                     uid: posix.uid,
