@@ -413,17 +413,15 @@ fn run_on<T>(slot: &mut Option<Connection>, call: &mut Call<'_, T>) -> Result<T,
     };
     let reused = conn.client.is_some();
     if conn.client.is_none() {
-        let dialled = conn
-            .runtime
-            .block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, dial()).await });
-        match dialled {
-            Ok(Ok(client)) => conn.client = Some(client),
-            // Refused or absent: nothing was left running in the runtime.
-            Ok(Err(e)) => return Err(e),
-            Err(_) => {
+        match dial_within_budget(&conn.runtime) {
+            Ok(client) => conn.client = Some(client),
+            // A timed-out dial may have left work in the runtime: drop it.
+            Err(Unavailable::TimedOut) => {
                 *slot = None;
-                return timed_out();
+                return Err(Unavailable::TimedOut);
             }
+            // Refused or absent: nothing was left running in the runtime.
+            Err(e) => return Err(e),
         }
     }
     let (Some(conn), Some(client)) = (slot.as_ref(), slot.as_ref().and_then(|c| c.client.clone()))
@@ -450,14 +448,19 @@ fn run_on<T>(slot: &mut Option<Connection>, call: &mut Call<'_, T>) -> Result<T,
     }
 }
 
+/// Dials within the request budget; a timeout starts the fail-fast window.
+fn dial_within_budget(
+    runtime: &tokio::runtime::Runtime,
+) -> Result<LookupClient<Channel>, Unavailable> {
+    match runtime.block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, dial()).await }) {
+        Ok(result) => result,
+        Err(_) => timed_out(),
+    }
+}
+
 fn one_shot<T>(call: &mut Call<'_, T>) -> Result<T, Unavailable> {
     let runtime = runtime()?;
-    let client =
-        match runtime.block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, dial()).await }) {
-            Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return timed_out(),
-        };
+    let client = dial_within_budget(&runtime)?;
     match attempt(&runtime, client, call, REQUEST_TIMEOUT) {
         Attempt::Done(value) => Ok(value),
         Attempt::TimedOut => timed_out(),

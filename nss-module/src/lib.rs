@@ -379,6 +379,13 @@ impl<T> Enumeration<T> {
             next: 0,
         }
     }
+
+    /// end*ent: forget the list and the position.
+    fn close(&mut self) -> c_int {
+        self.entries = None;
+        self.next = 0;
+        SUCCESS
+    }
 }
 
 static USERS: Mutex<Enumeration<client::PosixUser>> = Mutex::new(Enumeration::new());
@@ -445,12 +452,7 @@ pub extern "C" fn _nss_connect_setpwent(_stayopen: c_int) -> c_int {
 
 #[no_mangle]
 pub extern "C" fn _nss_connect_endpwent() -> c_int {
-    guarded(std::ptr::null_mut(), || {
-        let mut state = lock(&USERS);
-        state.entries = None;
-        state.next = 0;
-        SUCCESS
-    })
+    guarded(std::ptr::null_mut(), || lock(&USERS).close())
 }
 
 /// # Safety
@@ -484,12 +486,7 @@ pub extern "C" fn _nss_connect_setgrent(_stayopen: c_int) -> c_int {
 
 #[no_mangle]
 pub extern "C" fn _nss_connect_endgrent() -> c_int {
-    guarded(std::ptr::null_mut(), || {
-        let mut state = lock(&GROUPS);
-        state.entries = None;
-        state.next = 0;
-        SUCCESS
-    })
+    guarded(std::ptr::null_mut(), || lock(&GROUPS).close())
 }
 
 /// # Safety

@@ -764,11 +764,7 @@ fn peers(bench: &mut Bench) {
     bench.nss(
         "peer: nscd",
         "getpwnam hit (shared memory)",
-        |args: &[String]| {
-            let mut a: Vec<&str> = vec![nb.to_str().unwrap_or_default()];
-            a.extend(args.iter().map(String::as_str));
-            files.command(&nscd, &a)
-        },
+        wrapped(&files, &nscd, &nb),
         &hit,
     );
     let mut sss = Sandbox::new("");
@@ -780,13 +776,22 @@ fn peers(bench: &mut Bench) {
     bench.nss(
         "peer: SSSD",
         "getpwnam hit (memory cache)",
-        |args: &[String]| {
-            let mut a: Vec<&str> = vec![nb.to_str().unwrap_or_default()];
-            a.extend(args.iter().map(String::as_str));
-            sss.command(&sssd, &a)
-        },
+        wrapped(&sss, &sssd, &nb),
         &hit,
     );
+}
+
+/// nss_bench run under a peer's set-up script (`with-nscd.sh nss_bench ARGS…`).
+fn wrapped<'a>(
+    sandbox: &'a Sandbox,
+    script: &'a Path,
+    nss_bench: &'a Path,
+) -> impl FnMut(&[String]) -> Command + 'a {
+    move |args| {
+        let mut a: Vec<&str> = vec![nss_bench.to_str().unwrap_or_default()];
+        a.extend(args.iter().map(String::as_str));
+        sandbox.command(script, &a)
+    }
 }
 
 fn print_table(rows: &[Row]) {
