@@ -9,7 +9,8 @@
 //! [`server`] the gRPC transport and [`client`] the way tools reach it.
 
 pub mod cache;
-pub mod client;
+/// Kept for callers that reach the client through the daemon crate.
+pub use connect_proto::client;
 pub mod config;
 pub mod local;
 pub mod logging;

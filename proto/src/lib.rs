@@ -12,6 +12,9 @@ pub mod v1 {
     tonic::include_proto!("connect.nameservice.v1");
 }
 
+#[cfg(feature = "client")]
+pub mod client;
+
 /// Default path of the read-only lookup socket.
 pub const DEFAULT_LOOKUP_SOCKET: &str = "/run/connect-nameservice/lookup.sock";
 /// Default path of the privileged provisioning socket.

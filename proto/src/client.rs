@@ -1,4 +1,4 @@
-//! Connecting to the daemon's sockets (for nameservicectl, connectd and tests).
+//! Connecting to nameserviced's sockets (for nameservicectl, connectd and tests).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
