@@ -1,0 +1,859 @@
+//! connectd's settings, read from the gcfg file it shares with nameserviced.
+//!
+//! Section and key names are Connect's. Every refusal names the file, the
+//! line and the key, and says what to write instead; the daemon prints it and
+//! exits 78 (EX_CONFIG) before it opens a socket or a database.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use connect_gcfg::{Config, ConfigError, Key};
+use ipnet::IpNet;
+
+use crate::roles::{Mapping, Role, RoleTable};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/connect/connect.gcfg";
+
+/// Keys connectd reads, per section (lower case), for unknown-key warnings.
+/// `[Nameservice]` belongs to nameserviced, which checks it itself.
+const KNOWN_KEYS: &[(&str, &[&str])] = &[
+    ("server", &["datadir", "address"]),
+    ("http", &["listen"]),
+    ("logging", &["serviceloglevel"]),
+    ("authentication", &["provider", "lifetime"]),
+    (
+        "authorization",
+        &[
+            "defaultuserrole",
+            "publisherscanmanagerunas",
+            "userrolegroupmapping",
+            "userrolemapping",
+            "viewerrolemapping",
+            "publisherrolemapping",
+            "administratorrolemapping",
+            "userrolemappingrestrictive",
+        ],
+    ),
+    (
+        "applications",
+        &["runas", "runascurrentuser", "sharedrunasunixgroup"],
+    ),
+    (
+        "ldap",
+        &[
+            "serveraddress",
+            "tls",
+            "starttls",
+            "tlscacertificate",
+            "servertlsinsecure",
+            "binddn",
+            "bindpassword",
+            "anonymousbind",
+            "usersearchbasedn",
+            "userobjectclass",
+            "userfilterbase",
+            "usernameattribute",
+            "uniqueidattribute",
+            "userfirstnameattribute",
+            "userlastnameattribute",
+            "useremailattribute",
+            "groupsearchbasedn",
+            "groupobjectclass",
+            "groupfilterbase",
+            "groupnameattribute",
+            "groupuniqueidattribute",
+            "groupmemberattribute",
+            "userroleattribute",
+            "userattributerole",
+            "timeout",
+            "logging",
+        ],
+    ),
+    (
+        "pam",
+        &[
+            "service",
+            "usesession",
+            "sessionservice",
+            "forwardpassword",
+            "authenticatedsessionservice",
+            "logging",
+        ],
+    ),
+    (
+        "proxyauth",
+        &[
+            "usernameheader",
+            "uniqueidheader",
+            "groupsheader",
+            "groupsheaderseparator",
+            "roleheader",
+            "emailheader",
+            "firstnameheader",
+            "lastnameheader",
+            "trustedproxy",
+            "logging",
+        ],
+    ),
+    ("password", &["selfregistration", "minimumlength"]),
+    (
+        "oauth2",
+        &[
+            "openidconnectissuer",
+            "clientid",
+            "clientsecret",
+            "usernameclaim",
+            "uniqueidclaim",
+            "groupsclaim",
+            "emailclaim",
+            "firstnameclaim",
+            "lastnameclaim",
+            "roleclaim",
+            "logging",
+        ],
+    ),
+    ("saml", &["idpmetadataurl", "roleattribute", "logging"]),
+    (
+        "scheduler",
+        &[
+            "minprocesses",
+            "maxprocesses",
+            "maxconnsperprocess",
+            "loadfactor",
+            "inittimeout",
+            "idletimeout",
+            "connectiontimeout",
+            "readtimeout",
+            "minprocesseslimit",
+            "maxprocesseslimit",
+        ],
+    ),
+    ("nameservice", &[]),
+];
+
+/// Why connectd will not start with this file.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A combination or value Connect forbids; the message says what to do.
+    #[error("{location}{message}")]
+    Refused { location: String, message: String },
+}
+
+/// Which identity provider signs viewers in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    Password,
+    Ldap,
+    Pam,
+    Proxy,
+    OAuth2,
+    Saml,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Password => "password",
+            ProviderKind::Ldap => "ldap",
+            ProviderKind::Pam => "pam",
+            ProviderKind::Proxy => "proxy",
+            ProviderKind::OAuth2 => "oauth2",
+            ProviderKind::Saml => "saml",
+        }
+    }
+
+    /// Providers whose users have no Unix account of their own, so the
+    /// nameservice provisions one (PAM users already are Unix accounts).
+    pub fn needs_provisioning(self) -> bool {
+        matches!(
+            self,
+            ProviderKind::Ldap | ProviderKind::OAuth2 | ProviderKind::Saml
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LdapSettings {
+    /// The `[LDAP "name"]` subsection; part of every user's identity.
+    pub name: String,
+    pub server_address: String,
+    pub tls: bool,
+    pub start_tls: bool,
+    pub ca_certificate: Option<PathBuf>,
+    pub insecure: bool,
+    pub bind_dn: Option<String>,
+    pub bind_password: Option<String>,
+    pub user_search_base: String,
+    pub user_object_class: String,
+    pub user_filter_base: Option<String>,
+    pub username_attribute: String,
+    pub unique_id_attribute: String,
+    pub first_name_attribute: String,
+    pub last_name_attribute: String,
+    pub email_attribute: String,
+    pub group_search_base: Option<String>,
+    pub group_object_class: String,
+    pub group_filter_base: Option<String>,
+    pub group_name_attribute: String,
+    pub group_unique_id_attribute: String,
+    pub group_member_attribute: String,
+    pub role_attribute: Option<String>,
+    pub timeout: Duration,
+    pub logging: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct PamSettings {
+    pub service: String,
+    pub use_session: bool,
+    pub session_service: String,
+    pub forward_password: bool,
+    pub authenticated_session_service: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub username_header: String,
+    pub unique_id_header: Option<String>,
+    pub groups_header: Option<String>,
+    pub groups_separator: String,
+    pub role_header: Option<String>,
+    pub email_header: Option<String>,
+    pub first_name_header: Option<String>,
+    pub last_name_header: Option<String>,
+    /// Peers (the front proxy's addresses) whose identity headers are believed.
+    pub trusted: Vec<IpNet>,
+    pub logging: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub origin: String,
+    pub data_dir: PathBuf,
+    /// `Server.Address`: the URL viewers use; `https://` marks cookies Secure.
+    pub address: Option<String>,
+    pub listen: SocketAddr,
+    pub log_level: String,
+    pub provider: ProviderKind,
+    pub session_lifetime: Duration,
+    pub default_role: Role,
+    pub publishers_can_manage_run_as: bool,
+    pub mapping: Mapping,
+    pub run_as: String,
+    pub run_as_current_user: bool,
+    pub shared_group: Option<String>,
+    pub ldap: Vec<LdapSettings>,
+    pub pam: PamSettings,
+    pub proxy: ProxySettings,
+    pub self_registration: bool,
+    pub password_min_length: usize,
+    pub provision_socket: PathBuf,
+    /// `path:line: [Section] Key` of every key connectd does not know.
+    pub unknown_keys: Vec<String>,
+}
+
+impl Settings {
+    /// Whether cookies must carry `Secure` (viewers reach us over TLS).
+    pub fn secure_cookies(&self) -> bool {
+        self.address
+            .as_deref()
+            .is_some_and(|a| a.to_ascii_lowercase().starts_with("https://"))
+    }
+
+    /// `Logging = true` in the active provider's section.
+    pub fn provider_logging(&self, ldap: Option<&LdapSettings>) -> bool {
+        match self.provider {
+            ProviderKind::Ldap => ldap.is_some_and(|l| l.logging),
+            ProviderKind::Proxy => self.proxy.logging,
+            _ => false,
+        }
+    }
+
+    pub fn from_config(config: &Config) -> Result<Self, SettingsError> {
+        Reader { config }.settings()
+    }
+}
+
+struct Reader<'a> {
+    config: &'a Config,
+}
+
+impl Reader<'_> {
+    fn refuse(&self, key: Option<Key<'_>>, message: String) -> SettingsError {
+        let line = key.and_then(|k| self.config.line_of(k));
+        let location = match line {
+            Some(line) => format!("{}:{line}: ", self.config.origin()),
+            None => format!("{}: ", self.config.origin()),
+        };
+        SettingsError::Refused { location, message }
+    }
+
+    fn string(&self, key: Key<'_>) -> Option<String> {
+        self.config.string(key).filter(|s| !s.trim().is_empty())
+    }
+
+    fn string_or(&self, key: Key<'_>, default: &str) -> String {
+        self.string(key).unwrap_or_else(|| default.to_owned())
+    }
+
+    fn bool_or(&self, key: Key<'_>, default: bool) -> Result<bool, SettingsError> {
+        Ok(self.config.bool(key)?.unwrap_or(default))
+    }
+
+    fn settings(&self) -> Result<Settings, SettingsError> {
+        let config = self.config;
+        let origin = config.origin().to_owned();
+
+        let provider_key = Key::new("Authentication", "Provider");
+        let provider = match self
+            .string(provider_key)
+            .map(|p| p.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("password") => ProviderKind::Password,
+            Some("ldap") => ProviderKind::Ldap,
+            Some("pam") => ProviderKind::Pam,
+            Some("proxy") => ProviderKind::Proxy,
+            Some(p @ ("oauth2" | "saml")) => {
+                return Err(self.refuse(
+                    Some(provider_key),
+                    format!(
+                        "[Authentication] Provider = {p}: this build of connectd does not \
+                         support {p} sign-in yet; use ldap, pam, proxy or password"
+                    ),
+                ))
+            }
+            Some(other) => {
+                return Err(self.refuse(
+                    Some(provider_key),
+                    format!(
+                        "[Authentication] Provider = {other:?}: unknown provider; use one of \
+                         password, ldap, pam, proxy, oauth2, saml"
+                    ),
+                ))
+            }
+        };
+
+        let default_key = Key::new("Authorization", "DefaultUserRole");
+        let default_role = match self.string(default_key).as_deref() {
+            None => Role::Viewer,
+            Some(v) => match v.to_ascii_lowercase().parse::<Role>() {
+                Ok(Role::Administrator) => {
+                    return Err(self.refuse(
+                        Some(default_key),
+                        "[Authorization] DefaultUserRole = administrator is not allowed: new \
+                         users would all be administrators. Use viewer or publisher (the \
+                         first user ever becomes administrator by itself)"
+                            .into(),
+                    ))
+                }
+                Ok(role) => role,
+                Err(_) => {
+                    return Err(self.refuse(
+                        Some(default_key),
+                        format!(
+                            "[Authorization] DefaultUserRole = {v:?}: not a role; use viewer \
+                             or publisher"
+                        ),
+                    ))
+                }
+            },
+        };
+
+        let run_as_current_user_key = Key::new("Applications", "RunAsCurrentUser");
+        let run_as_current_user = self.bool_or(run_as_current_user_key, false)?;
+        if run_as_current_user && matches!(provider, ProviderKind::Password | ProviderKind::Proxy) {
+            return Err(self.refuse(
+                Some(run_as_current_user_key),
+                format!(
+                    "[Applications] RunAsCurrentUser = true cannot be used with \
+                     [Authentication] Provider = {}: its users have no Unix accounts. Use \
+                     ldap, oauth2, saml (with the nameservice) or pam, or turn \
+                     RunAsCurrentUser off",
+                    provider.as_str()
+                ),
+            ));
+        }
+
+        let ldap = if provider == ProviderKind::Ldap {
+            self.ldap_sections()?
+        } else {
+            Vec::new()
+        };
+        let proxy = self.proxy(provider)?;
+        let mapping = self.mapping(provider, &ldap, &proxy)?;
+        let pam = self.pam(run_as_current_user)?;
+
+        let listen_key = Key::new("HTTP", "Listen");
+        let listen_text = self.string_or(listen_key, ":3939");
+        let listen = parse_listen(&listen_text).ok_or_else(|| {
+            self.refuse(
+                Some(listen_key),
+                format!(
+                    "[HTTP] Listen = {listen_text:?}: not an address; write host:port, e.g. \
+                     :3939 or 127.0.0.1:3939"
+                ),
+            )
+        })?;
+
+        let min_len_key = Key::new("Password", "MinimumLength");
+        let password_min_length = config.u32(min_len_key)?.unwrap_or(8) as usize;
+
+        let data_dir =
+            PathBuf::from(self.string_or(Key::new("Server", "DataDir"), "/var/lib/connect"));
+        if !data_dir.is_absolute() {
+            return Err(self.refuse(
+                Some(Key::new("Server", "DataDir")),
+                format!(
+                    "[Server] DataDir = {:?}: must be an absolute path",
+                    data_dir.display()
+                ),
+            ));
+        }
+
+        Ok(Settings {
+            data_dir,
+            address: self.string(Key::new("Server", "Address")),
+            listen,
+            log_level: self.string_or(Key::new("Logging", "ServiceLogLevel"), "info"),
+            provider,
+            session_lifetime: config
+                .duration(Key::new("Authentication", "Lifetime"))?
+                .unwrap_or(Duration::from_secs(30 * 24 * 3600)),
+            default_role,
+            publishers_can_manage_run_as: self
+                .bool_or(Key::new("Authorization", "PublishersCanManageRunAs"), false)?,
+            mapping,
+            run_as: self.string_or(Key::new("Applications", "RunAs"), "connect"),
+            run_as_current_user,
+            shared_group: self.string(Key::new("Applications", "SharedRunAsUnixGroup")),
+            ldap,
+            pam,
+            proxy,
+            self_registration: self.bool_or(Key::new("Password", "SelfRegistration"), false)?,
+            password_min_length,
+            provision_socket: self
+                .string(Key::new("Nameservice", "ProvisionSocket"))
+                .map(PathBuf::from)
+                .unwrap_or_else(|| connect_proto::DEFAULT_PROVISION_SOCKET.into()),
+            unknown_keys: self.unknown_keys(),
+            origin,
+        })
+    }
+
+    fn mapping(
+        &self,
+        provider: ProviderKind,
+        ldap: &[LdapSettings],
+        proxy: &ProxySettings,
+    ) -> Result<Mapping, SettingsError> {
+        let group_key = Key::new("Authorization", "UserRoleGroupMapping");
+        let attribute_key = Key::new("Authorization", "UserRoleMapping");
+        let groups = self.bool_or(group_key, false)?;
+        let attribute = self.bool_or(attribute_key, false)?;
+        if groups && attribute {
+            return Err(self.refuse(
+                Some(attribute_key),
+                "[Authorization] UserRoleGroupMapping and UserRoleMapping are both true: \
+                 choose one (groups, or the provider's role attribute)"
+                    .into(),
+            ));
+        }
+        let role_attribute = match provider {
+            ProviderKind::Ldap => ldap.iter().find_map(|l| l.role_attribute.clone()),
+            ProviderKind::Proxy => proxy.role_header.clone(),
+            _ => None,
+        };
+        if matches!(provider, ProviderKind::Pam | ProviderKind::Password) && (groups || attribute) {
+            let key = if groups { group_key } else { attribute_key };
+            return Err(self.refuse(
+                Some(key),
+                format!(
+                    "[Authorization] {}: automatic role mapping is not available with \
+                     [Authentication] Provider = {}; turn it off and manage roles in Connect",
+                    key.name,
+                    provider.as_str()
+                ),
+            ));
+        }
+        let table = || -> Result<RoleTable, SettingsError> {
+            Ok(RoleTable {
+                viewer: self
+                    .config
+                    .strings(Key::new("Authorization", "ViewerRoleMapping")),
+                publisher: self
+                    .config
+                    .strings(Key::new("Authorization", "PublisherRoleMapping")),
+                administrator: self
+                    .config
+                    .strings(Key::new("Authorization", "AdministratorRoleMapping")),
+                restrictive: self.bool_or(
+                    Key::new("Authorization", "UserRoleMappingRestrictive"),
+                    false,
+                )?,
+            })
+        };
+        if groups {
+            return Ok(Mapping::Groups(table()?));
+        }
+        if attribute {
+            if role_attribute.is_none() {
+                let what = match provider {
+                    ProviderKind::Ldap => "[LDAP \"...\"] UserRoleAttribute",
+                    ProviderKind::Proxy => "[ProxyAuth] RoleHeader",
+                    ProviderKind::OAuth2 => "[OAuth2] RoleClaim",
+                    _ => "[SAML] RoleAttribute",
+                };
+                return Err(self.refuse(
+                    Some(attribute_key),
+                    format!(
+                        "[Authorization] UserRoleMapping = true needs {what}: name the \
+                         attribute whose values are mapped"
+                    ),
+                ));
+            }
+            return Ok(Mapping::Attribute(table()?));
+        }
+        Ok(if role_attribute.is_some() {
+            Mapping::Direct
+        } else {
+            Mapping::Off
+        })
+    }
+
+    fn ldap_sections(&self) -> Result<Vec<LdapSettings>, SettingsError> {
+        let names = self.config.subsections("LDAP");
+        if names.is_empty() {
+            return Err(self.refuse(
+                Some(Key::new("Authentication", "Provider")),
+                "[Authentication] Provider = ldap needs at least one [LDAP \"name\"] section \
+                 with ServerAddress and UserSearchBaseDN"
+                    .into(),
+            ));
+        }
+        names.iter().map(|name| self.ldap_section(name)).collect()
+    }
+
+    fn ldap_section(&self, name: &str) -> Result<LdapSettings, SettingsError> {
+        let key = |k: &'static str| Key::sub("LDAP", name, k);
+        let header = format!("[LDAP \"{name}\"]");
+        let required = |k: &'static str| {
+            self.string(key(k)).ok_or_else(|| {
+                self.refuse(
+                    None,
+                    format!("{header} {k} is missing: every LDAP section needs it"),
+                )
+            })
+        };
+        let server_address = required("ServerAddress")?;
+        let user_search_base = required("UserSearchBaseDN")?;
+        let tls = self.bool_or(key("TLS"), false)?;
+        let start_tls = self.bool_or(key("StartTLS"), false)?;
+        if tls && start_tls {
+            return Err(self.refuse(
+                Some(key("StartTLS")),
+                format!(
+                    "{header} TLS and StartTLS are both true: use TLS for ldaps:// (port 636) \
+                     or StartTLS for ldap:// (port 389), not both"
+                ),
+            ));
+        }
+        let bind_dn = self.string(key("BindDN"));
+        let bind_password = self.config.string(key("BindPassword"));
+        if bind_dn.is_some() && bind_password.as_deref().unwrap_or("").is_empty() {
+            return Err(self.refuse(
+                Some(key("BindDN")),
+                format!(
+                    "{header} BindDN is set without BindPassword: an empty password is an \
+                     unauthenticated bind; set BindPassword, or remove BindDN for anonymous \
+                     search"
+                ),
+            ));
+        }
+        let role_attribute = self
+            .string(key("UserRoleAttribute"))
+            .or_else(|| self.string(key("UserAttributeRole")));
+        Ok(LdapSettings {
+            name: name.to_owned(),
+            server_address,
+            tls,
+            start_tls,
+            ca_certificate: self.string(key("TLSCACertificate")).map(PathBuf::from),
+            insecure: self.bool_or(key("ServerTLSInsecure"), false)?,
+            bind_dn,
+            bind_password,
+            user_search_base,
+            user_object_class: self.string_or(key("UserObjectClass"), "person"),
+            user_filter_base: self.string(key("UserFilterBase")),
+            username_attribute: self.string_or(key("UsernameAttribute"), "uid"),
+            unique_id_attribute: self.string_or(key("UniqueIdAttribute"), "entryUUID"),
+            first_name_attribute: self.string_or(key("UserFirstNameAttribute"), "givenName"),
+            last_name_attribute: self.string_or(key("UserLastNameAttribute"), "sn"),
+            email_attribute: self.string_or(key("UserEmailAttribute"), "mail"),
+            group_search_base: self.string(key("GroupSearchBaseDN")),
+            group_object_class: self.string_or(key("GroupObjectClass"), "groupOfNames"),
+            group_filter_base: self.string(key("GroupFilterBase")),
+            group_name_attribute: self.string_or(key("GroupNameAttribute"), "cn"),
+            group_unique_id_attribute: self.string_or(key("GroupUniqueIdAttribute"), "entryUUID"),
+            group_member_attribute: self.string_or(key("GroupMemberAttribute"), "member"),
+            role_attribute,
+            timeout: self
+                .config
+                .duration(key("Timeout"))?
+                .unwrap_or(Duration::from_secs(10)),
+            logging: self.bool_or(key("Logging"), false)?,
+        })
+    }
+
+    fn pam(&self, run_as_current_user: bool) -> Result<PamSettings, SettingsError> {
+        let key = |k: &'static str| Key::new("PAM", k);
+        let use_session = self.bool_or(key("UseSession"), false)?;
+        let forward_password = self.bool_or(key("ForwardPassword"), false)?;
+        if forward_password && !(use_session && run_as_current_user) {
+            return Err(self.refuse(
+                Some(key("ForwardPassword")),
+                "[PAM] ForwardPassword = true needs [PAM] UseSession = true and \
+                 [Applications] RunAsCurrentUser = true: the password is only forwarded to \
+                 the session of the viewer's own process"
+                    .into(),
+            ));
+        }
+        Ok(PamSettings {
+            service: self.string_or(key("Service"), "connect"),
+            use_session,
+            session_service: self.string_or(key("SessionService"), "connect-session"),
+            forward_password,
+            authenticated_session_service: self.string_or(key("AuthenticatedSessionService"), "su"),
+        })
+    }
+
+    fn proxy(&self, provider: ProviderKind) -> Result<ProxySettings, SettingsError> {
+        let key = |k: &'static str| Key::new("ProxyAuth", k);
+        let trusted_key = key("TrustedProxy");
+        let mut trusted = Vec::new();
+        for text in self.config.strings(trusted_key) {
+            for item in text.split([',', ' ']).filter(|s| !s.is_empty()) {
+                let net = item
+                    .parse::<IpNet>()
+                    .or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        self.refuse(
+                            Some(trusted_key),
+                            format!(
+                                "[ProxyAuth] TrustedProxy = {item:?}: not an address or \
+                                 network; write e.g. 127.0.0.1 or 10.0.0.0/24"
+                            ),
+                        )
+                    })?;
+                trusted.push(net);
+            }
+        }
+        if provider == ProviderKind::Proxy && trusted.is_empty() {
+            return Err(self.refuse(
+                Some(Key::new("Authentication", "Provider")),
+                "[Authentication] Provider = proxy needs [ProxyAuth] TrustedProxy: the \
+                 addresses of the front proxy whose identity headers connectd may believe \
+                 (e.g. TrustedProxy = 127.0.0.1). Anyone else could claim to be anyone"
+                    .into(),
+            ));
+        }
+        Ok(ProxySettings {
+            username_header: self.string_or(key("UsernameHeader"), "X-Auth-Username"),
+            unique_id_header: self.string(key("UniqueIdHeader")),
+            groups_header: self.string(key("GroupsHeader")),
+            groups_separator: self.string_or(key("GroupsHeaderSeparator"), ","),
+            role_header: self.string(key("RoleHeader")),
+            email_header: self.string(key("EmailHeader")),
+            first_name_header: self.string(key("FirstNameHeader")),
+            last_name_header: self.string(key("LastNameHeader")),
+            trusted,
+            logging: self.bool_or(key("Logging"), false)?,
+        })
+    }
+
+    fn unknown_keys(&self) -> Vec<String> {
+        let origin = self.config.origin();
+        self.config
+            .entries()
+            .into_iter()
+            .filter_map(|e| {
+                let section = e.section.to_ascii_lowercase();
+                let header = match &e.subsection {
+                    Some(sub) => format!("[{} \"{sub}\"]", e.section),
+                    None => format!("[{}]", e.section),
+                };
+                match KNOWN_KEYS.iter().find(|(s, _)| *s == section) {
+                    Some(("nameservice", _)) => None,
+                    Some((_, keys)) if keys.contains(&e.name.to_ascii_lowercase().as_str()) => None,
+                    Some(_) => Some(format!("{origin}:{}: {header} {}", e.line, e.name)),
+                    None => Some(format!(
+                        "{origin}:{}: {header} {} (unknown section)",
+                        e.line, e.name
+                    )),
+                }
+            })
+            .collect()
+    }
+}
+
+/// `:3939`, `0.0.0.0:3939`, `127.0.0.1:3939`, `[::1]:3939`.
+fn parse_listen(text: &str) -> Option<SocketAddr> {
+    let text = text.trim();
+    if let Some(port) = text.strip_prefix(':') {
+        return port
+            .parse::<u16>()
+            .ok()
+            .map(|p| SocketAddr::from(([0, 0, 0, 0], p)));
+    }
+    text.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Settings, SettingsError> {
+        let config = Config::parse(text, "connect.gcfg").map_err(SettingsError::from)?;
+        Settings::from_config(&config)
+    }
+
+    fn refusal(text: &str) -> String {
+        match load(text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const LDAP: &str = "[Authentication]\nProvider = ldap\n[LDAP \"corp\"]\n\
+                        ServerAddress = 127.0.0.1:389\nUserSearchBaseDN = ou=people,dc=x\n";
+
+    #[test]
+    fn defaults_are_connects() {
+        let s = load("").expect("empty file is fine");
+        assert_eq!(s.provider, ProviderKind::Password);
+        assert_eq!(s.default_role, Role::Viewer);
+        assert_eq!(s.mapping, Mapping::Off);
+        assert_eq!(s.listen, "0.0.0.0:3939".parse().expect("addr"));
+        assert!(!s.run_as_current_user);
+        assert!(!s.secure_cookies());
+    }
+
+    #[test]
+    fn both_mappings_are_refused_naming_the_line() {
+        let e = refusal(&format!(
+            "{LDAP}[Authorization]\nUserRoleGroupMapping = true\nUserRoleMapping = true\n"
+        ));
+        assert!(e.starts_with("connect.gcfg:8: "), "{e}");
+        assert!(e.contains("both true"), "{e}");
+    }
+
+    #[test]
+    fn run_as_current_user_needs_accounts() {
+        for provider in ["password", "proxy"] {
+            let e = refusal(&format!(
+                "[Authentication]\nProvider = {provider}\n[ProxyAuth]\nTrustedProxy = \
+                 127.0.0.1\n[Applications]\nRunAsCurrentUser = true\n"
+            ));
+            assert!(e.starts_with("connect.gcfg:6: "), "{e}");
+            assert!(e.contains(&format!("Provider = {provider}")), "{e}");
+        }
+        let ok = load(&format!("{LDAP}[Applications]\nRunAsCurrentUser = true\n"));
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn administrator_is_never_the_default() {
+        let e = refusal("[Authorization]\nDefaultUserRole = administrator\n");
+        assert!(e.starts_with("connect.gcfg:2: "), "{e}");
+        assert!(e.contains("viewer or publisher"), "{e}");
+        let e = refusal("[Authorization]\nDefaultUserRole = boss\n");
+        assert!(e.contains("not a role"), "{e}");
+        let s = load("[Authorization]\nDefaultUserRole = publisher\n").expect("publisher");
+        assert_eq!(s.default_role, Role::Publisher);
+    }
+
+    #[test]
+    fn malformed_values_name_the_line() {
+        let e = refusal("[Authorization]\n; comment\nUserRoleMapping = maybe\n");
+        assert!(e.starts_with("connect.gcfg:3: "), "{e}");
+        let e = refusal("[Authentication]\nProvider = kerberos\n");
+        assert!(
+            e.starts_with("connect.gcfg:2: ") && e.contains("unknown provider"),
+            "{e}"
+        );
+        let e = refusal("[Server]\nAddress = \"https://x\n");
+        assert!(e.starts_with("connect.gcfg:2"), "{e}");
+    }
+
+    #[test]
+    fn mapping_kinds_follow_the_keys() {
+        let s = load(&format!(
+            "{LDAP}UserAttributeRole = Department\n[Authorization]\nUserRoleMapping = true\n\
+             PublisherRoleMapping = Engineering\nAdministratorRoleMapping = IT\n"
+        ))
+        .expect("attribute mapping");
+        match s.mapping {
+            Mapping::Attribute(t) => {
+                assert_eq!(t.publisher, ["Engineering"]);
+                assert_eq!(t.administrator, ["IT"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let direct = load(&format!("{LDAP}UserRoleAttribute = RSC-Role\n")).expect("direct");
+        assert_eq!(direct.mapping, Mapping::Direct);
+        let e = refusal(&format!("{LDAP}[Authorization]\nUserRoleMapping = true\n"));
+        assert!(e.contains("UserRoleAttribute"), "{e}");
+        let e = refusal(
+            "[Authentication]\nProvider = pam\n[Authorization]\nUserRoleGroupMapping = on\n",
+        );
+        assert!(e.contains("not available"), "{e}");
+    }
+
+    #[test]
+    fn proxy_needs_trusted_peers() {
+        let e = refusal("[Authentication]\nProvider = proxy\n");
+        assert!(e.contains("TrustedProxy"), "{e}");
+        let e =
+            refusal("[Authentication]\nProvider = proxy\n[ProxyAuth]\nTrustedProxy = nowhere\n");
+        assert!(e.starts_with("connect.gcfg:4: "), "{e}");
+        let s = load(
+            "[Authentication]\nProvider = proxy\n[ProxyAuth]\nTrustedProxy = 127.0.0.1, 10.0.0.0/8\n",
+        )
+        .expect("proxy");
+        assert_eq!(s.proxy.trusted.len(), 2);
+    }
+
+    #[test]
+    fn unknown_keys_and_sections_are_listed() {
+        let s = load("[Authorization]\nDefaultUserRol = viewer\n[Nameservice]\nUidRange = 1-2\n[Bogus]\nX = 1\n")
+            .expect("warnings only");
+        assert_eq!(
+            s.unknown_keys,
+            [
+                "connect.gcfg:2: [Authorization] DefaultUserRol",
+                "connect.gcfg:6: [Bogus] X (unknown section)",
+            ]
+        );
+    }
+
+    #[test]
+    fn ldap_sections_are_checked() {
+        let e = refusal("[Authentication]\nProvider = ldap\n");
+        assert!(e.contains("[LDAP \"name\"]"), "{e}");
+        let e = refusal("[Authentication]\nProvider = ldap\n[LDAP \"a\"]\nServerAddress = x:389\n");
+        assert!(e.contains("UserSearchBaseDN is missing"), "{e}");
+        let e = refusal(&format!("{LDAP}BindDN = cn=reader\n"));
+        assert!(e.contains("without BindPassword"), "{e}");
+        let two = load(&format!(
+            "{LDAP}[LDAP \"partners\"]\nServerAddress = 10.0.0.1:636\nTLS = true\n\
+             UserSearchBaseDN = ou=p\n"
+        ))
+        .expect("two directories");
+        assert_eq!(two.ldap.len(), 2);
+        assert_eq!(two.ldap[1].name, "partners");
+        assert!(two.ldap[1].tls);
+    }
+}

@@ -1,0 +1,311 @@
+//! HTTP transport: the login pages and the JSON API under `/__api__/`.
+//!
+//! Every request passes through [`identify`], which finds the viewer from,
+//! in order: an API key (`Authorization: Key …`), the session cookie, or,
+//! with proxied authentication, the trusted proxy's headers. Handlers get
+//! the result as a [`Viewer`] extension and decide what it may do.
+
+mod api;
+mod error;
+mod pages;
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+pub use error::ApiError;
+
+use crate::auth::{self, AuthError};
+use crate::config::{ProviderKind, Settings};
+use crate::login::{Authenticator, LoginError};
+use crate::secrets;
+use crate::store::{Store, User};
+
+pub const SESSION_COOKIE: &str = "connect_session";
+
+/// How long a verified API key is remembered, so that Argon2 runs once per
+/// key per minute rather than on every request.
+const KEY_CACHE_TTL: Duration = Duration::from_secs(60);
+
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Arc<Store>,
+    pub auth: Authenticator,
+    limits: LoginLimits,
+    verified_keys: Mutex<Vec<(String, i64, Instant)>>,
+}
+
+/// Sign-in attempts allowed, per client address and per username: a burst,
+/// then a steady rate. Password guessing from one address, or against one
+/// account from many, is slowed to a crawl; ordinary users never notice.
+struct LoginLimits {
+    by_address: DefaultKeyedRateLimiter<IpAddr>,
+    by_username: DefaultKeyedRateLimiter<String>,
+}
+
+impl LoginLimits {
+    fn new() -> Self {
+        let per_minute = |n: u32| Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
+        Self {
+            by_address: RateLimiter::keyed(per_minute(30)),
+            by_username: RateLimiter::keyed(
+                per_minute(3).allow_burst(NonZeroU32::new(6).unwrap_or(NonZeroU32::MIN)),
+            ),
+        }
+    }
+
+    fn allow(&self, address: IpAddr, username: &str) -> bool {
+        self.by_address.check_key(&address).is_ok()
+            && self.by_username.check_key(&username.to_lowercase()).is_ok()
+    }
+}
+
+impl AppState {
+    pub fn new(settings: Arc<Settings>, store: Arc<Store>, auth: Authenticator) -> Self {
+        Self {
+            settings,
+            store,
+            auth,
+            limits: LoginLimits::new(),
+            verified_keys: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn session_cookie(&self, token: &str) -> String {
+        format!(
+            "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+            self.settings.session_lifetime.as_secs(),
+            if self.settings.secure_cookies() {
+                "; Secure"
+            } else {
+                ""
+            }
+        )
+    }
+
+    fn clear_cookie(&self) -> String {
+        format!(
+            "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
+            if self.settings.secure_cookies() {
+                "; Secure"
+            } else {
+                ""
+            }
+        )
+    }
+
+    /// Starts a session for `user`; returns the Set-Cookie value.
+    fn start_session(&self, user: &User) -> Result<String, ApiError> {
+        let (token, hash) = secrets::new_session_token().map_err(ApiError::internal)?;
+        self.store.create_session(
+            &hash,
+            user.id,
+            self.settings.session_lifetime.as_secs() as i64,
+        )?;
+        Ok(self.session_cookie(&token))
+    }
+}
+
+/// The signed-in user of a request, if any.
+#[derive(Clone)]
+pub struct Viewer(pub Option<User>);
+
+impl Viewer {
+    pub fn require(&self) -> Result<&User, ApiError> {
+        self.0.as_ref().ok_or_else(ApiError::unauthenticated)
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(pages::home))
+        .route("/__login__", get(pages::login_page).post(pages::login))
+        .route("/__logout__", post(pages::logout))
+        .route("/__signup__", get(pages::signup_page).post(pages::signup))
+        .route("/__ping__", get(|| async { "ok" }))
+        .route("/__api__/v1/user", get(api::current_user))
+        .route(
+            "/__api__/v1/users",
+            get(api::list_users).post(api::create_user),
+        )
+        .route(
+            "/__api__/v1/users/{guid}",
+            get(api::get_user)
+                .put(api::update_user)
+                .patch(api::update_user),
+        )
+        .route("/__api__/v1/users/{guid}/lock", post(api::lock_user))
+        .route("/__api__/v1/groups", get(api::list_groups))
+        .route("/__api__/v1/groups/{guid}/members", get(api::group_members))
+        .route(
+            "/__api__/v1/keys",
+            get(api::list_keys).post(api::create_key),
+        )
+        .route("/__api__/v1/keys/{guid}", delete(api::delete_key))
+        .layer(middleware::from_fn_with_state(state.clone(), identify))
+        .with_state(state)
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+async fn identify(
+    State(app): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let mut set_cookie = None;
+    let viewer = match resolve_viewer(&app, peer.ip(), request.headers(), &mut set_cookie).await {
+        Ok(viewer) => viewer,
+        Err(error) => return error.into_response(),
+    };
+    request.extensions_mut().insert(Viewer(viewer));
+    request.extensions_mut().insert(ClientAddress(peer.ip()));
+    let mut response = next.run(request).await;
+    if let Some(cookie) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response.headers_mut().append(SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// The TCP peer, for rate limits and logs.
+#[derive(Clone, Copy)]
+pub struct ClientAddress(pub IpAddr);
+
+async fn resolve_viewer(
+    app: &AppState,
+    peer: IpAddr,
+    headers: &HeaderMap,
+    set_cookie: &mut Option<String>,
+) -> Result<Option<User>, ApiError> {
+    if let Some(key) = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Key "))
+    {
+        return api_key_user(app, key.trim()).await.map(Some);
+    }
+    let session_user = match cookie_value(headers, SESSION_COOKIE) {
+        Some(token) => app.store.session_user(&secrets::token_hash(token))?,
+        None => None,
+    };
+    if app.settings.provider != ProviderKind::Proxy {
+        return Ok(session_user);
+    }
+    // Proxied authentication: the headers are the truth on every request;
+    // a session only saves redoing the sign-in while they stay the same.
+    let identity = match auth::proxy::identity(&app.settings.proxy, peer, headers) {
+        Ok(identity) => identity,
+        Err(AuthError::UntrustedProxy(address)) => {
+            tracing::warn!(
+                peer = %address,
+                "refused identity headers from a peer that is not a trusted proxy; only \
+                 [ProxyAuth] TrustedProxy addresses may send them"
+            );
+            return Err(ApiError::forbidden(
+                "Identity headers are only accepted from the trusted proxy.",
+            ));
+        }
+        Err(e) => {
+            tracing::warn!(peer = %peer, "refused proxied sign-in: {e}");
+            return Err(ApiError::bad_request(e.to_string()));
+        }
+    };
+    let Some(identity) = identity else {
+        return Ok(None);
+    };
+    if let Some(user) = session_user {
+        if user.provider == "proxy" && user.unique_id == identity.unique_id {
+            return Ok(Some(user));
+        }
+    }
+    let user = app.auth.complete(identity).await.map_err(login_error)?;
+    *set_cookie = Some(app.start_session(&user)?);
+    Ok(Some(user))
+}
+
+async fn api_key_user(app: &AppState, key: &str) -> Result<User, ApiError> {
+    let invalid = || ApiError::new(axum::http::StatusCode::UNAUTHORIZED, 0, "Invalid API key.");
+    let (key_id, secret) = secrets::split_api_key(key).ok_or_else(invalid)?;
+    let fingerprint = secrets::token_hash(key);
+    let (hash, user) = app.store.api_key(key_id)?.ok_or_else(invalid)?;
+    if user.locked {
+        return Err(ApiError::locked());
+    }
+    let cached = {
+        let mut cache = app.verified_keys.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|(_, _, at)| at.elapsed() < KEY_CACHE_TTL);
+        cache
+            .iter()
+            .any(|(f, id, _)| *f == fingerprint && *id == user.id)
+    };
+    if !cached {
+        let secret = secret.to_owned();
+        let ok = tokio::task::spawn_blocking(move || secrets::verify_password(&secret, &hash))
+            .await
+            .map_err(ApiError::internal)?;
+        if !ok {
+            return Err(invalid());
+        }
+        app.verified_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((fingerprint, user.id, Instant::now()));
+        app.store.touch_api_key(key_id)?;
+    }
+    Ok(user)
+}
+
+/// How a failed sign-in is answered; details go to the log only.
+pub fn login_error(error: LoginError) -> ApiError {
+    use axum::http::StatusCode;
+    match error {
+        LoginError::Auth(AuthError::InvalidCredentials) => {
+            ApiError::new(StatusCode::UNAUTHORIZED, 0, "Invalid username or password.")
+        }
+        LoginError::Auth(AuthError::Unavailable(detail)) => {
+            tracing::error!("sign-in failed: {detail}");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                0,
+                "The identity provider cannot be reached; try again later.",
+            )
+        }
+        LoginError::Auth(e @ AuthError::Misconfigured(_)) => {
+            tracing::error!("sign-in failed: {e}");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                0,
+                "Sign-in is misconfigured; the server log says more.",
+            )
+        }
+        LoginError::Auth(e @ (AuthError::UntrustedProxy(_) | AuthError::BadHeaders(_))) => {
+            ApiError::forbidden(e.to_string())
+        }
+        LoginError::Locked => ApiError::locked(),
+        LoginError::Conflict(detail) => {
+            tracing::error!("sign-in refused: {detail}");
+            ApiError::new(StatusCode::CONFLICT, 0, detail)
+        }
+        LoginError::Internal(detail) => ApiError::internal(detail),
+    }
+}

@@ -1,0 +1,376 @@
+//! Server-rendered pages: sign in, sign up, sign out, and a home page.
+//!
+//! `POST /__login__` takes a form (browsers: redirect on success, the page
+//! again with a message on failure) or JSON (scripts: the user, or an error
+//! in Connect's shape).
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::header::{CONTENT_TYPE, LOCATION, SET_COOKIE};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+
+use super::api::user_json;
+use super::{login_error, ApiError, AppState, ClientAddress, Viewer, SESSION_COOKIE};
+use crate::auth::plausible_username;
+use crate::config::ProviderKind;
+use crate::secrets;
+
+#[derive(Deserialize, Default)]
+pub struct LoginForm {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    /// Where to go after signing in (a path on this server only).
+    #[serde(default)]
+    url: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct Next {
+    url: Option<String>,
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// Only local paths: `//evil.example` and `https://…` would redirect away.
+fn safe_target(url: Option<&str>) -> &str {
+    match url {
+        Some(u) if u.starts_with('/') && !u.starts_with("//") && !u.contains('\\') => u,
+        _ => "/",
+    }
+}
+
+fn page(title: &str, body: &str) -> Html<String> {
+    Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title} · Connect</title><style>body{{font-family:system-ui,sans-serif;\
+         max-width:26rem;margin:4rem auto;padding:0 1rem}}label{{display:block;margin:.8rem 0}}\
+         input{{width:100%;padding:.4rem;box-sizing:border-box}}.error{{color:#a00}}</style>\
+         </head><body><h1>{title}</h1>{body}</body></html>"
+    ))
+}
+
+fn login_form(app: &AppState, message: Option<&str>, target: &str, username: &str) -> Html<String> {
+    let error = message
+        .map(|m| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(m)))
+        .unwrap_or_default();
+    if app.settings.provider == ProviderKind::Proxy {
+        return page(
+            "Sign in",
+            "<p>This server signs you in through your organisation's proxy. If you see this \
+             page, the proxy did not pass your identity; ask your administrator.</p>",
+        );
+    }
+    let signup = if app.settings.provider == ProviderKind::Password {
+        "<p><a href=\"/__signup__\">Create an account</a></p>"
+    } else {
+        ""
+    };
+    page(
+        "Sign in",
+        &format!(
+            "{error}<form method=\"post\" action=\"/__login__\">\
+             <input type=\"hidden\" name=\"url\" value=\"{}\">\
+             <label>Username <input name=\"username\" autocomplete=\"username\" required \
+             value=\"{}\"></label>\
+             <label>Password <input name=\"password\" type=\"password\" \
+             autocomplete=\"current-password\" required></label>\
+             <button type=\"submit\">Sign in</button></form>{signup}",
+            escape(target),
+            escape(username)
+        ),
+    )
+}
+
+pub async fn login_page(
+    State(app): State<Arc<AppState>>,
+    Query(next): Query<Next>,
+) -> Html<String> {
+    login_form(&app, None, safe_target(next.url.as_deref()), "")
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+/// Reads a form or JSON body into `T`.
+fn parse_body<T: for<'de> Deserialize<'de>>(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    if is_json(headers) {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("The request body is not valid JSON: {e}")))
+    } else {
+        serde_urlencoded_from(body)
+    }
+}
+
+fn serde_urlencoded_from<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    serde_urlencoded::from_bytes(body)
+        .map_err(|e| ApiError::bad_request(format!("The form could not be read: {e}")))
+}
+
+pub async fn login(
+    State(app): State<Arc<AppState>>,
+    Extension(ClientAddress(address)): Extension<ClientAddress>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let json = is_json(&headers);
+    let form: LoginForm = match parse_body(&headers, &body) {
+        Ok(form) => form,
+        Err(e) => return e.into_response(),
+    };
+    let target = safe_target(form.url.as_deref()).to_owned();
+    let fail = |error: ApiError, username: &str| -> Response {
+        if json {
+            error.into_response()
+        } else {
+            let status = error.status;
+            (
+                status,
+                login_form(&app, Some(&error.message), &target, username),
+            )
+                .into_response()
+        }
+    };
+    // Logged names are screened first: control characters could forge lines.
+    let logged_name = if plausible_username(&form.username) {
+        form.username.clone()
+    } else {
+        "<malformed username>".into()
+    };
+    if !app.limits.allow(address, &form.username) {
+        tracing::warn!(user = %logged_name, client = %address, "sign-in rate limit reached");
+        return fail(
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                0,
+                "Too many sign-in attempts. Wait a minute and try again.",
+            ),
+            &form.username,
+        );
+    }
+    let user = match app.auth.with_password(&form.username, &form.password).await {
+        Ok(user) => user,
+        Err(e) => {
+            tracing::warn!(user = %logged_name, client = %address, "sign-in failed: {e}");
+            return fail(login_error(e), &form.username);
+        }
+    };
+    tracing::info!(user = %user.username, role = %user.role, client = %address, "signed in");
+    let cookie = match app.start_session(&user) {
+        Ok(cookie) => cookie,
+        Err(e) => return fail(e, &form.username),
+    };
+    let mut response = if json {
+        Json(user_json(&user, true)).into_response()
+    } else {
+        (StatusCode::SEE_OTHER, [(LOCATION, target)]).into_response()
+    };
+    if let Ok(value) = cookie.parse() {
+        response.headers_mut().append(SET_COOKIE, value);
+    }
+    response
+}
+
+pub async fn logout(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(token) = super::cookie_value(&headers, SESSION_COOKIE) {
+        if let Err(e) = app.store.delete_session(&secrets::token_hash(token)) {
+            return ApiError::from(e).into_response();
+        }
+    }
+    let mut response = (StatusCode::SEE_OTHER, [(LOCATION, "/__login__")]).into_response();
+    if let Ok(value) = app.clear_cookie().parse() {
+        response.headers_mut().append(SET_COOKIE, value);
+    }
+    response
+}
+
+pub async fn home(
+    State(app): State<Arc<AppState>>,
+    Extension(viewer): Extension<Viewer>,
+) -> Response {
+    let Some(user) = viewer.0 else {
+        return (StatusCode::SEE_OTHER, [(LOCATION, "/__login__")]).into_response();
+    };
+    let pending = if user.needs_provisioning && app.settings.run_as_current_user {
+        "<p>Your Unix account is not ready yet; it will be created when you open content.</p>"
+    } else {
+        ""
+    };
+    page(
+        "Connect",
+        &format!(
+            "<p>Signed in as <strong>{}</strong> ({}).</p>{pending}\
+             <form method=\"post\" action=\"/__logout__\"><button>Sign out</button></form>",
+            escape(&user.username),
+            user.role
+        ),
+    )
+    .into_response()
+}
+
+/// Self-registration: only with the password provider, and only when
+/// `[Password] SelfRegistration = true` or nobody exists yet (the first
+/// person becomes the administrator, as in Connect).
+fn signup_open(app: &AppState) -> Result<bool, ApiError> {
+    if app.settings.provider != ProviderKind::Password {
+        return Ok(false);
+    }
+    Ok(app.settings.self_registration || app.store.list_users(None, 0, 1)?.1 == 0)
+}
+
+fn signup_form(message: Option<&str>) -> Html<String> {
+    let error = message
+        .map(|m| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(m)))
+        .unwrap_or_default();
+    page(
+        "Create an account",
+        &format!(
+            "{error}<form method=\"post\" action=\"/__signup__\">\
+             <label>Username <input name=\"username\" autocomplete=\"username\" required></label>\
+             <label>First name <input name=\"first_name\"></label>\
+             <label>Last name <input name=\"last_name\"></label>\
+             <label>Email <input name=\"email\" type=\"email\"></label>\
+             <label>Password <input name=\"password\" type=\"password\" \
+             autocomplete=\"new-password\" required></label>\
+             <button type=\"submit\">Create account</button></form>"
+        ),
+    )
+}
+
+pub async fn signup_page(State(app): State<Arc<AppState>>) -> Response {
+    match signup_open(&app) {
+        Ok(true) => signup_form(None).into_response(),
+        Ok(false) => (
+            StatusCode::FORBIDDEN,
+            page(
+                "Create an account",
+                "<p>Accounts are created by an administrator.</p>",
+            ),
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct NewPasswordUser {
+    pub username: String,
+    pub password: String,
+    #[serde(default)]
+    pub first_name: String,
+    #[serde(default)]
+    pub last_name: String,
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub user_role: Option<String>,
+}
+
+/// Checks a new password user's name and password.
+pub fn check_new_password_user(app: &AppState, new: &NewPasswordUser) -> Result<(), ApiError> {
+    if !plausible_username(&new.username)
+        || new.username.trim() != new.username
+        || new.username.contains(['/', ':', '@'])
+    {
+        return Err(ApiError::bad_request(
+            "The username must be 1 to 255 characters without spaces at either end, control \
+             characters, '/', ':' or '@'.",
+        ));
+    }
+    if new.password.chars().count() < app.settings.password_min_length {
+        return Err(ApiError::bad_request(format!(
+            "The password must be at least {} characters long.",
+            app.settings.password_min_length
+        )));
+    }
+    Ok(())
+}
+
+pub async fn signup(
+    State(app): State<Arc<AppState>>,
+    Extension(ClientAddress(address)): Extension<ClientAddress>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let json = is_json(&headers);
+    let fail = |e: ApiError| -> Response {
+        if json {
+            e.into_response()
+        } else {
+            (e.status, signup_form(Some(&e.message))).into_response()
+        }
+    };
+    match signup_open(&app) {
+        Ok(true) => {}
+        Ok(false) => {
+            return fail(ApiError::forbidden(
+                "Accounts are created by an administrator.",
+            ))
+        }
+        Err(e) => return fail(e),
+    }
+    let new: NewPasswordUser = match parse_body(&headers, &body) {
+        Ok(n) => n,
+        Err(e) => return fail(e),
+    };
+    if !app.limits.allow(address, &new.username) {
+        return fail(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            0,
+            "Too many attempts. Wait a minute and try again.",
+        ));
+    }
+    if let Err(e) = check_new_password_user(&app, &new) {
+        return fail(e);
+    }
+    let password = new.password.clone();
+    let hash = match tokio::task::spawn_blocking(move || secrets::hash_password(&password)).await {
+        Ok(Ok(hash)) => hash,
+        Ok(Err(e)) => return fail(ApiError::internal(e)),
+        Err(e) => return fail(ApiError::internal(e)),
+    };
+    let user = match app.store.create_password_user(
+        &new.username,
+        &new.first_name,
+        &new.last_name,
+        &new.email,
+        &hash,
+        app.settings.default_role,
+    ) {
+        Ok(user) => user,
+        Err(e) => return fail(e.into()),
+    };
+    tracing::info!(user = %user.username, role = %user.role, "account created by self-registration");
+    let cookie = match app.start_session(&user) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let mut response = if json {
+        (StatusCode::CREATED, Json(user_json(&user, true))).into_response()
+    } else {
+        (StatusCode::SEE_OTHER, [(LOCATION, "/")]).into_response()
+    };
+    if let Ok(value) = cookie.parse() {
+        response.headers_mut().append(SET_COOKIE, value);
+    }
+    response
+}

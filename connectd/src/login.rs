@@ -1,0 +1,189 @@
+//! One sign-in, whatever the provider: authenticate, compute the role,
+//! record the user and their groups, then provision their Unix account.
+//!
+//! Order matters: nothing is written until the provider has said yes, so a
+//! bad login creates no user; the account is provisioned before the login
+//! completes, so the viewer's first app launch finds it.
+
+use std::sync::Arc;
+
+use crate::auth::{self, AuthError, ExternalIdentity};
+use crate::config::{ProviderKind, Settings};
+use crate::provision::Provisioner;
+use crate::roles::{self, Evidence, Role};
+use crate::secrets;
+use crate::store::{GroupRef, LoginRecord, Store, StoreError, User};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("this user is locked")]
+    Locked,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for LoginError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Locked => LoginError::Locked,
+            StoreError::UsernameTaken(_) => LoginError::Conflict(e.to_string()),
+            StoreError::Sql(_) => LoginError::Internal(e.to_string()),
+        }
+    }
+}
+
+pub struct Authenticator {
+    pub settings: Arc<Settings>,
+    pub store: Arc<Store>,
+    pub provisioner: Provisioner,
+}
+
+impl Authenticator {
+    /// A username and password, checked by the configured provider.
+    pub async fn with_password(&self, username: &str, password: &str) -> Result<User, LoginError> {
+        if !auth::plausible_username(username) {
+            return Err(AuthError::InvalidCredentials.into());
+        }
+        match self.settings.provider {
+            ProviderKind::Password => self.password_login(username, password).await,
+            ProviderKind::Ldap => {
+                for directory in &self.settings.ldap {
+                    if let Some(identity) =
+                        auth::ldap::authenticate(directory, username, password).await?
+                    {
+                        return self.complete(identity).await;
+                    }
+                }
+                Err(AuthError::InvalidCredentials.into())
+            }
+            ProviderKind::Pam => {
+                let identity =
+                    auth::pam::authenticate(&self.settings.pam.service, username, password).await?;
+                self.complete(identity).await
+            }
+            // These providers never see a password form.
+            ProviderKind::Proxy | ProviderKind::OAuth2 | ProviderKind::Saml => {
+                Err(AuthError::InvalidCredentials.into())
+            }
+        }
+    }
+
+    async fn password_login(&self, username: &str, password: &str) -> Result<User, LoginError> {
+        let found = self.store.password_hash(username)?;
+        let (user, hash) = match found {
+            Some((user, hash)) => (Some(user), hash),
+            None => (None, secrets::decoy_hash().to_owned()),
+        };
+        let password = password.to_owned();
+        let matches =
+            tokio::task::spawn_blocking(move || secrets::verify_password(&password, &hash))
+                .await
+                .map_err(|e| LoginError::Internal(e.to_string()))?;
+        match user {
+            Some(user) if matches => {
+                // Locked is only revealed to someone who knows the password.
+                if user.locked {
+                    return Err(LoginError::Locked);
+                }
+                self.store.mark_password_login(user.id)?;
+                Ok(user)
+            }
+            _ => Err(AuthError::InvalidCredentials.into()),
+        }
+    }
+
+    /// Everything after a provider said yes: role mapping, storage,
+    /// provisioning.
+    pub async fn complete(&self, identity: ExternalIdentity) -> Result<User, LoginError> {
+        let settings = &self.settings;
+        let groups: Vec<String> = identity
+            .groups
+            .iter()
+            .flatten()
+            .map(|g| g.name.clone())
+            .collect();
+        let mut messages = Vec::new();
+        let record = LoginRecord {
+            provider: &identity.provider,
+            unique_id: &identity.unique_id,
+            username: &identity.username,
+            first_name: &identity.first_name,
+            last_name: &identity.last_name,
+            email: &identity.email,
+            groups: identity.groups.as_deref(),
+        };
+        let (user, created) = self.store.record_login(&record, |current, first_user| {
+            let fallback = if first_user {
+                Role::Administrator
+            } else {
+                settings.default_role
+            };
+            let decision = roles::decide(
+                &settings.mapping,
+                Evidence {
+                    groups: &groups,
+                    role_values: &identity.role_values,
+                    is_ldap: identity.is_ldap,
+                },
+                current,
+                fallback,
+                settings.default_role,
+            );
+            messages = decision.messages;
+            decision.role
+        })?;
+        for message in &messages {
+            if identity.logging {
+                tracing::info!(user = %user.username, "{message}");
+            } else {
+                tracing::debug!(user = %user.username, "{message}");
+            }
+        }
+        if created {
+            tracing::info!(
+                user = %user.username,
+                provider = %user.provider,
+                role = %user.role,
+                "new user signed in for the first time"
+            );
+        }
+        if settings.run_as_current_user && settings.provider.needs_provisioning() {
+            let groups = identity.groups.clone().unwrap_or_default();
+            self.provision(&user, &groups).await;
+        }
+        // Re-read: provisioning may have changed the pending flag.
+        Ok(self.store.user_by_guid(&user.guid)?.unwrap_or(user))
+    }
+
+    /// Ensures the user's Unix account. A failure does not fail the login:
+    /// it is logged, remembered, and retried when content is launched.
+    pub async fn provision(&self, user: &User, groups: &[GroupRef]) -> bool {
+        match self.provisioner.ensure(user, groups).await {
+            Ok(account) => {
+                tracing::info!(
+                    user = %user.username,
+                    account = %account.name,
+                    uid = account.uid,
+                    "Unix account ready"
+                );
+                if user.needs_provisioning {
+                    let _ = self.store.set_needs_provisioning(user.id, false);
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!(
+                    user = %user.username,
+                    "could not provision the Unix account at sign-in; the sign-in goes on and \
+                     provisioning is retried when content is launched: {e}"
+                );
+                let _ = self.store.set_needs_provisioning(user.id, true);
+                false
+            }
+        }
+    }
+}

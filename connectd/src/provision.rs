@@ -1,0 +1,100 @@
+//! Asking nameserviced for the viewer's Unix account, over its privileged
+//! provisioning socket (connectd runs as root or as the configured
+//! `[Nameservice] ServiceAccount`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use connect_proto::v1::{self, provisioning_client::ProvisioningClient};
+
+use crate::store::{GroupRef, User};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error(
+        "cannot reach the nameservice at {socket}: {reason}; is nameserviced running \
+         (systemctl status nameserviced)?"
+    )]
+    Unreachable { socket: String, reason: String },
+    #[error("the nameservice refused to provision {username:?}: {message}")]
+    Refused { username: String, message: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Provisioner {
+    socket: PathBuf,
+    timeout: Duration,
+}
+
+impl Provisioner {
+    pub fn new(socket: PathBuf, timeout: Duration) -> Self {
+        Self { socket, timeout }
+    }
+
+    /// Ensures the account exists with exactly these provider groups.
+    /// Idempotent: nameserviced keys accounts by (provider, unique id).
+    pub async fn ensure(
+        &self,
+        user: &User,
+        groups: &[GroupRef],
+    ) -> Result<v1::Account, ProvisionError> {
+        let unreachable = |reason: String| ProvisionError::Unreachable {
+            socket: self.socket.display().to_string(),
+            reason,
+        };
+        let channel = connect_proto::client::connect(&self.socket, self.timeout)
+            .await
+            .map_err(|e| unreachable(error_chain(&e)))?;
+        let display_name = format!("{} {}", user.first_name, user.last_name)
+            .trim()
+            .to_owned();
+        let request = v1::EnsureUserRequest {
+            identity: Some(v1::Identity {
+                provider: user.provider.clone(),
+                unique_id: user.unique_id.clone(),
+            }),
+            username: user.username.clone(),
+            display_name,
+            groups: groups
+                .iter()
+                .map(|g| v1::IdpGroup {
+                    unique_id: g.unique_id.clone(),
+                    name: g.name.clone(),
+                })
+                .collect(),
+        };
+        let reply = ProvisioningClient::new(channel)
+            .ensure_user(request)
+            .await
+            .map_err(|status| match status.code() {
+                tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Cancelled => unreachable(status.message().to_owned()),
+                _ => ProvisionError::Refused {
+                    username: user.username.clone(),
+                    message: status.message().to_owned(),
+                },
+            })?
+            .into_inner();
+        for warning in &reply.warnings {
+            tracing::warn!(user = %user.username, "nameservice: {warning}");
+        }
+        reply.account.ok_or_else(|| ProvisionError::Refused {
+            username: user.username.clone(),
+            message: "the reply held no account".into(),
+        })
+    }
+}
+
+/// An error with its causes, since transport errors hide the useful part
+/// ("No such file or directory") in their sources.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

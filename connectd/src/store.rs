@@ -1,0 +1,810 @@
+//! connectd's database: users, provider groups, memberships, sessions and
+//! API keys, in SQLite under `Server.DataDir` (WAL, synchronous FULL,
+//! migrations by `user_version`).
+//!
+//! A login is one transaction: the role computation sees the user's current
+//! role and whether anyone exists yet, and nothing is written unless the
+//! whole login is, so a failed login leaves no user behind.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+
+use crate::roles::Role;
+
+/// Migrations in order; `user_version` counts how many have run.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    guid TEXT NOT NULL UNIQUE,
+    provider TEXT NOT NULL,
+    unique_id TEXT NOT NULL,
+    username TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    first_name TEXT NOT NULL DEFAULT '',
+    last_name TEXT NOT NULL DEFAULT '',
+    email TEXT NOT NULL DEFAULT '',
+    role TEXT NOT NULL CHECK (role IN ('viewer', 'publisher', 'administrator')),
+    locked INTEGER NOT NULL DEFAULT 0,
+    password_hash TEXT,
+    needs_provisioning INTEGER NOT NULL DEFAULT 0,
+    created_time INTEGER NOT NULL,
+    updated_time INTEGER NOT NULL,
+    active_time INTEGER,
+    UNIQUE (provider, unique_id)
+);
+CREATE TABLE groups (
+    id INTEGER PRIMARY KEY,
+    guid TEXT NOT NULL UNIQUE,
+    provider TEXT NOT NULL,
+    unique_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    UNIQUE (provider, unique_id)
+);
+CREATE TABLE group_members (
+    group_id INTEGER NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    PRIMARY KEY (group_id, user_id)
+);
+CREATE INDEX group_members_by_user ON group_members(user_id);
+CREATE TABLE sessions (
+    token_hash TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created_time INTEGER NOT NULL,
+    expires_time INTEGER NOT NULL
+);
+CREATE INDEX sessions_by_user ON sessions(user_id);
+CREATE TABLE api_keys (
+    id INTEGER PRIMARY KEY,
+    guid TEXT NOT NULL UNIQUE,
+    key_id TEXT NOT NULL UNIQUE,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    created_time INTEGER NOT NULL,
+    last_used_time INTEGER
+);
+"#];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error(
+        "the username {0:?} already belongs to another identity; rename one of them in the \
+         identity provider, or remove the old user"
+    )]
+    UsernameTaken(String),
+    #[error("this user is locked")]
+    Locked,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: i64,
+    pub guid: String,
+    pub provider: String,
+    pub unique_id: String,
+    pub username: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub email: String,
+    pub role: Role,
+    pub locked: bool,
+    pub needs_provisioning: bool,
+    pub created_time: i64,
+    pub updated_time: i64,
+    pub active_time: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub id: i64,
+    pub guid: String,
+    pub provider: String,
+    pub unique_id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub guid: String,
+    pub name: String,
+    pub created_time: i64,
+    pub last_used_time: Option<i64>,
+}
+
+/// A provider group as the login saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRef {
+    pub unique_id: String,
+    pub name: String,
+}
+
+/// What a successful sign-in writes.
+#[derive(Debug, Clone)]
+pub struct LoginRecord<'a> {
+    pub provider: &'a str,
+    pub unique_id: &'a str,
+    pub username: &'a str,
+    pub first_name: &'a str,
+    pub last_name: &'a str,
+    pub email: &'a str,
+    /// `None`: the provider does not know groups (PAM, password); leave
+    /// memberships alone. `Some`: replace them with exactly these.
+    pub groups: Option<&'a [GroupRef]>,
+}
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+const USER_COLUMNS: &str = "id, guid, provider, unique_id, username, first_name, last_name, \
+                            email, role, locked, needs_provisioning, created_time, \
+                            updated_time, active_time";
+
+/// The same columns, qualified for joins on `users u`.
+const USER_COLUMNS_U: &str = "u.id, u.guid, u.provider, u.unique_id, u.username, u.first_name, \
+                              u.last_name, u.email, u.role, u.locked, u.needs_provisioning, \
+                              u.created_time, u.updated_time, u.active_time";
+
+fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
+    let role: String = row.get(8)?;
+    Ok(User {
+        id: row.get(0)?,
+        guid: row.get(1)?,
+        provider: row.get(2)?,
+        unique_id: row.get(3)?,
+        username: row.get(4)?,
+        first_name: row.get(5)?,
+        last_name: row.get(6)?,
+        email: row.get(7)?,
+        // The CHECK constraint keeps anything else out of the column.
+        role: role.parse().unwrap_or(Role::Viewer),
+        locked: row.get(9)?,
+        needs_provisioning: row.get(10)?,
+        created_time: row.get(11)?,
+        updated_time: row.get(12)?,
+        active_time: row.get(13)?,
+    })
+}
+
+fn group_from_row(row: &Row<'_>) -> rusqlite::Result<Group> {
+    Ok(Group {
+        id: row.get(0)?,
+        guid: row.get(1)?,
+        provider: row.get(2)?,
+        unique_id: row.get(3)?,
+        name: row.get(4)?,
+    })
+}
+
+fn new_guid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        Self::with_connection(conn)
+    }
+
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::with_connection(Connection::open_in_memory()?)
+    }
+
+    fn with_connection(mut conn: Connection) -> Result<Self, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let tx = conn.transaction()?;
+        for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(migration)?;
+            tx.pragma_update(None, "user_version", (i + 1) as u32)?;
+        }
+        tx.commit()?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent
+        // (transactions roll back on drop), so a poisoned lock is usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a successful sign-in. `decide_role(current, first_user_ever)`
+    /// gives the role; a locked user is refused before anything is written.
+    /// Returns the user and whether it was created.
+    pub fn record_login(
+        &self,
+        login: &LoginRecord<'_>,
+        decide_role: impl FnOnce(Option<Role>, bool) -> Role,
+    ) -> Result<(User, bool), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let existing = tx
+            .query_row(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE provider = ?1 AND unique_id = ?2"),
+                params![login.provider, login.unique_id],
+                user_from_row,
+            )
+            .optional()?;
+        if existing.as_ref().is_some_and(|u| u.locked) {
+            return Err(StoreError::Locked);
+        }
+        let taken_by: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM users WHERE username = ?1",
+                params![login.username],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(other) = taken_by {
+            if existing.as_ref().map(|u| u.id) != Some(other) {
+                return Err(StoreError::UsernameTaken(login.username.to_owned()));
+            }
+        }
+        let now = now();
+        let (user_id, created) = match &existing {
+            Some(user) => {
+                let role = decide_role(Some(user.role), false);
+                tx.execute(
+                    "UPDATE users SET username = ?2, first_name = ?3, last_name = ?4, \
+                     email = ?5, role = ?6, updated_time = ?7, active_time = ?7 WHERE id = ?1",
+                    params![
+                        user.id,
+                        login.username,
+                        login.first_name,
+                        login.last_name,
+                        login.email,
+                        role.as_str(),
+                        now
+                    ],
+                )?;
+                (user.id, false)
+            }
+            None => {
+                let anyone: bool =
+                    tx.query_row("SELECT EXISTS (SELECT 1 FROM users)", [], |r| r.get(0))?;
+                let role = decide_role(None, !anyone);
+                tx.execute(
+                    "INSERT INTO users (guid, provider, unique_id, username, first_name, \
+                     last_name, email, role, created_time, updated_time, active_time) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9)",
+                    params![
+                        new_guid(),
+                        login.provider,
+                        login.unique_id,
+                        login.username,
+                        login.first_name,
+                        login.last_name,
+                        login.email,
+                        role.as_str(),
+                        now
+                    ],
+                )?;
+                (tx.last_insert_rowid(), true)
+            }
+        };
+        if let Some(groups) = login.groups {
+            tx.execute(
+                "DELETE FROM group_members WHERE user_id = ?1",
+                params![user_id],
+            )?;
+            for group in groups {
+                tx.execute(
+                    "INSERT INTO groups (guid, provider, unique_id, name) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (provider, unique_id) DO UPDATE SET name = excluded.name",
+                    params![new_guid(), login.provider, group.unique_id, group.name],
+                )?;
+                tx.execute(
+                    "INSERT OR IGNORE INTO group_members (group_id, user_id) \
+                     SELECT id, ?3 FROM groups WHERE provider = ?1 AND unique_id = ?2",
+                    params![login.provider, group.unique_id, user_id],
+                )?;
+            }
+        }
+        let user = tx.query_row(
+            &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
+            params![user_id],
+            user_from_row,
+        )?;
+        tx.commit()?;
+        Ok((user, created))
+    }
+
+    /// Creates a user of the built-in password provider. The first user ever
+    /// is an administrator, whatever `role` says.
+    pub fn create_password_user(
+        &self,
+        username: &str,
+        first_name: &str,
+        last_name: &str,
+        email: &str,
+        password_hash: &str,
+        role: Role,
+    ) -> Result<User, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let taken: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE username = ?1)",
+            params![username],
+            |r| r.get(0),
+        )?;
+        if taken {
+            return Err(StoreError::UsernameTaken(username.to_owned()));
+        }
+        let anyone: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM users)", [], |r| r.get(0))?;
+        let role = if anyone { role } else { Role::Administrator };
+        let guid = new_guid();
+        let now = now();
+        tx.execute(
+            "INSERT INTO users (guid, provider, unique_id, username, first_name, last_name, \
+             email, role, password_hash, created_time, updated_time) \
+             VALUES (?1, 'password', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+            params![
+                guid,
+                username,
+                first_name,
+                last_name,
+                email,
+                role.as_str(),
+                password_hash,
+                now
+            ],
+        )?;
+        let user = tx.query_row(
+            &format!("SELECT {USER_COLUMNS} FROM users WHERE guid = ?1"),
+            params![guid],
+            user_from_row,
+        )?;
+        tx.commit()?;
+        Ok(user)
+    }
+
+    /// The password hash of a password-provider user, by username.
+    pub fn password_hash(&self, username: &str) -> Result<Option<(User, String)>, StoreError> {
+        let conn = self.conn();
+        let found = conn
+            .query_row(
+                &format!(
+                    "SELECT {USER_COLUMNS}, password_hash FROM users \
+                     WHERE username = ?1 AND provider = 'password' AND password_hash IS NOT NULL"
+                ),
+                params![username],
+                |row| Ok((user_from_row(row)?, row.get::<_, String>(14)?)),
+            )
+            .optional()?;
+        Ok(found)
+    }
+
+    pub fn mark_password_login(&self, user_id: i64) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE users SET active_time = ?2 WHERE id = ?1",
+            params![user_id, now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn user_by_guid(&self, guid: &str) -> Result<Option<User>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE guid = ?1"),
+                params![guid],
+                user_from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn user_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE username = ?1"),
+                params![username],
+                user_from_row,
+            )
+            .optional()?)
+    }
+
+    /// Users in username order, optionally those whose username, first or
+    /// last name starts with `prefix`; with the total that matched.
+    pub fn list_users(
+        &self,
+        prefix: Option<&str>,
+        offset: u32,
+        limit: u32,
+    ) -> Result<(Vec<User>, u64), StoreError> {
+        let conn = self.conn();
+        let pattern = format!(
+            "{}%",
+            prefix
+                .unwrap_or("")
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let filter = "username LIKE ?1 ESCAPE '\\' OR first_name LIKE ?1 ESCAPE '\\' \
+                      OR last_name LIKE ?1 ESCAPE '\\'";
+        let total: i64 = conn.query_row(
+            &format!("SELECT COUNT(*) FROM users WHERE {filter}"),
+            params![pattern],
+            |r| r.get(0),
+        )?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE {filter} \
+             ORDER BY username COLLATE NOCASE LIMIT ?2 OFFSET ?3"
+        ))?;
+        let users = stmt
+            .query_map(params![pattern, limit, offset], user_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((users, total.max(0) as u64))
+    }
+
+    pub fn count_administrators(&self) -> Result<u64, StoreError> {
+        let count: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM users WHERE role = 'administrator' AND locked = 0",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(count.max(0) as u64)
+    }
+
+    pub fn set_role(&self, user_id: i64, role: Role) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE users SET role = ?2, updated_time = ?3 WHERE id = ?1",
+            params![user_id, role.as_str(), now()],
+        )?;
+        Ok(())
+    }
+
+    /// Locks or unlocks; locking also ends the user's sessions.
+    pub fn set_locked(&self, user_id: i64, locked: bool) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE users SET locked = ?2, updated_time = ?3 WHERE id = ?1",
+            params![user_id, locked, now()],
+        )?;
+        if locked {
+            tx.execute("DELETE FROM sessions WHERE user_id = ?1", params![user_id])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn set_needs_provisioning(&self, user_id: i64, needed: bool) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE users SET needs_provisioning = ?2 WHERE id = ?1",
+            params![user_id, needed],
+        )?;
+        Ok(())
+    }
+
+    pub fn groups_of(&self, user_id: i64) -> Result<Vec<Group>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT g.id, g.guid, g.provider, g.unique_id, g.name FROM groups g \
+             JOIN group_members m ON m.group_id = g.id WHERE m.user_id = ?1 ORDER BY g.name",
+        )?;
+        let groups = stmt
+            .query_map(params![user_id], group_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(groups)
+    }
+
+    pub fn list_groups(&self, prefix: Option<&str>) -> Result<Vec<Group>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, guid, provider, unique_id, name FROM groups \
+             WHERE substr(name, 1, length(?1)) = ?1 ORDER BY name",
+        )?;
+        let groups = stmt
+            .query_map(params![prefix.unwrap_or("")], group_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(groups)
+    }
+
+    pub fn group_by_guid(&self, guid: &str) -> Result<Option<Group>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT id, guid, provider, unique_id, name FROM groups WHERE guid = ?1",
+                params![guid],
+                group_from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn group_members(&self, group_id: i64) -> Result<Vec<User>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {USER_COLUMNS_U} FROM users u JOIN group_members m ON m.user_id = u.id \
+             WHERE m.group_id = ?1 ORDER BY u.username"
+        ))?;
+        let users = stmt
+            .query_map(params![group_id], user_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(users)
+    }
+
+    pub fn create_session(
+        &self,
+        token_hash: &str,
+        user_id: i64,
+        lifetime_secs: i64,
+    ) -> Result<(), StoreError> {
+        let now = now();
+        self.conn().execute(
+            "INSERT INTO sessions (token_hash, user_id, created_time, expires_time) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![token_hash, user_id, now, now + lifetime_secs],
+        )?;
+        Ok(())
+    }
+
+    /// The user behind an unexpired session of an unlocked user.
+    pub fn session_user(&self, token_hash: &str) -> Result<Option<User>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!(
+                    "SELECT {USER_COLUMNS_U} FROM sessions s JOIN users u ON u.id = s.user_id \
+                     WHERE s.token_hash = ?1 AND s.expires_time > ?2 AND u.locked = 0"
+                ),
+                params![token_hash, now()],
+                user_from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn delete_session(&self, token_hash: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "DELETE FROM sessions WHERE token_hash = ?1",
+            params![token_hash],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_expired_sessions(&self) -> Result<usize, StoreError> {
+        Ok(self.conn().execute(
+            "DELETE FROM sessions WHERE expires_time <= ?1",
+            params![now()],
+        )?)
+    }
+
+    pub fn create_api_key(
+        &self,
+        user_id: i64,
+        name: &str,
+        key_id: &str,
+        hash: &str,
+    ) -> Result<ApiKey, StoreError> {
+        let guid = new_guid();
+        let now = now();
+        self.conn().execute(
+            "INSERT INTO api_keys (guid, key_id, user_id, name, hash, created_time) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![guid, key_id, user_id, name, hash, now],
+        )?;
+        Ok(ApiKey {
+            guid,
+            name: name.to_owned(),
+            created_time: now,
+            last_used_time: None,
+        })
+    }
+
+    /// The stored hash and owner of an API key, by its public id part.
+    pub fn api_key(&self, key_id: &str) -> Result<Option<(String, User)>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!(
+                    "SELECT {USER_COLUMNS_U}, k.hash FROM api_keys k JOIN users u ON u.id = k.user_id \
+                     WHERE k.key_id = ?1"
+                ),
+                params![key_id],
+                |row| Ok((row.get::<_, String>(14)?, user_from_row(row)?)),
+            )
+            .optional()?)
+    }
+
+    pub fn touch_api_key(&self, key_id: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE api_keys SET last_used_time = ?2 WHERE key_id = ?1",
+            params![key_id, now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn list_api_keys(&self, user_id: i64) -> Result<Vec<ApiKey>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT guid, name, created_time, last_used_time FROM api_keys \
+             WHERE user_id = ?1 ORDER BY created_time, id",
+        )?;
+        let keys = stmt
+            .query_map(params![user_id], |r| {
+                Ok(ApiKey {
+                    guid: r.get(0)?,
+                    name: r.get(1)?,
+                    created_time: r.get(2)?,
+                    last_used_time: r.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(keys)
+    }
+
+    /// Deletes one of the user's keys; false if they have no such key.
+    pub fn delete_api_key(&self, user_id: i64, guid: &str) -> Result<bool, StoreError> {
+        Ok(self.conn().execute(
+            "DELETE FROM api_keys WHERE user_id = ?1 AND guid = ?2",
+            params![user_id, guid],
+        )? == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn login<'a>(
+        unique_id: &'a str,
+        username: &'a str,
+        groups: Option<&'a [GroupRef]>,
+    ) -> LoginRecord<'a> {
+        LoginRecord {
+            provider: "ldap/corp",
+            unique_id,
+            username,
+            first_name: "F",
+            last_name: "L",
+            email: "e@x",
+            groups,
+        }
+    }
+
+    #[test]
+    fn first_login_creates_then_updates_the_same_user() {
+        let store = Store::in_memory().expect("store");
+        let (u, created) = store
+            .record_login(&login("u1", "alice", None), |current, first| {
+                assert_eq!(current, None);
+                assert!(first);
+                Role::Administrator
+            })
+            .expect("login");
+        assert!(created);
+        assert_eq!(u.role, Role::Administrator);
+        let (again, created) = store
+            .record_login(&login("u1", "alice2", None), |current, first| {
+                assert_eq!(current, Some(Role::Administrator));
+                assert!(!first);
+                Role::Publisher
+            })
+            .expect("login");
+        assert!(!created);
+        assert_eq!(again.id, u.id);
+        assert_eq!(again.username, "alice2", "renames follow the provider");
+        assert_eq!(again.role, Role::Publisher);
+        let (bob, _) = store
+            .record_login(&login("u2", "bob", None), |_, first| {
+                assert!(!first, "only the very first user is first");
+                Role::Viewer
+            })
+            .expect("bob");
+        assert_eq!(bob.role, Role::Viewer);
+    }
+
+    #[test]
+    fn a_username_belongs_to_one_identity() {
+        let store = Store::in_memory().expect("store");
+        store
+            .record_login(&login("u1", "alice", None), |_, _| Role::Viewer)
+            .expect("alice");
+        let err = store
+            .record_login(&login("u9", "ALICE", None), |_, _| Role::Viewer)
+            .expect_err("same name, other identity");
+        assert!(matches!(err, StoreError::UsernameTaken(_)), "{err}");
+        assert_eq!(store.list_users(None, 0, 100).expect("list").1, 1);
+    }
+
+    #[test]
+    fn locked_users_are_refused_before_any_write() {
+        let store = Store::in_memory().expect("store");
+        let (u, _) = store
+            .record_login(&login("u1", "alice", None), |_, _| Role::Viewer)
+            .expect("alice");
+        store.create_session("t", u.id, 60).expect("session");
+        store.set_locked(u.id, true).expect("lock");
+        assert!(
+            store.session_user("t").expect("query").is_none(),
+            "sessions end"
+        );
+        let err = store
+            .record_login(&login("u1", "alice", None), |_, _| Role::Administrator)
+            .expect_err("locked");
+        assert!(matches!(err, StoreError::Locked));
+        let u = store.user_by_guid(&u.guid).expect("q").expect("user");
+        assert_eq!(u.role, Role::Viewer);
+    }
+
+    #[test]
+    fn groups_are_replaced_at_each_login() {
+        let store = Store::in_memory().expect("store");
+        let g = |id: &str, name: &str| GroupRef {
+            unique_id: id.into(),
+            name: name.into(),
+        };
+        let first = [g("g1", "Sales"), g("g2", "IT")];
+        let (u, _) = store
+            .record_login(&login("u1", "alice", Some(&first)), |_, _| Role::Viewer)
+            .expect("login");
+        let names: Vec<_> = store
+            .groups_of(u.id)
+            .expect("groups")
+            .into_iter()
+            .map(|g| g.name)
+            .collect();
+        assert_eq!(names, ["IT", "Sales"]);
+        let renamed = [g("g2", "IT-Administrators")];
+        store
+            .record_login(&login("u1", "alice", Some(&renamed)), |_, _| Role::Viewer)
+            .expect("login");
+        let names: Vec<_> = store
+            .groups_of(u.id)
+            .expect("groups")
+            .into_iter()
+            .map(|g| g.name)
+            .collect();
+        assert_eq!(names, ["IT-Administrators"]);
+        assert_eq!(store.list_groups(None).expect("all").len(), 2);
+    }
+
+    #[test]
+    fn api_keys_resolve_to_their_owner() {
+        let store = Store::in_memory().expect("store");
+        let (u, _) = store
+            .record_login(&login("u1", "alice", None), |_, _| Role::Viewer)
+            .expect("login");
+        let key = store
+            .create_api_key(u.id, "ci", "kid", "hash")
+            .expect("key");
+        let (hash, owner) = store.api_key("kid").expect("q").expect("found");
+        assert_eq!(hash, "hash");
+        assert_eq!(owner, u);
+        assert_eq!(store.list_api_keys(u.id).expect("list").len(), 1);
+        assert!(store.delete_api_key(u.id, &key.guid).expect("delete"));
+        assert!(store.api_key("kid").expect("q").is_none());
+    }
+
+    #[test]
+    fn migrations_survive_reopening() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("connect.db");
+        {
+            let store = Store::open(&path).expect("open");
+            store
+                .create_password_user("admin", "", "", "", "h", Role::Viewer)
+                .expect("create");
+        }
+        let store = Store::open(&path).expect("reopen");
+        let (u, _) = store.password_hash("admin").expect("q").expect("user");
+        assert_eq!(u.role, Role::Administrator, "the first user ever");
+    }
+}
