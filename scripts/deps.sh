@@ -11,12 +11,38 @@ need unshare util-linux
 need setpriv util-linux
 need getent libc-bin
 need awk mawk
+# The LDAP fixture (tests/src/slapd.rs) runs its own slapd from a temporary
+# directory; slapd lives in /usr/sbin, which a non-root PATH may lack.
+command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || missing="$missing slapd"
+need ldapsearch ldap-utils
+need openssl openssl
+need curl curl
 if [ -n "$missing" ]; then
     echo "==> installing:$missing"
     export DEBIAN_FRONTEND=noninteractive
+    # Installing slapd would start a system slapd on port 389 with a default
+    # database. The tests never use it, so forbid starting services during the
+    # install (policy-rc.d, exit 101) unless a policy is already in place, and
+    # remove that policy afterwards only if this script created it.
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+        trap 'rm -f "$policy"' EXIT
+        trap 'exit 130' INT TERM
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+    fi
     apt-get update -q
     # shellcheck disable=SC2086
     apt-get install -y -q --no-install-recommends $missing
+    # Belt and braces: if a system slapd got started anyway, stop it.
+    case " $missing " in
+    *" slapd "*)
+        if [ -s /run/slapd/slapd.pid ] && kill -0 "$(cat /run/slapd/slapd.pid)" 2>/dev/null; then
+            echo "==> stopping the system slapd the package started"
+            kill "$(cat /run/slapd/slapd.pid)" || true
+        fi
+        ;;
+    esac
 fi
 if ! command -v cargo >/dev/null 2>&1; then
     if [ -x "$HOME/.cargo/bin/cargo" ]; then

@@ -17,6 +17,9 @@
 //!
 //! These tests need root (for `unshare -m`); CI runs them as root.
 
+pub mod connectd;
+pub mod slapd;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -35,6 +38,7 @@ pub struct Artifacts {
     pub module: PathBuf,
     pub nameserviced: PathBuf,
     pub nameservicectl: PathBuf,
+    pub connectd: PathBuf,
 }
 
 pub fn workspace_root() -> PathBuf {
@@ -78,6 +82,8 @@ pub fn artifacts() -> &'static Artifacts {
                 "--quiet",
                 "-p",
                 "nameserviced",
+                "-p",
+                "connectd",
                 "--bins",
                 "--target-dir",
             ])
@@ -85,12 +91,13 @@ pub fn artifacts() -> &'static Artifacts {
         if release {
             build.arg("--release");
         }
-        run_checked(&mut build, "cargo build -p nameserviced");
+        run_checked(&mut build, "cargo build -p nameserviced -p connectd");
         let profile = if release { "release" } else { "debug" };
         Artifacts {
             module: module_dir.join("release/libnss_connect.so"),
             nameserviced: e2e.join(profile).join("nameserviced"),
             nameservicectl: e2e.join(profile).join("nameservicectl"),
+            connectd: e2e.join(profile).join("connectd"),
         }
     })
 }
@@ -199,6 +206,12 @@ impl Sandbox {
         let source = self.path(&name);
         fs::write(&source, contents).expect("write bind source");
         self.binds.push((source, target.into()));
+    }
+
+    /// Mounts a directory of the sandbox over `target` (e.g. a copy of
+    /// /etc/pam.d with one more service), in every namespace this sandbox makes.
+    pub fn bind_dir(&mut self, source: &Path, target: &str) {
+        self.binds.push((source.to_owned(), target.into()));
     }
 
     /// `program args…` inside a fresh private mount namespace.
