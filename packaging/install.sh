@@ -1,8 +1,8 @@
 #!/bin/sh
-# Installs the Connect nameservice from this source tree (as root):
-# binaries, the NSS module, the configuration (kept if present), the
-# service account, the systemd unit; starts the daemon; then enables
-# `connect` in /etc/nsswitch.conf (after the module is in place).
+# Installs Connect from this source tree (as root): binaries, the NSS
+# module, the configuration (kept if present), the service account, the
+# systemd units; starts nameserviced; enables `connect` in
+# /etc/nsswitch.conf (after the module is in place); then starts connectd.
 # Undo with packaging/uninstall.sh.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,11 +13,12 @@ libdir=/usr/lib/$multiarch
 
 echo "==> building (release)"
 module=$("$root/packaging/build-nss-module.sh")
-"$cargo" build --quiet --release --locked -p nameserviced --manifest-path "$root/Cargo.toml"
+"$cargo" build --quiet --release --locked -p nameserviced -p connectd --manifest-path "$root/Cargo.toml"
 
 echo "==> installing"
 install -D -m 0755 "$root/target/release/nameserviced" /usr/sbin/nameserviced
 install -D -m 0755 "$root/target/release/nameservicectl" /usr/bin/nameservicectl
+install -D -m 0755 "$root/target/release/connectd" /usr/sbin/connectd
 # Write beside and rename: a process loading the module never sees half a file.
 install -m 0644 "$module" "$libdir/.libnss_connect.so.2.new"
 mv -f "$libdir/.libnss_connect.so.2.new" "$libdir/libnss_connect.so.2"
@@ -37,6 +38,7 @@ fi
 
 echo "==> checking the configuration"
 /usr/sbin/nameserviced --check
+/usr/sbin/connectd --check
 
 echo "==> starting nameserviced"
 if [ -d /run/systemd/system ]; then
@@ -64,3 +66,19 @@ done
 
 echo "==> enabling 'connect' in /etc/nsswitch.conf"
 "$root/packaging/nsswitch.sh" enable /etc/nsswitch.conf
+
+echo "==> starting connectd"
+if [ -d /run/systemd/system ]; then
+    install -D -m 0644 "$root/packaging/systemd/connectd.service" /etc/systemd/system/connectd.service
+    systemctl daemon-reload
+    systemctl enable --now connectd.service
+    systemctl restart connectd.service
+else
+    if [ -f /run/connectd.pid ]; then
+        kill "$(cat /run/connectd.pid)" 2>/dev/null || true
+        sleep 0.5
+    fi
+    nohup /usr/sbin/connectd >>/var/log/connectd.log 2>&1 &
+    echo $! > /run/connectd.pid
+    echo "    no systemd: started pid $(cat /run/connectd.pid), log /var/log/connectd.log"
+fi
