@@ -51,14 +51,27 @@ impl Authenticator {
         match self.settings.provider {
             ProviderKind::Password => self.password_login(username, password).await,
             ProviderKind::Ldap => {
+                // Directories in file order; the first that knows the user
+                // decides. One that is down does not stop the others, but
+                // if nobody found the user and one was down, the answer is
+                // "unavailable", not "wrong password".
+                let mut unavailable = None;
                 for directory in &self.settings.ldap {
-                    if let Some(identity) =
-                        auth::ldap::authenticate(directory, username, password).await?
-                    {
-                        return self.complete(identity).await;
+                    match auth::ldap::authenticate(directory, username, password).await {
+                        Ok(Some(identity)) => return self.complete(identity).await,
+                        Ok(None) => {}
+                        Err(AuthError::Unavailable(detail)) => {
+                            tracing::warn!("{detail}");
+                            unavailable = Some(detail);
+                        }
+                        Err(e) => return Err(e.into()),
                     }
                 }
-                Err(AuthError::InvalidCredentials.into())
+                Err(match unavailable {
+                    Some(detail) => AuthError::Unavailable(detail),
+                    None => AuthError::InvalidCredentials,
+                }
+                .into())
             }
             ProviderKind::Pam => {
                 let identity =
