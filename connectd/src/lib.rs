@@ -16,6 +16,7 @@ pub mod logging;
 pub mod login;
 pub mod provision;
 pub mod roles;
+pub mod sandbox;
 pub mod secrets;
 pub mod store;
 pub mod unix;
