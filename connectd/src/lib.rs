@@ -10,6 +10,7 @@
 //! - [`http`]: the login pages and the JSON API.
 
 pub mod auth;
+pub mod bundle;
 pub mod config;
 pub mod http;
 pub mod logging;
