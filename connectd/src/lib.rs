@@ -16,6 +16,7 @@ pub mod http;
 pub mod logging;
 pub mod login;
 pub mod provision;
+pub mod proxy;
 pub mod roles;
 pub mod sandbox;
 pub mod secrets;
