@@ -8,6 +8,7 @@
 
 pub mod ldap;
 pub mod pam;
+pub mod pam_session;
 pub mod proxy;
 
 use crate::store::GroupRef;
