@@ -37,8 +37,16 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ),
     (
         "applications",
-        &["runas", "runascurrentuser", "sharedrunasunixgroup"],
+        &[
+            "runas",
+            "runascurrentuser",
+            "sharedrunasunixgroup",
+            "minimumuid",
+            "maxbundlesize",
+        ],
     ),
+    ("python", &["enabled", "executable"]),
+    ("node", &["enabled", "executable"]),
     (
         "ldap",
         &[
@@ -127,6 +135,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "readtimeout",
             "minprocesseslimit",
             "maxprocesseslimit",
+            "maxtotalprocesses",
         ],
     ),
     ("nameservice", &[]),
@@ -229,6 +238,52 @@ pub struct ProxySettings {
     pub logging: bool,
 }
 
+/// `[Scheduler]`: how many processes each content item gets and how long
+/// they may take; per-content values override the first eight.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SchedulerSettings {
+    pub min_processes: u32,
+    pub max_processes: u32,
+    pub max_conns_per_process: u32,
+    pub load_factor: f64,
+    pub init_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub connection_timeout: Duration,
+    pub read_timeout: Duration,
+    /// Ceilings for per-content MinProcesses / MaxProcesses (codes 45, 113).
+    pub min_processes_limit: u32,
+    pub max_processes_limit: u32,
+    /// Content processes on the whole server; beyond it viewers are told
+    /// the server is busy instead of the machine running out of memory.
+    pub max_total_processes: u32,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        Self {
+            min_processes: 0,
+            max_processes: 3,
+            max_conns_per_process: 20,
+            load_factor: 0.5,
+            init_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(120),
+            connection_timeout: Duration::from_secs(3600),
+            read_timeout: Duration::from_secs(3600),
+            min_processes_limit: 20,
+            max_processes_limit: 20,
+            max_total_processes: 200,
+        }
+    }
+}
+
+/// Interpreters content is built and run with. They must be readable by
+/// every viewer's account (not under /root).
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    pub python: Option<PathBuf>,
+    pub node: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub origin: String,
@@ -245,6 +300,15 @@ pub struct Settings {
     pub run_as: String,
     pub run_as_current_user: bool,
     pub shared_group: Option<String>,
+    /// Accounts below this uid (and root, always) never run content, except
+    /// the configured `RunAs` account itself.
+    pub minimum_uid: u32,
+    pub max_bundle_size: u64,
+    pub scheduler: SchedulerSettings,
+    pub runtimes: RuntimeSettings,
+    /// The configuration file, hidden from content processes with its
+    /// directory when that directory is connectd's own.
+    pub config_path: PathBuf,
     pub ldap: Vec<LdapSettings>,
     pub pam: PamSettings,
     pub proxy: ProxySettings,
@@ -430,6 +494,15 @@ impl Reader<'_> {
             run_as: self.string_or(Key::new("Applications", "RunAs"), "connect"),
             run_as_current_user,
             shared_group: self.string(Key::new("Applications", "SharedRunAsUnixGroup")),
+            minimum_uid: config
+                .u32(Key::new("Applications", "MinimumUid"))?
+                .unwrap_or(1000),
+            max_bundle_size: config
+                .u64(Key::new("Applications", "MaxBundleSize"))?
+                .unwrap_or(1 << 30),
+            scheduler: self.scheduler()?,
+            runtimes: self.runtimes()?,
+            config_path: PathBuf::from(config.origin()),
             ldap,
             pam,
             proxy,
@@ -441,6 +514,111 @@ impl Reader<'_> {
                 .unwrap_or_else(|| connect_proto::DEFAULT_PROVISION_SOCKET.into()),
             unknown_keys: self.unknown_keys(),
             origin,
+        })
+    }
+
+    fn scheduler(&self) -> Result<SchedulerSettings, SettingsError> {
+        let config = self.config;
+        let key = |k: &'static str| Key::new("Scheduler", k);
+        let d = SchedulerSettings::default();
+        let timeout = |k: &'static str, default: Duration| -> Result<Duration, SettingsError> {
+            let value = config.duration(key(k))?.unwrap_or(default);
+            if value > Duration::from_secs(crate::content::MAX_TIMEOUT_SECONDS) {
+                return Err(self.refuse(
+                    Some(key(k)),
+                    format!(
+                        "[Scheduler] {k}: at most {} seconds (30 days)",
+                        crate::content::MAX_TIMEOUT_SECONDS
+                    ),
+                ));
+            }
+            Ok(value)
+        };
+        let settings = SchedulerSettings {
+            min_processes: config.u32(key("MinProcesses"))?.unwrap_or(d.min_processes),
+            max_processes: config.u32(key("MaxProcesses"))?.unwrap_or(d.max_processes),
+            max_conns_per_process: config
+                .u32(key("MaxConnsPerProcess"))?
+                .unwrap_or(d.max_conns_per_process),
+            load_factor: config.f64(key("LoadFactor"))?.unwrap_or(d.load_factor),
+            init_timeout: timeout("InitTimeout", d.init_timeout)?,
+            idle_timeout: timeout("IdleTimeout", d.idle_timeout)?,
+            connection_timeout: timeout("ConnectionTimeout", d.connection_timeout)?,
+            read_timeout: timeout("ReadTimeout", d.read_timeout)?,
+            min_processes_limit: config
+                .u32(key("MinProcessesLimit"))?
+                .unwrap_or(d.min_processes_limit),
+            max_processes_limit: config
+                .u32(key("MaxProcessesLimit"))?
+                .unwrap_or(d.max_processes_limit),
+            max_total_processes: config
+                .u32(key("MaxTotalProcesses"))?
+                .unwrap_or(d.max_total_processes),
+        };
+        let refuse = |k: &'static str, why: &str| {
+            Err(self.refuse(Some(key(k)), format!("[Scheduler] {k}: {why}")))
+        };
+        if !(0.0..=1.0).contains(&settings.load_factor) {
+            return refuse("LoadFactor", "must be between 0.0 and 1.0");
+        }
+        if settings.max_processes == 0 {
+            return refuse("MaxProcesses", "must be at least 1");
+        }
+        if settings.max_conns_per_process == 0 {
+            return refuse("MaxConnsPerProcess", "must be at least 1");
+        }
+        if settings.min_processes > settings.max_processes {
+            return refuse("MinProcesses", "may not exceed MaxProcesses");
+        }
+        if settings.max_processes > settings.max_processes_limit {
+            return refuse("MaxProcesses", "may not exceed MaxProcessesLimit");
+        }
+        if settings.min_processes > settings.min_processes_limit {
+            return refuse("MinProcesses", "may not exceed MinProcessesLimit");
+        }
+        if settings.max_total_processes == 0 {
+            return refuse("MaxTotalProcesses", "must be at least 1");
+        }
+        Ok(settings)
+    }
+
+    fn runtimes(&self) -> Result<RuntimeSettings, SettingsError> {
+        let executable =
+            |section: &'static str, default: &str| -> Result<Option<PathBuf>, SettingsError> {
+                if !self.bool_or(Key::new(section, "Enabled"), true)? {
+                    return Ok(None);
+                }
+                let key = Key::new(section, "Executable");
+                let path = self
+                    .config
+                    .strings(key)
+                    .pop()
+                    .unwrap_or_else(|| default.to_owned());
+                let path = PathBuf::from(path);
+                if !path.is_absolute() {
+                    return Err(self.refuse(
+                        Some(key),
+                        format!(
+                            "[{section}] Executable = {:?}: must be an absolute path",
+                            path.display()
+                        ),
+                    ));
+                }
+                if path.starts_with("/root") {
+                    return Err(self.refuse(
+                        Some(key),
+                        format!(
+                            "[{section}] Executable = {:?}: viewers' accounts cannot enter /root; \
+                         use an interpreter installed for everyone, e.g. /usr/bin/python3",
+                            path.display()
+                        ),
+                    ));
+                }
+                Ok(Some(path))
+            };
+        Ok(RuntimeSettings {
+            python: executable("Python", "/usr/bin/python3")?,
+            node: executable("Node", "/usr/bin/node")?,
         })
     }
 

@@ -40,6 +40,38 @@ pub struct Authenticator {
     pub settings: Arc<Settings>,
     pub store: Arc<Store>,
     pub provisioner: Provisioner,
+    /// `[PAM] ForwardPassword`: each PAM user's last password, in memory
+    /// only, for the authenticated PAM session of their content processes
+    /// (Kerberos credentials). Gone when connectd restarts.
+    pub forwarded: ForwardedPasswords,
+}
+
+/// Passwords kept for PAM sessions; overwritten when replaced or dropped.
+#[derive(Default)]
+pub struct ForwardedPasswords(std::sync::Mutex<std::collections::HashMap<i64, Vec<u8>>>);
+
+impl ForwardedPasswords {
+    fn keep(&self, user_id: i64, password: &str) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mut old) = map.insert(user_id, password.as_bytes().to_vec()) {
+            old.fill(0);
+        }
+    }
+
+    fn get(&self, user_id: i64) -> Option<String> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&user_id)
+            .and_then(|b| String::from_utf8(b.clone()).ok())
+    }
+}
+
+impl Drop for ForwardedPasswords {
+    fn drop(&mut self) {
+        let map = self.0.get_mut().unwrap_or_else(|p| p.into_inner());
+        for bytes in map.values_mut() {
+            bytes.fill(0);
+        }
+    }
 }
 
 impl Authenticator {
@@ -76,7 +108,11 @@ impl Authenticator {
             ProviderKind::Pam => {
                 let identity =
                     auth::pam::authenticate(&self.settings.pam.service, username, password).await?;
-                self.complete(identity).await
+                let user = self.complete(identity).await?;
+                if self.settings.pam.forward_password {
+                    self.forwarded.keep(user.id, password);
+                }
+                Ok(user)
             }
             // These providers never see a password form.
             ProviderKind::Proxy | ProviderKind::OAuth2 | ProviderKind::Saml => {
@@ -107,6 +143,12 @@ impl Authenticator {
             }
             _ => Err(AuthError::InvalidCredentials.into()),
         }
+    }
+
+    /// The password `user_id` last signed in with, when
+    /// `[PAM] ForwardPassword` keeps it.
+    pub fn forwarded_password(&self, user_id: i64) -> Option<String> {
+        self.forwarded.get(user_id)
     }
 
     /// Everything after a provider said yes: role mapping, storage,
@@ -183,6 +225,10 @@ impl Authenticator {
                     uid = account.uid,
                     "Unix account ready"
                 );
+                if let Err(e) = self.store.set_unix_account(user.id, &account.name) {
+                    tracing::error!(user = %user.username, "could not record the Unix account: {e}");
+                    return false;
+                }
                 if user.needs_provisioning {
                     let _ = self.store.set_needs_provisioning(user.id, false);
                 }

@@ -10,9 +10,11 @@ use std::time::Duration;
 use clap::Parser;
 use connect_gcfg::Config;
 use connectd::config::{Settings, DEFAULT_CONFIG_PATH};
+use connectd::deploy::Deployer;
 use connectd::http::{router, AppState};
 use connectd::login::Authenticator;
 use connectd::provision::Provisioner;
+use connectd::scheduler::Scheduler;
 use connectd::store::Store;
 
 /// EX_CONFIG from sysexits.h: systemd and administrators read it as
@@ -89,12 +91,31 @@ async fn serve(settings: Settings) -> Result<(), String> {
         Store::open(&db).map_err(|e| format!("cannot open the database {}: {e}", db.display()))?,
     );
     let settings = Arc::new(settings);
-    let auth = Authenticator {
+    let auth = Arc::new(Authenticator {
         settings: settings.clone(),
         store: store.clone(),
         provisioner: Provisioner::new(settings.provision_socket.clone(), Duration::from_secs(5)),
-    };
-    let state = Arc::new(AppState::new(settings.clone(), store.clone(), auth));
+        forwarded: Default::default(),
+    });
+    match store.end_unfinished_jobs() {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            "{n} content processes of an earlier run were not seen to end; their sockets are \
+             removed and they get no more requests"
+        ),
+        Err(e) => tracing::warn!("could not close the records of earlier processes: {e}"),
+    }
+    let _ = std::fs::remove_dir_all(settings.data_dir.join("run"));
+    let scheduler = Scheduler::new(settings.clone(), store.clone(), Some(auth.clone()));
+    tokio::spawn(scheduler.clone().reap_forever());
+    let deployer = Deployer::new(settings.clone(), store.clone(), scheduler.clone());
+    let state = Arc::new(AppState::new(
+        settings.clone(),
+        store.clone(),
+        auth,
+        scheduler.clone(),
+        deployer,
+    ));
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| format!("cannot listen on [HTTP] Listen {}: {e}", settings.listen))?;
@@ -122,6 +143,8 @@ async fn serve(settings: Settings) -> Result<(), String> {
     .with_graceful_shutdown(shutdown())
     .await
     .map_err(|e| format!("server failed: {e}"))?;
+    tracing::info!("stopping content processes");
+    scheduler.stop_all().await;
     tracing::info!("connectd stopped");
     Ok(())
 }

@@ -18,7 +18,7 @@ use crate::roles::Role;
 use crate::secrets;
 use crate::store::{Group, User};
 
-fn time(seconds: i64) -> String {
+pub(super) fn time(seconds: i64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(seconds.max(0) as u64))
         .to_string()
 }

@@ -6,8 +6,10 @@
 //! the result as a [`Viewer`] extension and decide what it may do.
 
 mod api;
+mod content;
 mod error;
 mod pages;
+mod serve;
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
@@ -19,7 +21,7 @@ use axum::http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::Router;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
@@ -27,7 +29,9 @@ pub use error::ApiError;
 
 use crate::auth::{self, AuthError};
 use crate::config::{ProviderKind, Settings};
+use crate::deploy::Deployer;
 use crate::login::{Authenticator, LoginError};
+use crate::scheduler::Scheduler;
 use crate::secrets;
 use crate::store::{Store, User};
 
@@ -40,7 +44,9 @@ const KEY_CACHE_TTL: Duration = Duration::from_secs(60);
 pub struct AppState {
     pub settings: Arc<Settings>,
     pub store: Arc<Store>,
-    pub auth: Authenticator,
+    pub auth: Arc<Authenticator>,
+    pub scheduler: Arc<Scheduler>,
+    pub deployer: Arc<Deployer>,
     limits: LoginLimits,
     verified_keys: Mutex<Vec<(String, i64, Instant)>>,
 }
@@ -71,11 +77,19 @@ impl LoginLimits {
 }
 
 impl AppState {
-    pub fn new(settings: Arc<Settings>, store: Arc<Store>, auth: Authenticator) -> Self {
+    pub fn new(
+        settings: Arc<Settings>,
+        store: Arc<Store>,
+        auth: Arc<Authenticator>,
+        scheduler: Arc<Scheduler>,
+        deployer: Arc<Deployer>,
+    ) -> Self {
         Self {
             settings,
             store,
             auth,
+            scheduler,
+            deployer,
             limits: LoginLimits::new(),
             verified_keys: Mutex::new(Vec::new()),
         }
@@ -152,6 +166,38 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(api::list_keys).post(api::create_key),
         )
         .route("/__api__/v1/keys/{guid}", delete(api::delete_key))
+        .route(
+            "/__api__/v1/content",
+            get(content::list).post(content::create),
+        )
+        .route(
+            "/__api__/v1/content/{guid}",
+            get(content::get)
+                .patch(content::update)
+                .delete(content::remove),
+        )
+        .route(
+            "/__api__/v1/content/{guid}/bundles",
+            post(content::upload_bundle),
+        )
+        .route("/__api__/v1/content/{guid}/deploy", post(content::deploy))
+        .route(
+            "/__api__/v1/content/{guid}/permissions",
+            get(content::permissions).post(content::add_permission),
+        )
+        .route(
+            "/__api__/v1/content/{guid}/permissions/{id}",
+            delete(content::delete_permission),
+        )
+        .route("/__api__/v1/content/{guid}/jobs", get(content::jobs))
+        .route(
+            "/__api__/v1/content/{guid}/jobs/{key}/log",
+            get(content::job_log),
+        )
+        .route("/__api__/v1/tasks/{id}", get(content::task))
+        .route("/content/{guid}", any(serve::redirect_to_slash))
+        .route("/content/{guid}/", any(serve::content))
+        .route("/content/{guid}/{*rest}", any(serve::content))
         .layer(middleware::from_fn_with_state(state.clone(), identify))
         .with_state(state)
 }

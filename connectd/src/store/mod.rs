@@ -14,8 +14,12 @@ use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::roles::Role;
 
+mod content;
+pub use content::{Job, NewContent, Permission};
+
 /// Migrations in order; `user_version` counts how many have run.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     id INTEGER PRIMARY KEY,
     guid TEXT NOT NULL UNIQUE,
@@ -65,7 +69,66 @@ CREATE TABLE api_keys (
     created_time INTEGER NOT NULL,
     last_used_time INTEGER
 );
-"#];
+"#,
+    r#"
+ALTER TABLE users ADD COLUMN unix_account TEXT;
+CREATE TABLE content (
+    id INTEGER PRIMARY KEY,
+    guid TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    title TEXT,
+    description TEXT NOT NULL DEFAULT '',
+    owner_id INTEGER NOT NULL REFERENCES users(id),
+    access_type TEXT NOT NULL CHECK (access_type IN ('all', 'logged_in', 'acl')),
+    app_mode TEXT,
+    run_as TEXT,
+    run_as_current_user INTEGER NOT NULL DEFAULT 0,
+    min_processes INTEGER,
+    max_processes INTEGER,
+    max_conns_per_process INTEGER,
+    load_factor REAL,
+    init_timeout INTEGER,
+    idle_timeout INTEGER,
+    connection_timeout INTEGER,
+    read_timeout INTEGER,
+    bundle_id INTEGER,
+    created_time INTEGER NOT NULL,
+    last_deployed_time INTEGER,
+    UNIQUE (owner_id, name)
+);
+CREATE TABLE content_permissions (
+    id INTEGER PRIMARY KEY,
+    guid TEXT NOT NULL UNIQUE,
+    content_id INTEGER NOT NULL REFERENCES content(id) ON DELETE CASCADE,
+    principal_type TEXT NOT NULL CHECK (principal_type IN ('user', 'group')),
+    principal_id INTEGER NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('viewer', 'owner')),
+    UNIQUE (content_id, principal_type, principal_id)
+);
+CREATE TABLE bundles (
+    id INTEGER PRIMARY KEY,
+    content_id INTEGER NOT NULL REFERENCES content(id) ON DELETE CASCADE,
+    created_time INTEGER NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE TABLE jobs (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    content_id INTEGER NOT NULL REFERENCES content(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL CHECK (kind IN ('build', 'run')),
+    bundle_id INTEGER,
+    pid INTEGER,
+    unix_account TEXT NOT NULL,
+    uid INTEGER NOT NULL,
+    viewer_id INTEGER,
+    started_time INTEGER NOT NULL,
+    ended_time INTEGER,
+    exit_code INTEGER,
+    log_path TEXT NOT NULL
+);
+CREATE INDEX jobs_by_content ON jobs(content_id, started_time);
+"#,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -1,0 +1,395 @@
+//! Bundles and deployments: an uploaded tar.gz is unpacked at once (so a
+//! bad archive is refused while the publisher waits), and a deployment
+//! builds the bundle's environment as `Applications.RunAs`, never as a
+//! viewer, in the same sandbox content runs in, then makes it live.
+//!
+//! Deployments run as tasks whose output the API streams, in Connect's
+//! shape (`/__api__/v1/tasks/{id}`).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
+
+use crate::bundle::{self, AppMode, Limits};
+use crate::config::Settings;
+use crate::content::{Content, Refusal};
+use crate::runas;
+use crate::sandbox::{self, Bind, Identity, Launch};
+use crate::scheduler::{self, Scheduler};
+use crate::store::Store;
+
+/// How long finished tasks stay readable.
+const TASK_RETENTION: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error(
+        "the bundle is larger than Applications.MaxBundleSize ({0} bytes); make it smaller or \
+         raise the limit"
+    )]
+    TooLarge(u64),
+    #[error("{0}")]
+    Bundle(#[from] bundle::BundleError),
+    #[error("the upload was interrupted: {0}")]
+    Body(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct TaskState {
+    pub output: Vec<String>,
+    pub finished: bool,
+    pub code: i32,
+    pub error: String,
+    pub started: Option<i64>,
+}
+
+pub struct Task {
+    pub id: String,
+    state: Mutex<TaskState>,
+    changed: Notify,
+    created: Instant,
+}
+
+impl Task {
+    pub fn snapshot(&self) -> TaskState {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn line(&self, line: impl Into<String>) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .output
+            .push(line.into());
+        self.changed.notify_waiters();
+    }
+
+    fn finish(&self, error: Option<(i32, String)>) {
+        {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.finished = true;
+            if let Some((code, message)) = error {
+                state.code = code;
+                state.error = message;
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until the task has more than `seen` lines or finished, at most
+    /// `wait`.
+    pub async fn wait_for(&self, seen: usize, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.changed.notified();
+            {
+                let state = self.snapshot();
+                if state.finished || state.output.len() > seen {
+                    return;
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+pub struct Deployer {
+    settings: Arc<Settings>,
+    store: Arc<Store>,
+    scheduler: Arc<Scheduler>,
+    tasks: Mutex<HashMap<String, Arc<Task>>>,
+}
+
+impl Deployer {
+    pub fn new(settings: Arc<Settings>, store: Arc<Store>, scheduler: Arc<Scheduler>) -> Arc<Self> {
+        Arc::new(Self {
+            settings,
+            store,
+            scheduler,
+            tasks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn task(&self, id: &str) -> Option<Arc<Task>> {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.retain(|_, t| !t.snapshot().finished || t.created.elapsed() < TASK_RETENTION);
+        tasks.get(id).cloned()
+    }
+
+    /// Streams the upload to disk (bounded by MaxBundleSize), then unpacks
+    /// it; returns the new bundle's id.
+    pub async fn upload(&self, content: &Content, body: Body) -> Result<i64, UploadError> {
+        let layout = self.scheduler.layout();
+        let uploads = layout.content_dir(&content.guid).join("uploads");
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(&uploads)
+            .map_err(|e| UploadError::Internal(format!("{}: {e}", uploads.display())))?;
+        let archive = uploads.join(format!("{}.tar.gz", uuid::Uuid::new_v4().simple()));
+        let written = self.receive(body, &archive).await;
+        let size = match written {
+            Ok(size) => size,
+            Err(e) => {
+                let _ = fs::remove_file(&archive);
+                return Err(e);
+            }
+        };
+        let bundle_id = self
+            .store
+            .create_bundle(content.id, size)
+            .map_err(|e| UploadError::Internal(e.to_string()))?;
+        let dest = layout.bundle_dir(&content.guid, bundle_id);
+        let max = self.settings.max_bundle_size;
+        let unpacked = {
+            let (archive, dest) = (archive.clone(), dest.clone());
+            tokio::task::spawn_blocking(move || -> Result<(), UploadError> {
+                fs::DirBuilder::new()
+                    .mode(0o755)
+                    .recursive(true)
+                    .create(&dest)
+                    .map_err(|e| UploadError::Internal(format!("{}: {e}", dest.display())))?;
+                let file =
+                    fs::File::open(&archive).map_err(|e| UploadError::Internal(e.to_string()))?;
+                let limits = Limits {
+                    max_bytes: max.saturating_mul(20),
+                    ..Limits::default()
+                };
+                bundle::unpack(file, &dest, &limits)?;
+                bundle::read_manifest(&dest)?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| UploadError::Internal(e.to_string()))?
+        };
+        let _ = fs::remove_file(&archive);
+        if let Err(e) = unpacked {
+            let _ = fs::remove_dir_all(&dest);
+            let _ = self.store.delete_bundle(content.id, bundle_id);
+            return Err(e);
+        }
+        Ok(bundle_id)
+    }
+
+    async fn receive(&self, body: Body, path: &Path) -> Result<u64, UploadError> {
+        let mut file = tokio::fs::File::create(path)
+            .await
+            .map_err(|e| UploadError::Internal(format!("{}: {e}", path.display())))?;
+        let mut size = 0u64;
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| UploadError::Body(e.to_string()))?;
+            size += chunk.len() as u64;
+            if size > self.settings.max_bundle_size {
+                return Err(UploadError::TooLarge(self.settings.max_bundle_size));
+            }
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| UploadError::Internal(e.to_string()))?;
+        }
+        file.flush()
+            .await
+            .map_err(|e| UploadError::Internal(e.to_string()))?;
+        Ok(size)
+    }
+
+    /// Starts deploying `bundle_id`; the task id is returned at once.
+    pub fn deploy(self: &Arc<Self>, content: Content, bundle_id: i64) -> Arc<Task> {
+        let task = Arc::new(Task {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            state: Mutex::new(TaskState {
+                started: Some(crate::store::now()),
+                ..TaskState::default()
+            }),
+            changed: Notify::new(),
+            created: Instant::now(),
+        });
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(task.id.clone(), task.clone());
+        let (this, t) = (self.clone(), task.clone());
+        tokio::spawn(async move {
+            let outcome = this.run_deploy(&content, bundle_id, &t).await;
+            match outcome {
+                Ok(mode) => {
+                    t.line(format!("Deployed bundle {bundle_id} ({}).", mode.as_str()));
+                    tracing::info!(content = %content.guid, bundle_id, "deployed");
+                    t.finish(None);
+                }
+                Err((code, message)) => {
+                    tracing::warn!(content = %content.guid, bundle_id, "deployment failed: {message}");
+                    t.line(format!("Deployment failed: {message}"));
+                    t.finish(Some((code.max(1) as i32, message)));
+                }
+            }
+        });
+        task
+    }
+
+    async fn run_deploy(
+        &self,
+        content: &Content,
+        bundle_id: i64,
+        task: &Arc<Task>,
+    ) -> Result<AppMode, (u32, String)> {
+        let internal = |e: String| (0u32, e);
+        let layout = self.scheduler.layout().clone();
+        let bundle_dir = layout.bundle_dir(&content.guid, bundle_id);
+        let manifest = bundle::read_manifest(&bundle_dir).map_err(|e| internal(e.to_string()))?;
+        let mode = manifest.app_mode;
+        task.line(format!(
+            "Bundle {bundle_id}: {} with entry point {:?}.",
+            mode.as_str(),
+            manifest.entrypoint
+        ));
+        if mode == AppMode::Static && (content.run_as.is_some() || content.run_as_current_user) {
+            let refusal = Refusal::static_run_as();
+            return Err((refusal.code, refusal.message));
+        }
+        let settings = self.settings.clone();
+        let run_as = tokio::task::spawn_blocking(move || {
+            runas::check_account(&settings, &settings.run_as.clone())
+        })
+        .await
+        .map_err(|e| internal(e.to_string()))?
+        .map_err(|e| internal(format!("Applications.RunAs cannot build content: {e}")))?;
+
+        // The working directory every process of this content shares:
+        // setgid so what any viewer writes belongs to the shared group.
+        let work_dir = layout.work_dir(&content.guid);
+        let account = &run_as.account;
+        prepare_dir(&work_dir, account.uid, run_as.shared_gid, 0o2770)
+            .map_err(|e| internal(format!("{}: {e}", work_dir.display())))?;
+
+        if mode.is_interactive() {
+            let env_dir = layout.env_dir(&content.guid, bundle_id);
+            if env_dir.exists() {
+                fs::remove_dir_all(&env_dir)
+                    .map_err(|e| internal(format!("{}: {e}", env_dir.display())))?;
+            }
+            prepare_dir(&env_dir, account.uid, account.gid, 0o755)
+                .map_err(|e| internal(format!("{}: {e}", env_dir.display())))?;
+            let cache = layout.cache_dir();
+            prepare_dir(&cache, account.uid, account.gid, 0o700)
+                .map_err(|e| internal(format!("{}: {e}", cache.display())))?;
+            let steps =
+                bundle::build_steps(&manifest, &bundle_dir, &env_dir, self.scheduler.runtimes())
+                    .map_err(|e| internal(e.to_string()))?;
+            let job = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
+            let log_path = layout.log_file(&content.guid, &job);
+            let _ = self.store.start_job(
+                &job,
+                content.id,
+                "build",
+                Some(bundle_id),
+                None,
+                &account.name,
+                account.uid,
+                None,
+                &log_path.display().to_string(),
+            );
+            let mut result = Ok(());
+            for step in steps {
+                task.line(format!("$ {}", step.description));
+                let mut env = scheduler::base_environment(account);
+                // Builds write caches, not the account's home.
+                env.retain(|(k, _)| k != "HOME");
+                env.push(("HOME".into(), cache.clone().into()));
+                env.extend(step.env.iter().cloned());
+                let launch = Launch {
+                    program: step.program.clone(),
+                    args: step.args.clone(),
+                    env,
+                    cwd: step.cwd.clone(),
+                    identity: Identity {
+                        uid: account.uid,
+                        gid: account.gid,
+                        groups: run_as.groups.clone(),
+                    },
+                    umask: 0o022,
+                    isolation: self.scheduler.isolation(vec![
+                        Bind {
+                            path: bundle_dir.clone(),
+                            writable: false,
+                        },
+                        Bind {
+                            path: env_dir.clone(),
+                            writable: true,
+                        },
+                        Bind {
+                            path: cache.clone(),
+                            writable: true,
+                        },
+                    ]),
+                    log: scheduler::open_log(&log_path)
+                        .map_err(|e| internal(format!("{}: {e}", log_path.display())))?,
+                };
+                if let Err(e) = run_step(launch, &log_path, task).await {
+                    result = Err(internal(format!("{}: {e}", step.description)));
+                    break;
+                }
+            }
+            let _ = self
+                .store
+                .end_job(&job, Some(if result.is_ok() { 0 } else { 1 }));
+            result?;
+        }
+        self.store
+            .mark_deployed(content.id, bundle_id, mode)
+            .map_err(|e| internal(e.to_string()))?;
+        self.scheduler.drain_content(content.id, Some(bundle_id));
+        Ok(mode)
+    }
+}
+
+/// Runs one build step, copying its output into the task as it comes.
+async fn run_step(launch: Launch, log_path: &Path, task: &Arc<Task>) -> Result<(), String> {
+    let (reader, writer) = std::io::pipe().map_err(|e| e.to_string())?;
+    let mut log = launch.log.try_clone().map_err(|e| e.to_string())?;
+    let launch = Launch {
+        log: fs::File::from(std::os::fd::OwnedFd::from(writer)),
+        ..launch
+    };
+    let mut child = sandbox::spawn(launch).map_err(|e| e.to_string())?;
+    let copier = {
+        let task = task.clone();
+        tokio::task::spawn_blocking(move || {
+            for line in BufReader::new(reader).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(log, "{line}");
+                task.line(line);
+            }
+        })
+    };
+    let status = child.wait().await.map_err(|e| e.to_string())?;
+    let _ = copier.await;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "exited with {status}; the build log is {}",
+            log_path.display()
+        ))
+    }
+}
+
+/// Creates (or fixes) a directory owned by `uid:gid` with `mode`.
+fn prepare_dir(path: &Path, uid: u32, gid: u32, mode: u32) -> std::io::Result<()> {
+    fs::DirBuilder::new().recursive(true).create(path)?;
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+}

@@ -1,0 +1,275 @@
+//! `/content/{guid}/`: static content served from its bundle, interactive
+//! content proxied to a process the scheduler picks for this viewer.
+//!
+//! Viewers get pages, not JSON, when something goes wrong: the reason in
+//! words they can pass on, and the details in the server log.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Extension;
+use serde_json::json;
+use tower::ServiceExt;
+use tower_http::services::ServeDir;
+
+use super::content::may_view;
+use super::pages::{escape, page};
+use super::{AppState, Viewer};
+use crate::bundle::{self, AppMode};
+use crate::content::Content;
+use crate::proxy::{self, Forward, ProxyError};
+use crate::scheduler::AcquireError;
+use crate::store::User;
+
+fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
+    (status, page(title, &format!("<p>{}</p>", escape(message)))).into_response()
+}
+
+/// Apps use relative links, which only resolve under a trailing slash.
+pub async fn redirect_to_slash(Path(guid): Path<String>, uri: Uri) -> Redirect {
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    Redirect::permanent(&format!("/content/{guid}/{query}"))
+}
+
+pub async fn content(
+    State(app): State<Arc<AppState>>,
+    Extension(viewer): Extension<Viewer>,
+    Path(params): Path<HashMap<String, String>>,
+    request: Request,
+) -> Response {
+    let guid = params.get("guid").cloned().unwrap_or_default();
+    let content = match app.store.content_by_guid(&guid) {
+        Ok(Some(content)) => content,
+        Ok(None) => {
+            return error_page(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "There is no such content.",
+            )
+        }
+        Err(e) => return super::ApiError::from(e).into_response(),
+    };
+    let viewer = viewer.0.as_ref();
+    match may_view(&app, &content, viewer) {
+        Ok(true) => {}
+        Ok(false) if viewer.is_none() => {
+            let target = format!("/__login__?url={}", request.uri().path());
+            return Redirect::to(&target).into_response();
+        }
+        Ok(false) => {
+            return error_page(
+                StatusCode::FORBIDDEN,
+                "Not allowed",
+                "You do not have access to this content. Ask its owner to add you.",
+            )
+        }
+        Err(e) => return e.into_response(),
+    }
+    match content.app_mode {
+        None => error_page(
+            StatusCode::NOT_FOUND,
+            "Not deployed",
+            "This content has not been deployed yet.",
+        ),
+        Some(AppMode::Static) => serve_static(&app, &content, request).await,
+        Some(_) => serve_process(&app, &content, viewer, request).await,
+    }
+}
+
+async fn serve_static(app: &AppState, content: &Content, request: Request) -> Response {
+    let Some(bundle_id) = content.bundle_id else {
+        return error_page(
+            StatusCode::NOT_FOUND,
+            "Not deployed",
+            "This content has not been deployed yet.",
+        );
+    };
+    let dir = app.scheduler.layout().bundle_dir(&content.guid, bundle_id);
+    let prefix = format!("/content/{}", content.guid);
+    let (mut parts, body) = request.into_parts();
+    let rest = parts
+        .uri
+        .path()
+        .strip_prefix(&prefix)
+        .unwrap_or("/")
+        .to_owned();
+    // The bundle's primary document answers for the content's root.
+    let path = if rest == "/" || rest.is_empty() {
+        match bundle::read_manifest(&dir) {
+            Ok(m) => format!("/{}", m.primary_html.unwrap_or_else(|| "index.html".into())),
+            Err(_) => "/index.html".to_owned(),
+        }
+    } else {
+        rest
+    };
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    parts.uri = match format!("{path}{query}").parse() {
+        Ok(uri) => uri,
+        Err(_) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "Bad request",
+                "The address is not valid.",
+            )
+        }
+    };
+    // The manifest and other bundle metadata are not content.
+    if parts.uri.path() == "/manifest.json" {
+        return error_page(StatusCode::NOT_FOUND, "Not found", "There is no such file.");
+    }
+    let request = Request::from_parts(parts, body);
+    match ServeDir::new(dir).oneshot(request).await {
+        Ok(response) => response.into_response(),
+        Err(never) => match never {},
+    }
+}
+
+async fn serve_process(
+    app: &AppState,
+    content: &Content,
+    viewer: Option<&User>,
+    request: Request,
+) -> Response {
+    let credentials = viewer.and_then(|user| {
+        let groups: Vec<String> = app
+            .store
+            .groups_of(user.id)
+            .map(|gs| gs.into_iter().map(|g| g.name).collect())
+            .unwrap_or_default();
+        HeaderValue::from_str(&json!({ "user": user.username, "groups": groups }).to_string()).ok()
+    });
+    let limits = content.process.effective(&app.settings.scheduler);
+    // A process can die between being chosen and being connected to (its
+    // end not yet noticed). A request without a body can then go to
+    // another process; one with a body has been consumed.
+    let mut spare = bodiless(&request).then(|| clone_head(&request));
+    let mut request = request;
+    loop {
+        let lease = match app.scheduler.acquire(content, viewer).await {
+            Ok(lease) => lease,
+            Err(e) => return acquire_error(content, viewer, e),
+        };
+        let process = lease.process().clone();
+        let forward = Forward {
+            prefix: format!("/content/{}", content.guid),
+            credentials: credentials.clone(),
+            read_timeout: limits.read_timeout,
+            guard: Box::new(lease),
+        };
+        let error = match proxy::forward(&process.upstream, request, forward).await {
+            Ok(response) => return response,
+            Err(e) => e,
+        };
+        tracing::warn!(content = %content.guid, job = %process.job, "proxying failed: {error}");
+        if matches!(error, ProxyError::Connect(_)) {
+            app.scheduler.retire(&process);
+            if let Some(again) = spare.take() {
+                request = again;
+                continue;
+            }
+        }
+        return match error {
+            ProxyError::Timeout => error_page(
+                StatusCode::GATEWAY_TIMEOUT,
+                "No answer",
+                "The application did not answer in time (Scheduler ReadTimeout).",
+            ),
+            _ => error_page(
+                StatusCode::BAD_GATEWAY,
+                "The application stopped",
+                "The application stopped unexpectedly or answered something that is not \
+                 HTTP. Reload to start it again; if it keeps failing, its owner can read \
+                 the process log.",
+            ),
+        };
+    }
+}
+
+/// No body to lose: no Content-Length above zero and no Transfer-Encoding.
+fn bodiless(request: &Request) -> bool {
+    let headers = request.headers();
+    !headers.contains_key(header::TRANSFER_ENCODING)
+        && headers
+            .get(header::CONTENT_LENGTH)
+            .is_none_or(|v| v.as_bytes() == b"0")
+}
+
+fn clone_head(request: &Request) -> Request {
+    let mut copy = Request::new(axum::body::Body::empty());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    // The client's address, for X-Forwarded-For.
+    if let Some(info) = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+    {
+        copy.extensions_mut().insert(*info);
+    }
+    copy
+}
+
+fn acquire_error(content: &Content, viewer: Option<&User>, error: AcquireError) -> Response {
+    let who = viewer.map(|u| u.username.as_str()).unwrap_or("anonymous");
+    match &error {
+        AcquireError::ServerBusy(_) | AcquireError::ContentBusy { .. } => {
+            let mut response = error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Busy",
+                &format!("The server is busy: {error}."),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            response
+        }
+        AcquireError::Refused(refusal) => {
+            tracing::warn!(
+                content = %content.guid,
+                viewer = %who,
+                "refused to launch content: {refusal}"
+            );
+            error_page(
+                StatusCode::FORBIDDEN,
+                "Cannot run this content for you",
+                &format!(
+                    "This content runs under your own Unix account, and it cannot: {refusal}. \
+                     Ask an administrator."
+                ),
+            )
+        }
+        AcquireError::Provisioning(_) => {
+            tracing::error!(content = %content.guid, viewer = %who, "launch failed: {error}");
+            error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Your account is not ready",
+                &format!("{error}. Try again in a moment; if it persists, tell an administrator."),
+            )
+        }
+        AcquireError::NotDeployed => error_page(
+            StatusCode::NOT_FOUND,
+            "Not deployed",
+            "This content has not been deployed yet.",
+        ),
+        AcquireError::StartFailed(_) | AcquireError::Internal(_) => {
+            tracing::error!(content = %content.guid, viewer = %who, "launch failed: {error}");
+            error_page(
+                StatusCode::BAD_GATEWAY,
+                "The application failed to start",
+                &format!(
+                    "{error}. Its owner can read the process log \
+                     (/__api__/v1/content/{}/jobs).",
+                    content.guid
+                ),
+            )
+        }
+    }
+}

@@ -1,0 +1,956 @@
+//! The process scheduler: which process serves a viewer's request, when a
+//! new one starts, and when idle ones stop.
+//!
+//! Processes live in pools keyed by content and Unix account. Content that
+//! runs as a shared account (RunAs) has one pool that serves every viewer,
+//! up to `MaxConnsPerProcess` connections per process; content that runs as
+//! the current user has one pool per viewer's account, so a process is
+//! never shared across viewers (the scheduler limits then apply per viewer).
+//! A new process starts when the pool's connections would exceed
+//! `LoadFactor` x its capacity and `MaxProcesses` allows; a pool that is
+//! full answers "busy", and so does the whole server once it runs
+//! `[Scheduler] MaxTotalProcesses` processes, rather than exhausting the
+//! machine. Processes idle for `IdleTimeout` are stopped (pools of shared
+//! content keep `MinProcesses`).
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Notify};
+
+use crate::auth::pam_session::PamSession;
+use crate::bundle::{self, Runtimes};
+use crate::config::{ProviderKind, SchedulerSettings, Settings};
+use crate::content::Content;
+use crate::layout::{self, Layout};
+use crate::login::Authenticator;
+use crate::proxy::Upstream;
+use crate::runas::{self, AccountRefusal, RunAccount};
+use crate::sandbox::{self, Bind, Identity, Isolation, Launch};
+use crate::store::{GroupRef, Store, User};
+
+/// Files content processes write are group-readable (the shared group, as
+/// the working directory is setgid) and hidden from everyone else; the
+/// group may read but not overwrite another viewer's files.
+pub const CONTENT_UMASK: u32 = 0o027;
+
+/// How long a process gets to leave after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Whose processes a pool holds: one viewer's (current-user content), or
+/// one account's shared by every viewer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Principal {
+    Viewer(i64),
+    Account(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PoolKey {
+    content_id: i64,
+    principal: Principal,
+}
+
+enum Choice {
+    Use(Arc<Process>),
+    Start,
+    ServerFull,
+    ContentFull,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ProcessState {
+    Starting,
+    Ready,
+    Exited(String),
+}
+
+/// One running content process.
+pub struct Process {
+    pub job: String,
+    /// 0 until the process has been forked.
+    pub pid: AtomicU32,
+    pub uid: u32,
+    pub account: String,
+    pub bundle_id: i64,
+    pub upstream: Upstream,
+    pool: PoolKey,
+    settings: SchedulerSettings,
+    keep_minimum: bool,
+    connections: AtomicUsize,
+    idle_since: Mutex<Instant>,
+    state: watch::Sender<ProcessState>,
+    /// A newer bundle is live: take no new connections, stop when idle.
+    draining: AtomicBool,
+    stop: Notify,
+}
+
+impl Process {
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+}
+
+/// A connection's hold on a process; the process counts as busy until it
+/// is dropped (the proxy drops it when the response or WebSocket ends).
+pub struct Lease {
+    process: Arc<Process>,
+}
+
+impl Lease {
+    pub fn process(&self) -> &Arc<Process> {
+        &self.process
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.process.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *self
+                .process
+                .idle_since
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        }
+    }
+}
+
+/// Why a viewer's request found no process.
+#[derive(Debug, thiserror::Error)]
+pub enum AcquireError {
+    #[error(
+        "the server is running as many content processes as it may ([Scheduler] \
+         MaxTotalProcesses = {0}); try again in a moment"
+    )]
+    ServerBusy(u32),
+    #[error(
+        "this content is serving as many connections as its settings allow (MaxProcesses \
+         = {max_processes}, MaxConnsPerProcess = {max_conns}); try again in a moment"
+    )]
+    ContentBusy { max_processes: u32, max_conns: u32 },
+    #[error("{0}")]
+    Refused(AccountRefusal),
+    #[error("the nameservice could not provide your Unix account: {0}")]
+    Provisioning(String),
+    #[error("the content has not been deployed yet")]
+    NotDeployed,
+    #[error("the application failed to start: {0}")]
+    StartFailed(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub struct Scheduler {
+    settings: Arc<Settings>,
+    store: Arc<Store>,
+    layout: Layout,
+    auth: Option<Arc<Authenticator>>,
+    runtimes: Runtimes,
+    server_url: String,
+    pools: Mutex<Pools>,
+}
+
+#[derive(Default)]
+struct Pools {
+    by_key: HashMap<PoolKey, Vec<Arc<Process>>>,
+    total: usize,
+}
+
+/// Who a request runs as, decided before any process is chosen.
+struct RunIdentity {
+    account: RunAccount,
+    viewer_id: Option<i64>,
+    keep_minimum: bool,
+    /// `[PAM] UseSession`: the session to open for a viewer's process.
+    pam_session: Option<PamSessionPlan>,
+}
+
+#[derive(Clone)]
+struct PamSessionPlan {
+    service: String,
+    /// The viewer's password, kept from sign-in with `[PAM] ForwardPassword`.
+    password: Option<String>,
+}
+
+/// What the launch task records about a process.
+struct JobRecord {
+    content_id: i64,
+    content_guid: String,
+    bundle_id: i64,
+    viewer_id: Option<i64>,
+    log_path: String,
+    pam_session: Option<PamSessionPlan>,
+}
+
+/// Closes a PAM session off the async threads (modules may block).
+fn close_pam(session: Option<PamSession>) {
+    if let Some(session) = session {
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = session.close() {
+                tracing::warn!("closing the PAM session failed: {e}");
+            }
+        });
+    }
+}
+
+impl Scheduler {
+    pub fn new(
+        settings: Arc<Settings>,
+        store: Arc<Store>,
+        auth: Option<Arc<Authenticator>>,
+    ) -> Arc<Self> {
+        let layout = Layout::new(&settings.data_dir);
+        let runtimes = runtimes(&settings, &layout);
+        let server_url = settings.address.clone().unwrap_or_else(|| {
+            let ip = settings.listen.ip();
+            let host = if ip.is_unspecified() {
+                "localhost".to_owned()
+            } else {
+                ip.to_string()
+            };
+            format!("http://{host}:{}", settings.listen.port())
+        });
+        Arc::new(Self {
+            settings,
+            store,
+            layout,
+            auth,
+            runtimes,
+            server_url,
+            pools: Mutex::new(Pools::default()),
+        })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn runtimes(&self) -> &Runtimes {
+        &self.runtimes
+    }
+
+    fn pools(&self) -> std::sync::MutexGuard<'_, Pools> {
+        self.pools.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Processes running now (starting or ready), for the API and tests.
+    pub fn running(&self, content_id: i64) -> Vec<Arc<Process>> {
+        self.pools()
+            .by_key
+            .iter()
+            .filter(|(k, _)| k.content_id == content_id)
+            .flat_map(|(_, v)| v.iter().cloned())
+            .collect()
+    }
+
+    pub fn total(&self) -> usize {
+        self.pools().total
+    }
+
+    /// The account a request for `content` runs as: the viewer's own when
+    /// the content asks for it and the server permits it, else the
+    /// content's RunAs, else `Applications.RunAs` (also for anonymous
+    /// viewers of current-user content).
+    async fn identity(
+        &self,
+        content: &Content,
+        viewer: Option<&User>,
+    ) -> Result<RunIdentity, AcquireError> {
+        let current_user = content.run_as_current_user && self.settings.run_as_current_user;
+        let (name, viewer_id) = match viewer.filter(|_| current_user) {
+            Some(user) => (self.viewer_account(user).await?, Some(user.id)),
+            None => (
+                content
+                    .run_as
+                    .clone()
+                    .unwrap_or_else(|| self.settings.run_as.clone()),
+                None,
+            ),
+        };
+        let settings = self.settings.clone();
+        let account = tokio::task::spawn_blocking(move || runas::check_account(&settings, &name))
+            .await
+            .map_err(|e| AcquireError::Internal(e.to_string()))?
+            .map_err(AcquireError::Refused)?;
+        let pam = &self.settings.pam;
+        let pam_session = match viewer_id {
+            Some(id) if self.settings.provider == ProviderKind::Pam && pam.use_session => {
+                let password = if pam.forward_password {
+                    self.auth.as_ref().and_then(|a| a.forwarded_password(id))
+                } else {
+                    None
+                };
+                Some(PamSessionPlan {
+                    service: if password.is_some() {
+                        pam.authenticated_session_service.clone()
+                    } else {
+                        pam.session_service.clone()
+                    },
+                    password,
+                })
+            }
+            _ => None,
+        };
+        Ok(RunIdentity {
+            account,
+            viewer_id,
+            keep_minimum: viewer_id.is_none(),
+            pam_session,
+        })
+    }
+
+    /// The viewer's Unix account name: PAM users are accounts already;
+    /// others have the account the nameservice provisioned, which is
+    /// provisioned again now if that failed at sign-in.
+    async fn viewer_account(&self, user: &User) -> Result<String, AcquireError> {
+        if !self.settings.provider.needs_provisioning() {
+            return Ok(user.username.clone());
+        }
+        let known = self
+            .store
+            .unix_account(user.id)
+            .map_err(|e| AcquireError::Internal(e.to_string()))?;
+        if let (Some(name), false) = (&known, user.needs_provisioning) {
+            return Ok(name.clone());
+        }
+        let auth = self
+            .auth
+            .as_ref()
+            .ok_or_else(|| AcquireError::Provisioning("no nameservice is configured".to_owned()))?;
+        let groups: Vec<GroupRef> = self
+            .store
+            .groups_of(user.id)
+            .map_err(|e| AcquireError::Internal(e.to_string()))?
+            .into_iter()
+            .map(|g| GroupRef {
+                unique_id: g.unique_id,
+                name: g.name,
+            })
+            .collect();
+        if !auth.provision(user, &groups).await {
+            return Err(AcquireError::Provisioning(
+                "provisioning failed; the server log says why".to_owned(),
+            ));
+        }
+        self.store
+            .unix_account(user.id)
+            .map_err(|e| AcquireError::Internal(e.to_string()))?
+            .ok_or_else(|| AcquireError::Provisioning("no account was recorded".to_owned()))
+    }
+
+    /// Finds or starts a process for one connection of `viewer` to
+    /// `content`, and waits until it listens.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        content: &Content,
+        viewer: Option<&User>,
+    ) -> Result<Lease, AcquireError> {
+        let bundle_id = content.bundle_id.ok_or(AcquireError::NotDeployed)?;
+        let limits = content.process.effective(&self.settings.scheduler);
+        let key = self.pool_key(content, viewer);
+        // Most requests find a process: no account lookups on that path.
+        // The account is resolved (and checked) only to start one.
+        let mut identity = None;
+        loop {
+            let step = self.take_or_start(content, &key, bundle_id, &limits, identity.as_ref())?;
+            let lease = match step {
+                Some(lease) => lease,
+                None => {
+                    identity = Some(self.identity(content, viewer).await?);
+                    continue;
+                }
+            };
+            self.wait_ready(&lease.process, limits.init_timeout).await?;
+            return Ok(lease);
+        }
+    }
+
+    /// Under the pools' lock: a connection on a process that has room, or
+    /// a new process (which needs the resolved `identity`: `Ok(None)` asks
+    /// for it), or busy.
+    fn take_or_start(
+        self: &Arc<Self>,
+        content: &Content,
+        key: &PoolKey,
+        bundle_id: i64,
+        limits: &SchedulerSettings,
+        identity: Option<&RunIdentity>,
+    ) -> Result<Option<Lease>, AcquireError> {
+        let mut pools = self.pools();
+        let process = match self.choose(&pools, key, bundle_id, limits) {
+            Choice::Use(process) => process,
+            Choice::Start => {
+                let Some(identity) = identity else {
+                    return Ok(None);
+                };
+                let process = self.start(content, bundle_id, identity, *limits, key.clone())?;
+                pools
+                    .by_key
+                    .entry(key.clone())
+                    .or_default()
+                    .push(process.clone());
+                pools.total += 1;
+                process
+            }
+            Choice::ServerFull => {
+                tracing::warn!(
+                    content = %content.guid,
+                    limit = self.settings.scheduler.max_total_processes,
+                    "refused a connection: the server runs as many content processes as \
+                     [Scheduler] MaxTotalProcesses allows"
+                );
+                return Err(AcquireError::ServerBusy(
+                    self.settings.scheduler.max_total_processes,
+                ));
+            }
+            Choice::ContentFull => {
+                return Err(AcquireError::ContentBusy {
+                    max_processes: limits.max_processes,
+                    max_conns: limits.max_conns_per_process,
+                })
+            }
+        };
+        process.connections.fetch_add(1, Ordering::AcqRel);
+        Ok(Some(Lease { process }))
+    }
+
+    /// The pool a request belongs to, without any lookup: each viewer's own
+    /// for current-user content, else the content's RunAs account's.
+    fn pool_key(&self, content: &Content, viewer: Option<&User>) -> PoolKey {
+        let current_user = content.run_as_current_user && self.settings.run_as_current_user;
+        let principal = match viewer.filter(|_| current_user) {
+            Some(user) => Principal::Viewer(user.id),
+            None => Principal::Account(
+                content
+                    .run_as
+                    .clone()
+                    .unwrap_or_else(|| self.settings.run_as.clone()),
+            ),
+        };
+        PoolKey {
+            content_id: content.id,
+            principal,
+        }
+    }
+
+    /// The scheduling rule, with the pools locked.
+    fn choose(
+        &self,
+        pools: &Pools,
+        key: &PoolKey,
+        bundle_id: i64,
+        limits: &SchedulerSettings,
+    ) -> Choice {
+        let total = pools.total;
+        let max_total = self.settings.scheduler.max_total_processes as usize;
+        let per_process = limits.max_conns_per_process as usize;
+        let empty = Vec::new();
+        let pool = pools.by_key.get(key).unwrap_or(&empty);
+        let live: Vec<&Arc<Process>> = pool
+            .iter()
+            .filter(|p| {
+                !p.draining.load(Ordering::Acquire)
+                    && p.bundle_id == bundle_id
+                    && !matches!(*p.state.borrow(), ProcessState::Exited(_))
+            })
+            .collect();
+        let connections: usize = live.iter().map(|p| p.connections()).sum();
+        let capacity = live.len() * per_process;
+        let least = live
+            .iter()
+            .min_by_key(|p| p.connections())
+            .filter(|p| p.connections() < per_process);
+        let wants_new =
+            live.is_empty() || (connections + 1) as f64 > limits.load_factor * capacity as f64;
+        let may_start = live.len() < limits.max_processes as usize && total < max_total;
+        match (wants_new && may_start, least) {
+            (true, _) => Choice::Start,
+            (false, Some(process)) => Choice::Use((*process).clone()),
+            (false, None) if total >= max_total => Choice::ServerFull,
+            (false, None) => Choice::ContentFull,
+        }
+    }
+
+    async fn wait_ready(
+        &self,
+        process: &Arc<Process>,
+        timeout: Duration,
+    ) -> Result<(), AcquireError> {
+        let mut state = process.state.subscribe();
+        let outcome = tokio::time::timeout(timeout, async {
+            loop {
+                match &*state.borrow_and_update() {
+                    ProcessState::Ready => return Ok(()),
+                    ProcessState::Exited(why) => return Err(why.clone()),
+                    ProcessState::Starting => {}
+                }
+                if state.changed().await.is_err() {
+                    return Err("the process's watcher ended".to_owned());
+                }
+            }
+        })
+        .await;
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => Err(AcquireError::StartFailed(why)),
+            Err(_) => {
+                process.stop.notify_one();
+                Err(AcquireError::StartFailed(format!(
+                    "it did not listen within InitTimeout ({} s); its log says more",
+                    timeout.as_secs()
+                )))
+            }
+        }
+    }
+
+    /// Spawns a process; called with the pools locked, so it only does
+    /// quick filesystem work and hands the waiting to tasks.
+    fn start(
+        self: &Arc<Self>,
+        content: &Content,
+        bundle_id: i64,
+        identity: &RunIdentity,
+        settings: SchedulerSettings,
+        pool: PoolKey,
+    ) -> Result<Arc<Process>, AcquireError> {
+        let internal =
+            |what: &str, e: std::io::Error| AcquireError::Internal(format!("{what}: {e}"));
+        let layout = &self.layout;
+        let bundle_dir = layout.bundle_dir(&content.guid, bundle_id);
+        let env_dir = layout.env_dir(&content.guid, bundle_id);
+        let work_dir = layout.work_dir(&content.guid);
+        let manifest = bundle::read_manifest(&bundle_dir)
+            .map_err(|e| AcquireError::StartFailed(e.to_string()))?;
+        let job = new_job_key();
+        let socket_dir = layout.socket_dir(&job);
+        let socket = socket_dir.join("app.sock");
+        let step = bundle::run_step(
+            &manifest,
+            &bundle_dir,
+            &env_dir,
+            &work_dir,
+            &socket,
+            &self.runtimes,
+        )
+        .ok_or_else(|| AcquireError::Internal("static content runs no process".to_owned()))?;
+
+        let account = &identity.account;
+        let uid = account.account.uid;
+        let gid = account.account.gid;
+        make_private_dir(&socket_dir, uid, gid).map_err(|e| internal("socket directory", e))?;
+        let log_path = layout.log_file(&content.guid, &job);
+        let log = open_log(&log_path).map_err(|e| internal("log file", e))?;
+
+        let mut env = base_environment(&account.account);
+        env.push(("CONNECT_SERVER".into(), self.server_url.clone().into()));
+        env.push(("CONNECT_CONTENT_GUID".into(), content.guid.clone().into()));
+        env.extend(step.env.iter().cloned());
+        let launch = Launch {
+            program: step.program.clone(),
+            args: step.args.clone(),
+            env,
+            cwd: step.cwd.clone(),
+            identity: Identity {
+                uid,
+                gid,
+                groups: account.groups.clone(),
+            },
+            umask: CONTENT_UMASK,
+            isolation: self.isolation(vec![
+                Bind {
+                    path: bundle_dir,
+                    writable: false,
+                },
+                Bind {
+                    path: env_dir,
+                    writable: false,
+                },
+                Bind {
+                    path: work_dir,
+                    writable: true,
+                },
+                Bind {
+                    path: socket_dir.clone(),
+                    writable: true,
+                },
+            ]),
+            log,
+        };
+        let (state, _) = watch::channel(ProcessState::Starting);
+        let process = Arc::new(Process {
+            job: job.clone(),
+            pid: AtomicU32::new(0),
+            uid,
+            account: account.account.name.clone(),
+            bundle_id,
+            upstream: Upstream::new(socket.clone()),
+            pool,
+            settings,
+            keep_minimum: identity.keep_minimum,
+            connections: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+            state,
+            draining: AtomicBool::new(false),
+            stop: Notify::new(),
+        });
+        let record = JobRecord {
+            content_id: content.id,
+            content_guid: content.guid.clone(),
+            bundle_id,
+            viewer_id: identity.viewer_id,
+            log_path: log_path.display().to_string(),
+            pam_session: identity.pam_session.clone(),
+        };
+        // Forking, and opening a PAM session (which may talk to a KDC),
+        // happen outside the pools' lock; connections that arrive meanwhile
+        // wait for this process instead of starting their own.
+        tokio::spawn(
+            self.clone()
+                .launch(process.clone(), launch, socket, socket_dir, record),
+        );
+        Ok(process)
+    }
+
+    async fn launch(
+        self: Arc<Self>,
+        process: Arc<Process>,
+        mut launch: Launch,
+        socket: PathBuf,
+        socket_dir: PathBuf,
+        record: JobRecord,
+    ) {
+        let fail = |why: String| {
+            tracing::error!(content = %record.content_guid, job = %process.job, "could not start a content process: {why}");
+            process.state.send_replace(ProcessState::Exited(why));
+            self.forget(&process);
+            let _ = fs::remove_dir_all(&socket_dir);
+        };
+        let mut session = None;
+        if let Some(pam) = &record.pam_session {
+            let (service, user, password) = (
+                pam.service.clone(),
+                process.account.clone(),
+                pam.password.clone(),
+            );
+            let opened = tokio::task::spawn_blocking(move || {
+                PamSession::open(&service, &user, password.as_deref())
+            })
+            .await;
+            match opened {
+                Ok(Ok(opened)) => {
+                    // PAM's variables (KRB5CCNAME, …) win over ours but
+                    // never replace the account's identity.
+                    for (key, value) in opened.environment() {
+                        if !["HOME", "USER", "LOGNAME", "PATH"].contains(&key.as_str()) {
+                            launch.env.retain(|(k, _)| k != key.as_str());
+                            launch.env.push((key.into(), value.into()));
+                        }
+                    }
+                    session = Some(opened);
+                }
+                Ok(Err(e)) => return fail(format!("the PAM session could not be opened: {e}")),
+                Err(e) => return fail(e.to_string()),
+            }
+        }
+        let spawned = tokio::task::block_in_place(|| sandbox::spawn(launch));
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                close_pam(session);
+                return fail(e.to_string());
+            }
+        };
+        let pid = child.id().unwrap_or(0);
+        process.pid.store(pid, Ordering::Release);
+        tracing::info!(
+            content = %record.content_guid,
+            job = %process.job,
+            pid,
+            account = %process.account,
+            uid = process.uid,
+            "started a content process"
+        );
+        if let Err(e) = self.store.start_job(
+            &process.job,
+            record.content_id,
+            "run",
+            Some(record.bundle_id),
+            Some(pid),
+            &process.account,
+            process.uid,
+            record.viewer_id,
+            &record.log_path,
+        ) {
+            tracing::error!(job = %process.job, "could not record the process: {e}");
+        }
+        tokio::spawn(watch_readiness(process.clone(), socket));
+        self.supervise(process, child, socket_dir).await;
+        close_pam(session);
+    }
+
+    /// Takes an ended process out of its pool.
+    fn forget(&self, process: &Arc<Process>) {
+        let mut pools = self.pools();
+        if let Some(pool) = pools.by_key.get_mut(&process.pool) {
+            let before = pool.len();
+            pool.retain(|p| !Arc::ptr_eq(p, process));
+            let removed = before - pool.len();
+            pools.total = pools.total.saturating_sub(removed);
+            if pools.by_key.get(&process.pool).is_some_and(Vec::is_empty) {
+                pools.by_key.remove(&process.pool);
+            }
+        }
+    }
+
+    /// What every content process and build sees: nothing of connectd's
+    /// data or configuration, a private /tmp, and `expose`.
+    pub fn isolation(&self, expose: Vec<Bind>) -> Isolation {
+        let mut hide = vec![self.layout.data_dir().to_path_buf()];
+        hide.extend(layout::dedicated_config_dir(&self.settings.config_path));
+        let default_config = Path::new(crate::config::DEFAULT_CONFIG_PATH);
+        if let Some(dir) = default_config.parent() {
+            if dir.exists() && !hide.iter().any(|h| h == dir) {
+                hide.push(dir.to_path_buf());
+            }
+        }
+        Isolation {
+            hide,
+            expose,
+            private_tmp: true,
+        }
+    }
+
+    /// Owns the child: records its end, or stops it when asked.
+    async fn supervise(
+        &self,
+        process: Arc<Process>,
+        mut child: tokio::process::Child,
+        socket_dir: PathBuf,
+    ) {
+        let status = tokio::select! {
+            status = child.wait() => status.ok(),
+            _ = process.stop.notified() => {
+                sandbox::terminate(&mut child, STOP_GRACE).await;
+                child.try_wait().ok().flatten()
+            }
+        };
+        let code = status.and_then(|s| s.code());
+        let why = match status {
+            Some(s) if s.success() => "the process exited".to_owned(),
+            Some(s) => format!("the process ended ({s})"),
+            None => "the process ended".to_owned(),
+        };
+        tracing::info!(
+            job = %process.job,
+            pid = process.pid.load(Ordering::Acquire),
+            "content process ended: {why}"
+        );
+        process.state.send_replace(ProcessState::Exited(why));
+        self.forget(&process);
+        if let Err(e) = self.store.end_job(&process.job, code) {
+            tracing::error!(job = %process.job, "could not record the process's end: {e}");
+        }
+        let _ = fs::remove_dir_all(&socket_dir);
+    }
+
+    /// Stops processes that have been idle for their IdleTimeout, and
+    /// draining ones as soon as they are idle. Runs until the server stops.
+    pub async fn reap_forever(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.reap_once();
+        }
+    }
+
+    fn reap_once(&self) {
+        let pools = self.pools();
+        for processes in pools.by_key.values() {
+            let mut alive = processes
+                .iter()
+                .filter(|p| !p.draining.load(Ordering::Acquire))
+                .count();
+            for process in processes {
+                if process.connections() > 0 || *process.state.borrow() != ProcessState::Ready {
+                    continue;
+                }
+                let draining = process.draining.load(Ordering::Acquire);
+                let idle = process
+                    .idle_since
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .elapsed();
+                let keep = process.keep_minimum && alive <= process.settings.min_processes as usize;
+                if draining || (idle >= process.settings.idle_timeout && !keep) {
+                    tracing::info!(
+                        job = %process.job,
+                        pid = process.pid.load(Ordering::Acquire),
+                        idle_seconds = idle.as_secs(),
+                        draining,
+                        "stopping an idle content process"
+                    );
+                    if !draining {
+                        alive -= 1;
+                    }
+                    // Take it out of rotation now, so no new connection
+                    // lands on a process that is being stopped.
+                    process.draining.store(true, Ordering::Release);
+                    process.stop.notify_one();
+                }
+            }
+        }
+    }
+
+    /// The process could not be reached: it is gone or going, whatever its
+    /// watcher has seen so far. It gets no more connections.
+    pub fn retire(&self, process: &Process) {
+        process.draining.store(true, Ordering::Release);
+        process.stop.notify_one();
+    }
+
+    /// A new bundle is live: processes of older ones finish what they
+    /// serve and stop.
+    pub fn drain_content(&self, content_id: i64, except_bundle: Option<i64>) {
+        let pools = self.pools();
+        for (key, processes) in &pools.by_key {
+            if key.content_id != content_id {
+                continue;
+            }
+            for process in processes {
+                if Some(process.bundle_id) != except_bundle {
+                    process.draining.store(true, Ordering::Release);
+                }
+            }
+        }
+    }
+
+    /// Stops every process of the content now (it is being deleted).
+    pub fn stop_content(&self, content_id: i64) {
+        let pools = self.pools();
+        for (key, processes) in &pools.by_key {
+            if key.content_id == content_id {
+                for process in processes {
+                    process.draining.store(true, Ordering::Release);
+                    process.stop.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Stops everything, for shutdown; returns once all have ended or the
+    /// grace period is over.
+    pub async fn stop_all(&self) {
+        let all: Vec<Arc<Process>> = {
+            let pools = self.pools();
+            pools.by_key.values().flatten().cloned().collect()
+        };
+        for process in &all {
+            process.draining.store(true, Ordering::Release);
+            process.stop.notify_one();
+        }
+        let deadline = Instant::now() + STOP_GRACE + Duration::from_secs(1);
+        while self.total() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Polls the socket until the app accepts a connection, or it exits.
+async fn watch_readiness(process: Arc<Process>, socket: PathBuf) {
+    let mut delay = Duration::from_millis(5);
+    loop {
+        if matches!(*process.state.borrow(), ProcessState::Exited(_)) {
+            return;
+        }
+        if tokio::net::UnixStream::connect(&socket).await.is_ok() {
+            process.state.send_if_modified(|s| {
+                if *s == ProcessState::Starting {
+                    *s = ProcessState::Ready;
+                    true
+                } else {
+                    false
+                }
+            });
+            return;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(100));
+    }
+}
+
+fn new_job_key() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..16].to_owned()
+}
+
+/// `HOME`, `USER`, `LOGNAME` from the passwd entry, a plain PATH and a
+/// UTF-8 locale; nothing from connectd's own environment.
+pub fn base_environment(account: &crate::unix::Account) -> Vec<(OsString, OsString)> {
+    vec![
+        ("HOME".into(), account.home.clone().into()),
+        ("USER".into(), account.name.clone().into()),
+        ("LOGNAME".into(), account.name.clone().into()),
+        ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+        ("LANG".into(), "C.UTF-8".into()),
+        // The private /tmp of the process's namespace.
+        ("TMPDIR".into(), "/tmp".into()),
+    ]
+}
+
+fn runtimes(settings: &Settings, layout: &Layout) -> Runtimes {
+    let node = settings
+        .runtimes
+        .node
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/node"));
+    let npm = node
+        .parent()
+        .map(|d| d.join("npm"))
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/npm"));
+    Runtimes {
+        python: settings
+            .runtimes
+            .python
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/usr/bin/python3")),
+        node,
+        npm,
+        cache_dir: layout.cache_dir(),
+    }
+}
+
+/// A directory only `uid` (and root) may enter.
+pub fn make_private_dir(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(path)?;
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+}
+
+/// Opens a process log: root's alone, read back through the API.
+pub fn open_log(path: &Path) -> std::io::Result<fs::File> {
+    if let Some(dir) = path.parent() {
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(dir)?;
+    }
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Whether the provider gives viewers Unix accounts at all.
+pub fn provider_has_accounts(provider: ProviderKind) -> bool {
+    provider.needs_provisioning() || provider == ProviderKind::Pam
+}
