@@ -18,6 +18,7 @@
 //! These tests need root (for `unshare -m`); CI runs them as root.
 
 pub mod connectd;
+pub mod content;
 pub mod slapd;
 
 use std::fs;
@@ -160,7 +161,7 @@ impl Sandbox {
         fs::write(
             &nsswitch,
             "passwd: files connect\ngroup: files connect\ninitgroups: files connect\n\
-             shadow: files\nhosts: files\n",
+             shadow: files\nhosts: files dns\n",
         )
         .expect("nsswitch.conf");
         let config = dir.path().join("connect.gcfg");

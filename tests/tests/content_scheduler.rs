@@ -1,0 +1,139 @@
+//! The scheduler with real processes: 20 concurrent viewers of current-user
+//! content make 20 processes under 20 uids; the server-wide cap answers
+//! "busy" instead of starting a 21st; idle processes are reaped; shared
+//! content that is full answers "busy" too.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use connect_tests::connectd::Connectd;
+use connect_tests::content::*;
+use connect_tests::*;
+use serde_json::json;
+
+fn running_jobs(server: &Connectd, cookie: &str, guid: &str) -> Vec<serde_json::Value> {
+    server
+        .get_with_cookie(&format!("/__api__/v1/content/{guid}/jobs"), cookie)
+        .json()
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .filter(|j| j["running"] == true && j["kind"] == "run")
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn twenty_viewers_twenty_processes_a_cap_and_reaping() {
+    if need_root() {
+        return;
+    }
+    let viewers = numbered_viewers(20);
+    let sandbox = pam_world(&viewers);
+    let server = Connectd::start_in(
+        &sandbox,
+        &pam_config("[Scheduler]\nMaxTotalProcesses = 20\n"),
+    );
+    let admin = sign_in(&server, "admin1");
+    let app = server.create_content(
+        &admin,
+        json!({"name": "crowd", "access_type": "logged_in", "run_as_current_user": true,
+               "idle_timeout": 3}),
+    );
+    let guid = app["guid"].as_str().expect("guid").to_owned();
+    server.deploy(&admin, &guid, &probe_bundle());
+    let cookies: Vec<(String, u32, String)> = viewers
+        .iter()
+        .map(|(name, uid)| (name.clone(), *uid, sign_in(&server, name)))
+        .collect();
+
+    // All at once, each holding its connection for a moment.
+    let seen: Vec<(u32, u16, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = cookies
+            .iter()
+            .map(|(_, uid, cookie)| {
+                let (server, guid) = (&server, &guid);
+                scope.spawn(move || {
+                    let r = server.open(guid, "sleep?seconds=0.5", Some(cookie));
+                    let who = server.open(guid, "whoami", Some(cookie));
+                    (*uid, r.status, who.body)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("viewer thread"))
+            .collect()
+    });
+    let mut pids = HashSet::new();
+    for (uid, status, body) in &seen {
+        assert_eq!(*status, 200, "viewer {uid}: {body}\n{}", server.log_text());
+        let who: serde_json::Value = serde_json::from_str(body).expect("whoami JSON");
+        assert_eq!(who["uid"], *uid, "{who}");
+        let pid = who["pid"].as_u64().expect("pid");
+        assert_eq!(proc_uid(pid), Some(*uid), "/proc agrees for {uid}");
+        pids.insert(pid);
+    }
+    assert_eq!(pids.len(), 20, "20 viewers, 20 processes");
+    assert_eq!(running_jobs(&server, &admin, &guid).len(), 20);
+
+    // The 21st process would pass [Scheduler] MaxTotalProcesses: busy.
+    let r = server.open(&guid, "whoami", Some(&admin));
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.header("retry-after"), Some("5"));
+    assert!(r.body.contains("MaxTotalProcesses"), "{}", r.body);
+    // A viewer who has a process is still served by it.
+    let (_, uid, cookie) = &cookies[0];
+    let r = server.open(&guid, "whoami", Some(cookie));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["uid"], *uid);
+
+    // Idle for IdleTimeout (3 s): every process is reaped.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pids.iter().any(|p| alive(*p)) {
+        assert!(
+            Instant::now() < deadline,
+            "idle processes were not reaped:\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(running_jobs(&server, &admin, &guid).is_empty());
+    assert!(!server
+        .log_lines_with("stopping an idle content process")
+        .is_empty());
+    // Room again.
+    let r = server.open(&guid, "whoami", Some(&admin));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["uid"], 1501);
+}
+
+#[test]
+fn full_shared_content_answers_busy_and_recovers() {
+    if need_root() {
+        return;
+    }
+    let sandbox = pam_world(&[]);
+    let server = Connectd::start_in(&sandbox, &pam_config(""));
+    let admin = sign_in(&server, "admin1");
+    let viewer = sign_in(&server, "view1");
+    let app = server.create_content(
+        &admin,
+        json!({"name": "narrow", "access_type": "all", "max_processes": 1,
+               "max_conns_per_process": 1}),
+    );
+    let guid = app["guid"].as_str().expect("guid").to_owned();
+    server.deploy(&admin, &guid, &probe_bundle());
+    assert_eq!(server.open(&guid, "whoami", None).status, 200);
+
+    std::thread::scope(|scope| {
+        let holder = scope.spawn(|| server.open(&guid, "sleep?seconds=2", Some(&viewer)));
+        std::thread::sleep(Duration::from_millis(500));
+        let r = server.open(&guid, "whoami", None);
+        assert_eq!(r.status, 503, "one process, one connection: {}", r.body);
+        assert!(r.body.contains("MaxConnsPerProcess"), "{}", r.body);
+        assert_eq!(holder.join().expect("holder").status, 200);
+    });
+    let r = server.open(&guid, "whoami", None);
+    assert_eq!(r.status, 200, "free again: {}", r.body);
+}
