@@ -23,7 +23,7 @@ use crate::bundle::{self, AppMode, Limits};
 use crate::config::Settings;
 use crate::content::{Content, Refusal};
 use crate::runas;
-use crate::sandbox::{self, Bind, Identity, Launch};
+use crate::sandbox::{Bind, Identity, Launch, Spawner};
 use crate::scheduler::{self, Scheduler};
 use crate::store::Store;
 
@@ -338,7 +338,7 @@ impl Deployer {
                     log: scheduler::open_log(&log_path)
                         .map_err(|e| internal(format!("{}: {e}", log_path.display())))?,
                 };
-                if let Err(e) = run_step(launch, &log_path, task).await {
+                if let Err(e) = run_step(self.scheduler.spawner(), launch, &log_path, task).await {
                     result = Err(internal(format!("{}: {e}", step.description)));
                     break;
                 }
@@ -357,14 +357,19 @@ impl Deployer {
 }
 
 /// Runs one build step, copying its output into the task as it comes.
-async fn run_step(launch: Launch, log_path: &Path, task: &Arc<Task>) -> Result<(), String> {
+async fn run_step(
+    spawner: &Spawner,
+    launch: Launch,
+    log_path: &Path,
+    task: &Arc<Task>,
+) -> Result<(), String> {
     let (reader, writer) = std::io::pipe().map_err(|e| e.to_string())?;
     let mut log = launch.log.try_clone().map_err(|e| e.to_string())?;
     let launch = Launch {
         log: fs::File::from(std::os::fd::OwnedFd::from(writer)),
         ..launch
     };
-    let mut child = sandbox::spawn(launch).map_err(|e| e.to_string())?;
+    let mut child = spawner.spawn(launch).await.map_err(|e| e.to_string())?;
     let copier = {
         let task = task.clone();
         tokio::task::spawn_blocking(move || {

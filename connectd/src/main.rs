@@ -106,7 +106,8 @@ async fn serve(settings: Settings) -> Result<(), String> {
         Err(e) => tracing::warn!("could not close the records of earlier processes: {e}"),
     }
     let _ = std::fs::remove_dir_all(settings.data_dir.join("run"));
-    let scheduler = Scheduler::new(settings.clone(), store.clone(), Some(auth.clone()));
+    let scheduler = Scheduler::new(settings.clone(), store.clone(), Some(auth.clone()))
+        .map_err(|e| format!("cannot start the process spawner thread: {e}"))?;
     tokio::spawn(scheduler.clone().reap_forever());
     let deployer = Deployer::new(settings.clone(), store.clone(), scheduler.clone());
     let state = Arc::new(AppState::new(

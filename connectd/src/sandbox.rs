@@ -17,7 +17,9 @@
 //! 5. `PR_SET_NO_NEW_PRIVS`, `setgroups`, `setgid`, `setuid`, then a check
 //!    that root cannot be regained (ids, saved ids, capabilities,
 //!    `setuid(0)`);
-//! 6. the umask and the working directory, then `exec`.
+//! 6. the parent-death signal (SIGKILL when connectd's forking thread
+//!    dies, so a killed connectd leaves no content behind), the umask and
+//!    the working directory, then `exec`.
 //!
 //! Everything the child needs is computed before the fork: between fork and
 //! exec only async-signal-safe system calls run (no allocation, no locks),
@@ -32,6 +34,9 @@
 //! What callers should know:
 //! - [`spawn`] must run inside a Tokio runtime; it blocks for the fork and
 //!   the set-up (milliseconds) and returns once the program is exec'd.
+//! - The kernel sends the parent-death signal when the *thread* that forked
+//!   ends, so long-lived processes must be started from a thread that lives
+//!   as long as connectd: [`Spawner`].
 //! - Exposing a directory under a hidden one also makes its path
 //!   traversable (the tmpfs directories leading to it are root's, 0755);
 //!   the directory's own permissions still apply.
@@ -166,6 +171,53 @@ pub enum LaunchError {
         uid: u32,
         source: io::Error,
     },
+}
+
+/// The one thread that forks every content process and build, for as long
+/// as connectd runs: the kernel ties a child's parent-death signal to the
+/// thread that forked it, and the runtime's threads come and go.
+pub struct Spawner {
+    requests: std::sync::Mutex<std::sync::mpsc::Sender<SpawnRequest>>,
+}
+
+type SpawnRequest = (
+    Launch,
+    tokio::sync::oneshot::Sender<Result<tokio::process::Child, LaunchError>>,
+);
+
+impl Spawner {
+    /// Starts the thread; `runtime` is where the children are reaped.
+    pub fn new(runtime: tokio::runtime::Handle) -> io::Result<Self> {
+        let (sender, receiver) = std::sync::mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("connectd-spawner".into())
+            .spawn(move || {
+                let _context = runtime.enter();
+                // Ends when the Spawner is dropped.
+                for (launch, reply) in receiver {
+                    let _ = reply.send(spawn(launch));
+                }
+            })?;
+        Ok(Self {
+            requests: std::sync::Mutex::new(sender),
+        })
+    }
+
+    /// [`spawn`], on the spawner thread.
+    pub async fn spawn(&self, launch: Launch) -> Result<tokio::process::Child, LaunchError> {
+        let program = launch.program.clone();
+        let gone = || LaunchError::Setup {
+            program: program.clone(),
+            source: io::Error::other("the spawner thread has stopped"),
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send((launch, reply))
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
 }
 
 /// Starts `launch.program` in its sandbox. Returns once the program has been
@@ -667,6 +719,11 @@ enum Step {
         uid: libc::uid_t,
         gid: libc::gid_t,
     },
+    /// SIGKILL when the forking thread (connectd's spawner) dies, set after
+    /// the credentials change (which clears it); `parent` is connectd's pid.
+    DieWithParent {
+        parent: libc::pid_t,
+    },
     Umask(libc::mode_t),
     Chdir(CString),
 }
@@ -824,6 +881,13 @@ impl Plan {
                  (a process that could is never started)",
                 identity.uid, identity.gid
             ),
+        );
+        plan.push(
+            Step::DieWithParent {
+                // SAFETY: no preconditions.
+                parent: unsafe { libc::getpid() },
+            },
+            "arranging to be killed if connectd dies".into(),
         );
         plan.push(Step::Umask(umask), format!("setting umask {umask:03o}"));
         plan.push(
@@ -1258,6 +1322,16 @@ impl Step {
             // SAFETY: no preconditions.
             Step::SetUid(uid) => cvt(unsafe { libc::setuid(*uid) }).map(drop),
             Step::VerifyDropped { uid, gid } => verify_dropped(*uid, *gid),
+            Step::DieWithParent { parent } => {
+                // SAFETY: no memory is involved.
+                cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) })?;
+                // The parent may have died before the request took effect.
+                // SAFETY: no preconditions.
+                if unsafe { libc::getppid() } != *parent {
+                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            }
             Step::Umask(mask) => {
                 // SAFETY: no preconditions.
                 unsafe { libc::umask(*mask) };

@@ -32,7 +32,7 @@ use crate::layout::{self, Layout};
 use crate::login::Authenticator;
 use crate::proxy::Upstream;
 use crate::runas::{self, AccountRefusal, RunAccount};
-use crate::sandbox::{self, Bind, Identity, Isolation, Launch};
+use crate::sandbox::{self, Bind, Identity, Isolation, Launch, Spawner};
 use crate::store::{GroupRef, Store, User};
 
 /// Files content processes write are group-readable (the shared group, as
@@ -154,6 +154,7 @@ pub struct Scheduler {
     runtimes: Runtimes,
     server_url: String,
     pools: Mutex<Pools>,
+    spawner: Spawner,
 }
 
 #[derive(Default)]
@@ -200,11 +201,13 @@ fn close_pam(session: Option<PamSession>) {
 }
 
 impl Scheduler {
+    /// Must be called inside the runtime that will reap the processes.
     pub fn new(
         settings: Arc<Settings>,
         store: Arc<Store>,
         auth: Option<Arc<Authenticator>>,
-    ) -> Arc<Self> {
+    ) -> std::io::Result<Arc<Self>> {
+        let spawner = Spawner::new(tokio::runtime::Handle::current())?;
         let layout = Layout::new(&settings.data_dir);
         let runtimes = runtimes(&settings, &layout);
         let server_url = settings.address.clone().unwrap_or_else(|| {
@@ -216,7 +219,7 @@ impl Scheduler {
             };
             format!("http://{host}:{}", settings.listen.port())
         });
-        Arc::new(Self {
+        Ok(Arc::new(Self {
             settings,
             store,
             layout,
@@ -224,11 +227,17 @@ impl Scheduler {
             runtimes,
             server_url,
             pools: Mutex::new(Pools::default()),
-        })
+            spawner,
+        }))
     }
 
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// Where every content process and build is forked.
+    pub fn spawner(&self) -> &Spawner {
+        &self.spawner
     }
 
     pub fn runtimes(&self) -> &Runtimes {
@@ -658,7 +667,7 @@ impl Scheduler {
                 Err(e) => return fail(e.to_string()),
             }
         }
-        let spawned = tokio::task::block_in_place(|| sandbox::spawn(launch));
+        let spawned = self.spawner.spawn(launch).await;
         let child = match spawned {
             Ok(child) => child,
             Err(e) => {

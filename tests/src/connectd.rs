@@ -185,6 +185,16 @@ impl Connectd {
     }
 }
 
+impl Connectd {
+    /// SIGKILL, as the OOM killer or a crash would, and reap it.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 impl Drop for Connectd {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -4,7 +4,6 @@
 //! permissions from inside real content processes.
 
 use std::fs;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -212,9 +211,15 @@ pub fn proc_uid(pid: u64) -> Option<u32> {
         .and_then(|u| u.parse().ok())
 }
 
-/// Whether a process is alive.
+/// Whether a process is alive: present and not a zombie (here PID 1 may
+/// never reap orphans).
 pub fn alive(pid: u64) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the parenthesised command name.
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, Some("Z") | Some("X") | None)
 }
 
 /// The password every account of [`pam_world`] has.

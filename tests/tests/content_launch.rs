@@ -246,4 +246,19 @@ fn accounts_that_may_not_run_content_are_refused_clearly() {
         );
         assert_ne!(job["uid"], 0, "{job}");
     }
+
+    // A connectd that is killed (not stopped) leaves no content behind.
+    let who = server.open(&guid, "whoami", Some(&admin));
+    assert_eq!(who.status, 200, "{}", who.body);
+    let pid = who.json()["pid"].as_u64().expect("pid");
+    assert!(alive(pid));
+    server.kill();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while alive(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {pid} outlived a killed connectd"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
