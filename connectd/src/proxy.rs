@@ -293,6 +293,10 @@ pub struct Forward {
     /// How long to wait for the response head once the request (body
     /// included) has been sent.
     pub read_timeout: Duration,
+    /// `ConnectionTimeout`: an upgraded connection (a WebSocket) that
+    /// carries no data either way for this long is closed, so abandoned
+    /// viewers do not hold processes forever. `None` or zero: never.
+    pub idle_timeout: Option<Duration>,
     /// Dropped when the response body has been fully sent (or the client
     /// went away), or, for an upgraded connection, when that connection
     /// closes; dropped at once when `forward` fails.
@@ -336,6 +340,7 @@ pub async fn forward(
         prefix,
         credentials,
         read_timeout,
+        idle_timeout,
         guard,
     } = forward;
     let (mut parts, body) = request.into_parts();
@@ -410,7 +415,14 @@ pub async fn forward(
         let app_upgrade = hyper::upgrade::on(&mut response);
         let (mut parts, _) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers, true);
-        tokio::spawn(splice(client_upgrade, app_upgrade, conn, guard));
+        let idle_timeout = idle_timeout.filter(|t| !t.is_zero());
+        tokio::spawn(splice(
+            client_upgrade,
+            app_upgrade,
+            conn,
+            guard,
+            idle_timeout,
+        ));
         return Ok(Response::from_parts(parts, Body::empty()));
     }
 
@@ -435,6 +447,7 @@ async fn splice(
     app: OnUpgrade,
     mut conn: Conn,
     guard: Box<dyn Any + Send + Sync>,
+    idle_timeout: Option<Duration>,
 ) {
     let _guard = guard;
     // The driver hands the connection over to `app` as it finishes (it may
@@ -463,15 +476,115 @@ async fn splice(
             return;
         }
     };
-    let mut client = TokioIo::new(client);
-    let mut app = TokioIo::new(app);
-    match tokio::io::copy_bidirectional(&mut client, &mut app).await {
+    let activity = Arc::new(Activity::new());
+    let mut client = Tracked::new(TokioIo::new(client), &activity);
+    let mut app = Tracked::new(TokioIo::new(app), &activity);
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut app);
+    let outcome = match idle_timeout {
+        None => copy.await,
+        Some(limit) => tokio::select! {
+            outcome = copy => outcome,
+            () = activity.idle_for(limit) => {
+                tracing::debug!(
+                    seconds = limit.as_secs(),
+                    "closed an upgraded connection idle for ConnectionTimeout"
+                );
+                return;
+            }
+        },
+    };
+    match outcome {
         Ok((up, down)) => {
             tracing::debug!(up, down, "upgraded connection closed");
         }
         Err(e) => {
             tracing::debug!(error = %e, "upgraded connection ended with an error");
         }
+    }
+}
+
+/// When data last moved on an upgraded connection, either way.
+struct Activity {
+    start: tokio::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: tokio::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing has moved for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            let last = self.start
+                + Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed));
+            let deadline = last + limit;
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+/// An upgraded connection that records activity on every transfer.
+struct Tracked<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T> Tracked<T> {
+    fn new(inner: T, activity: &Arc<Activity>) -> Self {
+        Self {
+            inner,
+            activity: activity.clone(),
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tracked<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -1061,6 +1174,7 @@ mod tests {
 
     fn forward_for(guid: &str, read_timeout: Duration, dropped: &Arc<AtomicUsize>) -> Forward {
         Forward {
+            idle_timeout: None,
             prefix: format!("/content/{guid}"),
             credentials: (guid != ANON_GUID).then(|| HeaderValue::from_static(CREDS)),
             read_timeout,

@@ -105,4 +105,40 @@ fn websockets_reach_a_node_app_through_the_proxy() {
     );
     socket.close(None).expect("close");
     while socket.read().is_ok() {}
+
+    // ConnectionTimeout: a WebSocket silent for that long is closed.
+    let r = server.json(
+        "PATCH",
+        &format!("/__api__/v1/content/{guid}"),
+        &admin,
+        &json!({"connection_timeout": 1}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let stream = TcpStream::connect(server.address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut request = format!("ws://{}/content/{guid}/", server.address)
+        .into_client_request()
+        .expect("request");
+    request
+        .headers_mut()
+        .insert("Cookie", viewer.parse().expect("cookie header"));
+    let (mut socket, _) = tungstenite::client(request, stream).expect("WebSocket handshake");
+    socket.send(Message::text("hi")).expect("send");
+    assert_eq!(
+        socket.read().expect("read"),
+        Message::text("echo: hi from uid 1503")
+    );
+    let started = std::time::Instant::now();
+    let ended = socket.read();
+    assert!(
+        !matches!(ended, Ok(Message::Text(_) | Message::Binary(_))),
+        "{ended:?}"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(8),
+        "closed after {waited:?}, not after ConnectionTimeout (1 s)"
+    );
 }

@@ -161,6 +161,7 @@ async fn serve_process(
             prefix: format!("/content/{}", content.guid),
             credentials: credentials.clone(),
             read_timeout: limits.read_timeout,
+            idle_timeout: Some(limits.connection_timeout),
             guard: Box::new(lease),
         };
         let error = match proxy::forward(&process.upstream, request, forward).await {
