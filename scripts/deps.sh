@@ -17,6 +17,13 @@ command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || missing="$missing 
 need ldapsearch ldap-utils
 need openssl openssl
 need curl curl
+# Content: Python apps get a virtual environment of Debian's python3 (which
+# every viewer's account can run; an interpreter under /root would not do),
+# Node.js apps node and npm.
+[ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null ||
+    missing="$missing python3 python3-venv"
+[ -x /usr/bin/node ] || missing="$missing nodejs"
+[ -x /usr/bin/npm ] || missing="$missing npm"
 if [ -n "$missing" ]; then
     echo "==> installing:$missing"
     export DEBIAN_FRONTEND=noninteractive

@@ -136,4 +136,34 @@ fn full_shared_content_answers_busy_and_recovers() {
     });
     let r = server.open(&guid, "whoami", None);
     assert_eq!(r.status, 200, "free again: {}", r.body);
+    let pid = r.json()["pid"].as_u64().expect("pid");
+
+    // Deleting content stops its processes and removes its files.
+    let r = server.send(
+        "DELETE",
+        &format!("/__api__/v1/content/{guid}"),
+        Some(&viewer),
+        "application/json",
+        b"",
+    );
+    assert_eq!(
+        r.status, 403,
+        "only the owner or an administrator: {}",
+        r.body
+    );
+    let r = server.send(
+        "DELETE",
+        &format!("/__api__/v1/content/{guid}"),
+        Some(&admin),
+        "application/json",
+        b"",
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    let files = sandbox.path("data").join("apps").join(&guid);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while alive(pid) || files.exists() {
+        assert!(Instant::now() < deadline, "process or files left behind");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(server.open(&guid, "whoami", None).status, 404);
 }
