@@ -73,7 +73,8 @@ pub struct Settings {
     pub positive_ttl: Duration,
     pub negative_ttl: Duration,
     pub cache_size: usize,
-    pub service_account: String,
+    /// Who besides root may provision; none by default.
+    pub service_account: Option<String>,
     pub run_as: String,
     pub policy: Policy,
     pub log_level: String,
@@ -126,13 +127,22 @@ impl Settings {
             }
         };
         let strip_domain = config.bool(ns("StripDomain"))?.unwrap_or(true);
+        // Content runs as Applications.RunAs: an account that may provision
+        // would let any publisher's app create accounts and give them
+        // groups. Only root (connectd) may, unless another account is named.
         let service_account = config
             .string(ns("ServiceAccount"))
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| run_as.clone());
+            .filter(|s| !s.is_empty());
+        if service_account.as_deref() == Some(run_as.as_str()) {
+            return Err(invalid(format!(
+                "[Nameservice] ServiceAccount = {run_as:?} is Applications.RunAs, the account \
+                 content runs as: every app could then provision accounts and groups. Remove \
+                 the line (connectd runs as root) or name a dedicated account"
+            )));
+        }
         let mut reserved = config.strings(ns("ReservedName"));
         reserved.push(run_as.clone());
-        reserved.push(service_account.clone());
+        reserved.extend(service_account.clone());
         if !shared_group.is_empty() {
             reserved.push(shared_group.clone());
         }

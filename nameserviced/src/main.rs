@@ -82,13 +82,16 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    if local.user(&settings.service_account).is_none() {
+    let service_user = settings
+        .service_account
+        .as_deref()
+        .map(|name| (name, local.user(name)));
+    if let Some((name, None)) = service_user {
         tracing::warn!(
-            "the service account {:?} is not in /etc/passwd: only root may provision until it exists",
-            settings.service_account
+            "the service account {name:?} is not in /etc/passwd: only root may provision until it exists"
         );
     }
-    let provision_gid = local.user(&settings.service_account).map(|u| u.gid);
+    let provision_gid = service_user.and_then(|(_, user)| user.map(|u| u.gid));
     let sockets = server::Sockets {
         lookup: settings.lookup_socket.clone(),
         provision: settings.provision_socket.clone(),

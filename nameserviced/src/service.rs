@@ -199,10 +199,8 @@ impl Nameservice {
     /// The uid of the account allowed to provision besides root, read from
     /// /etc/passwd now (it may be created after the daemon started).
     pub fn service_account_uid(&self) -> Option<u32> {
-        self.local
-            .current()
-            .user(&self.settings.service_account)
-            .map(|u| u.uid)
+        let name = self.settings.service_account.as_deref()?;
+        self.local.current().user(name).map(|u| u.uid)
     }
 
     fn resolve_shared(

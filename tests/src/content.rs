@@ -52,6 +52,16 @@ def app(environ, start_response):
             os.chmod(name, int(query["mode"], 8))
         st = os.stat(name)
         return reply("200 OK", {"mode": oct(st.st_mode & 0o7777), "gid": st.st_gid})
+    if path == "/connect":
+        import socket
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.connect(query["path"])
+            return reply("200 OK", {"connected": True})
+        except OSError as e:
+            return reply("403 Forbidden", {"error": e.strerror, "errno": e.errno})
+        finally:
+            s.close()
     if path == "/sleep":
         time.sleep(float(query.get("seconds", "1")))
         return reply("200 OK", {"slept": True})

@@ -107,6 +107,39 @@ fn two_directory_viewers_share_an_app_but_not_their_data() {
     assert_eq!(who_alice["env"]["USER"], "alice");
     assert_eq!(who_bob["env"]["USER"], "bob");
 
+    // Content may look accounts up but never provision them.
+    let r = server.open(
+        &guid,
+        "connect?path=/run/connect-nameservice/provision.sock",
+        Some(&alice),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json()["errno"], 13, "EACCES: {}", r.body);
+    let r = server.open(
+        &guid,
+        "connect?path=/run/connect-nameservice/lookup.sock",
+        Some(&alice),
+    );
+    assert_eq!(r.status, 200, "lookups stay possible: {}", r.body);
+    // Nor can content running as Applications.RunAs (the default
+    // [Nameservice] ServiceAccount used to be that account).
+    let shared = server.create_content(
+        &carol,
+        json!({"name": "shared", "access_type": "logged_in"}),
+    );
+    let shared_guid = shared["guid"].as_str().expect("guid").to_owned();
+    server.deploy(&carol, &shared_guid, &probe_bundle());
+    assert_eq!(
+        server.open(&shared_guid, "whoami", Some(&alice)).json()["uid"],
+        999
+    );
+    let r = server.open(
+        &shared_guid,
+        "connect?path=/run/connect-nameservice/provision.sock",
+        Some(&alice),
+    );
+    assert_eq!(r.json()["errno"], 13, "RunAs may not provision: {}", r.body);
+
     // Own data yes, the other's no: the kernel decides.
     let read =
         |cookie: &str, path: &str| server.open(&guid, &format!("read?path={path}"), Some(cookie));
