@@ -242,6 +242,40 @@ fn run_as_settings_follow_connects_rules_and_codes() {
         55,
         static_text,
     );
+    // A collaborator demoted to viewer no longer changes or deploys.
+    let team = server.create_content(&admin, json!({"name": "team"}));
+    let team_guid = team["guid"].as_str().expect("guid").to_owned();
+    let r = server.json(
+        "POST",
+        &format!("/__api__/v1/content/{team_guid}/permissions"),
+        &admin,
+        &json!({"principal_guid": pub_guid, "principal_type": "user", "role": "owner"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (status, body) = patch(&server, &publisher, &team_guid, json!({"title": "ours"}));
+    assert_eq!(status, 200, "a collaborator edits: {body}");
+    let set_role = |role: &str| {
+        let r = server.json(
+            "PUT",
+            &format!("/__api__/v1/users/{pub_guid}"),
+            &admin,
+            &json!({ "user_role": role }),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    };
+    set_role("viewer");
+    let (status, body) = patch(&server, &publisher, &team_guid, json!({"title": "mine"}));
+    assert_eq!(status, 403, "{body}");
+    let r = server.send(
+        "POST",
+        &format!("/__api__/v1/content/{team_guid}/bundles"),
+        Some(&publisher),
+        "application/gzip",
+        &probe_bundle(),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    set_role("publisher");
+
     let page = server.open(&site_guid, "", None);
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("<h1>static</h1>"), "{}", page.body);

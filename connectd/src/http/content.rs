@@ -70,7 +70,14 @@ pub fn relation_of(app: &AppState, content: &Content, user: &User) -> Result<Rel
         return Ok(Relation::Owner);
     }
     let groups: Vec<i64> = app.store.groups_of(user.id)?.iter().map(|g| g.id).collect();
-    Ok(app.store.relation(content, user.id, &groups)?)
+    let relation = app.store.relation(content, user.id, &groups)?;
+    // Collaborators publish: a viewer (demoted since, or a member of a
+    // group listed as owner) only views, else their deployed code would
+    // run as every viewer of current-user content.
+    if user.role == Role::Viewer && relation > Relation::Viewer {
+        return Ok(Relation::Viewer);
+    }
+    Ok(relation)
 }
 
 /// Whether `viewer` (maybe anonymous) may open the content.
