@@ -96,6 +96,9 @@ pub struct Content {
     pub bundle_id: Option<i64>,
     pub created_time: i64,
     pub last_deployed_time: Option<i64>,
+    /// The live deployment: names its environment directory. Each
+    /// deployment builds a new one, so running processes keep theirs.
+    pub deployment: Option<String>,
 }
 
 /// What a user is to one content item.

@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
-use crate::bundle::{self, AppMode, Limits};
+use crate::bundle::{self, AppMode, Limits, Runtimes};
 use crate::config::Settings;
 use crate::content::{Content, Refusal};
 use crate::runas;
@@ -111,6 +111,7 @@ pub struct Deployer {
     store: Arc<Store>,
     scheduler: Arc<Scheduler>,
     tasks: Mutex<HashMap<String, Arc<Task>>>,
+    locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Deployer {
@@ -120,6 +121,7 @@ impl Deployer {
             store,
             scheduler,
             tasks: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
         })
     }
 
@@ -223,6 +225,14 @@ impl Deployer {
             .insert(task.id.clone(), task.clone());
         let (this, t) = (self.clone(), task.clone());
         tokio::spawn(async move {
+            let lock = this.deploy_lock(content.id);
+            let _one_at_a_time = match lock.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => {
+                    t.line("Waiting for the deployment already running for this content.");
+                    lock.lock().await
+                }
+            };
             let outcome = this.run_deploy(&content, bundle_id, &t).await;
             match outcome {
                 Ok(mode) => {
@@ -275,20 +285,37 @@ impl Deployer {
         prepare_dir(&work_dir, account.uid, run_as.shared_gid, 0o2770)
             .map_err(|e| internal(format!("{}: {e}", work_dir.display())))?;
 
+        // A new environment for every deployment: processes of the live
+        // one keep running on theirs until they drain, and a failed build
+        // leaves the live content as it was.
+        let deployment = format!(
+            "{bundle_id}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let env_dir = layout.env_dir(&content.guid, &deployment);
         if mode.is_interactive() {
-            let env_dir = layout.env_dir(&content.guid, bundle_id);
-            if env_dir.exists() {
-                fs::remove_dir_all(&env_dir)
-                    .map_err(|e| internal(format!("{}: {e}", env_dir.display())))?;
-            }
+            let envs = layout.envs_dir(&content.guid);
+            fs::DirBuilder::new()
+                .mode(0o755)
+                .recursive(true)
+                .create(&envs)
+                .map_err(|e| internal(format!("{}: {e}", envs.display())))?;
             prepare_dir(&env_dir, account.uid, account.gid, 0o755)
                 .map_err(|e| internal(format!("{}: {e}", env_dir.display())))?;
-            let cache = layout.cache_dir();
+            let cache = layout.cache_dir(&content.guid);
             prepare_dir(&cache, account.uid, account.gid, 0o700)
                 .map_err(|e| internal(format!("{}: {e}", cache.display())))?;
-            let steps =
-                bundle::build_steps(&manifest, &bundle_dir, &env_dir, self.scheduler.runtimes())
-                    .map_err(|e| internal(e.to_string()))?;
+            let runtimes = Runtimes {
+                cache_dir: cache.clone(),
+                ..self.scheduler.runtimes().clone()
+            };
+            let steps = match bundle::build_steps(&manifest, &bundle_dir, &env_dir, &runtimes) {
+                Ok(steps) => steps,
+                Err(e) => {
+                    let _ = fs::remove_dir_all(&env_dir);
+                    return Err(internal(e.to_string()));
+                }
+            };
             let job = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
             let log_path = layout.log_file(&content.guid, &job);
             let _ = self.store.start_job(
@@ -346,13 +373,68 @@ impl Deployer {
             let _ = self
                 .store
                 .end_job(&job, Some(if result.is_ok() { 0 } else { 1 }));
+            if result.is_err() {
+                let _ = fs::remove_dir_all(&env_dir);
+            }
             result?;
         }
         self.store
-            .mark_deployed(content.id, bundle_id, mode)
+            .mark_deployed(content.id, bundle_id, mode, &deployment)
             .map_err(|e| internal(e.to_string()))?;
-        self.scheduler.drain_content(content.id, Some(bundle_id));
+        self.scheduler.drain_content(content.id, Some(&deployment));
+        self.remove_old_environments(content, deployment);
         Ok(mode)
+    }
+}
+
+impl Deployer {
+    /// Removes the environments of earlier deployments once no process
+    /// runs on them any more (they drain at their own pace).
+    fn remove_old_environments(&self, content: &Content, live: String) {
+        let scheduler = self.scheduler.clone();
+        let (content_id, envs) = (content.id, scheduler.layout().envs_dir(&content.guid));
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(24 * 3600);
+            loop {
+                let in_use: Vec<String> = scheduler
+                    .running(content_id)
+                    .iter()
+                    .map(|p| p.deployment.clone())
+                    .filter(|d| *d != live)
+                    .collect();
+                let Ok(entries) = fs::read_dir(&envs) else {
+                    return;
+                };
+                let mut waiting = false;
+                for entry in entries.flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if name == live {
+                        continue;
+                    }
+                    if in_use.contains(&name) {
+                        waiting = true;
+                    } else if let Err(e) = tokio::fs::remove_dir_all(entry.path()).await {
+                        tracing::warn!("could not remove {}: {e}", entry.path().display());
+                    }
+                }
+                if !waiting || Instant::now() > deadline {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        });
+    }
+
+    /// One deployment of a content item at a time: a slow build that
+    /// finished last must not replace a newer one, and two builds must not
+    /// share a directory.
+    fn deploy_lock(&self, content_id: i64) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(content_id)
+            .or_default()
+            .clone()
     }
 }
 

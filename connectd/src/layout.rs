@@ -4,12 +4,12 @@
 //! DataDir/                  0700 root: nothing below is reachable from outside
 //!   connect.db              the database
 //!   apps/<guid>/bundles/<id>/   unpacked bundles (read-only to processes)
-//!   apps/<guid>/envs/<id>/      environments, built as Applications.RunAs
+//!   apps/<guid>/envs/<deployment>/  environments, built as Applications.RunAs
 //!   apps/<guid>/work/           the working directory every process of the content
 //!                               shares: RunAs:shared group, 2770
 //!   run/<job>/                  one process's socket directory, 0700 its own uid
 //!   logs/<guid>/<job>.log       per-process logs, 0600 root (read through the API)
-//!   cache/                      pip and npm caches of builds, RunAs only
+//!   apps/<guid>/cache/          pip and npm caches of its builds, RunAs only
 //! ```
 //!
 //! Content processes see none of it except, inside their private mount
@@ -43,10 +43,13 @@ impl Layout {
             .join(bundle_id.to_string())
     }
 
-    pub fn env_dir(&self, guid: &str, bundle_id: i64) -> PathBuf {
-        self.content_dir(guid)
-            .join("envs")
-            .join(bundle_id.to_string())
+    pub fn envs_dir(&self, guid: &str) -> PathBuf {
+        self.content_dir(guid).join("envs")
+    }
+
+    /// One deployment's environment; never rebuilt in place.
+    pub fn env_dir(&self, guid: &str, deployment: &str) -> PathBuf {
+        self.envs_dir(guid).join(deployment)
     }
 
     pub fn work_dir(&self, guid: &str) -> PathBuf {
@@ -65,8 +68,10 @@ impl Layout {
         self.logs_dir(guid).join(format!("{job}.log"))
     }
 
-    pub fn cache_dir(&self) -> PathBuf {
-        self.data_dir.join("cache")
+    /// pip and npm caches of one content's builds: shared with no other
+    /// publisher's builds, which could otherwise poison them.
+    pub fn cache_dir(&self, guid: &str) -> PathBuf {
+        self.content_dir(guid).join("cache")
     }
 }
 

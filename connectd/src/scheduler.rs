@@ -79,6 +79,8 @@ pub struct Process {
     pub uid: u32,
     pub account: String,
     pub bundle_id: i64,
+    /// The deployment (environment) it runs.
+    pub deployment: String,
     pub upstream: Upstream,
     pool: PoolKey,
     settings: SchedulerSettings,
@@ -360,14 +362,24 @@ impl Scheduler {
         content: &Content,
         viewer: Option<&User>,
     ) -> Result<Lease, AcquireError> {
-        let bundle_id = content.bundle_id.ok_or(AcquireError::NotDeployed)?;
+        let (Some(bundle_id), Some(deployment)) =
+            (content.bundle_id, content.deployment.as_deref())
+        else {
+            return Err(AcquireError::NotDeployed);
+        };
         let limits = content.process.effective(&self.settings.scheduler);
         let key = self.pool_key(content, viewer);
         // Most requests find a process: no account lookups on that path.
         // The account is resolved (and checked) only to start one.
         let mut identity = None;
         loop {
-            let step = self.take_or_start(content, &key, bundle_id, &limits, identity.as_ref())?;
+            let step = self.take_or_start(
+                content,
+                &key,
+                (bundle_id, deployment),
+                &limits,
+                identity.as_ref(),
+            )?;
             let lease = match step {
                 Some(lease) => lease,
                 None => {
@@ -387,18 +399,24 @@ impl Scheduler {
         self: &Arc<Self>,
         content: &Content,
         key: &PoolKey,
-        bundle_id: i64,
+        (bundle_id, deployment): (i64, &str),
         limits: &SchedulerSettings,
         identity: Option<&RunIdentity>,
     ) -> Result<Option<Lease>, AcquireError> {
         let mut pools = self.pools();
-        let process = match self.choose(&pools, key, bundle_id, limits) {
+        let process = match self.choose(&pools, key, deployment, limits) {
             Choice::Use(process) => process,
             Choice::Start => {
                 let Some(identity) = identity else {
                     return Ok(None);
                 };
-                let process = self.start(content, bundle_id, identity, *limits, key.clone())?;
+                let process = self.start(
+                    content,
+                    (bundle_id, deployment),
+                    identity,
+                    *limits,
+                    key.clone(),
+                )?;
                 pools
                     .by_key
                     .entry(key.clone())
@@ -453,7 +471,7 @@ impl Scheduler {
         &self,
         pools: &Pools,
         key: &PoolKey,
-        bundle_id: i64,
+        deployment: &str,
         limits: &SchedulerSettings,
     ) -> Choice {
         let total = pools.total;
@@ -465,7 +483,7 @@ impl Scheduler {
             .iter()
             .filter(|p| {
                 !p.draining.load(Ordering::Acquire)
-                    && p.bundle_id == bundle_id
+                    && p.deployment == deployment
                     && !matches!(*p.state.borrow(), ProcessState::Exited(_))
             })
             .collect();
@@ -523,7 +541,7 @@ impl Scheduler {
     fn start(
         self: &Arc<Self>,
         content: &Content,
-        bundle_id: i64,
+        (bundle_id, deployment): (i64, &str),
         identity: &RunIdentity,
         settings: SchedulerSettings,
         pool: PoolKey,
@@ -532,7 +550,7 @@ impl Scheduler {
             |what: &str, e: std::io::Error| AcquireError::Internal(format!("{what}: {e}"));
         let layout = &self.layout;
         let bundle_dir = layout.bundle_dir(&content.guid, bundle_id);
-        let env_dir = layout.env_dir(&content.guid, bundle_id);
+        let env_dir = layout.env_dir(&content.guid, deployment);
         let work_dir = layout.work_dir(&content.guid);
         let manifest = bundle::read_manifest(&bundle_dir)
             .map_err(|e| AcquireError::StartFailed(e.to_string()))?;
@@ -598,6 +616,7 @@ impl Scheduler {
             uid,
             account: account.account.name.clone(),
             bundle_id,
+            deployment: deployment.to_owned(),
             upstream: Upstream::new(socket.clone()),
             pool,
             settings,
@@ -826,14 +845,14 @@ impl Scheduler {
 
     /// A new bundle is live: processes of older ones finish what they
     /// serve and stop.
-    pub fn drain_content(&self, content_id: i64, except_bundle: Option<i64>) {
+    pub fn drain_content(&self, content_id: i64, except: Option<&str>) {
         let pools = self.pools();
         for (key, processes) in &pools.by_key {
             if key.content_id != content_id {
                 continue;
             }
             for process in processes {
-                if Some(process.bundle_id) != except_bundle {
+                if Some(process.deployment.as_str()) != except {
                     process.draining.store(true, Ordering::Release);
                 }
             }
@@ -930,7 +949,8 @@ fn runtimes(settings: &Settings, layout: &Layout) -> Runtimes {
             .unwrap_or_else(|| PathBuf::from("/usr/bin/python3")),
         node,
         npm,
-        cache_dir: layout.cache_dir(),
+        // Each build gets its content's own cache (see deploy).
+        cache_dir: layout.data_dir().join("cache"),
     }
 }
 

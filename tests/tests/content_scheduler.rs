@@ -167,3 +167,85 @@ fn full_shared_content_answers_busy_and_recovers() {
     }
     assert_eq!(server.open(&guid, "whoami", None).status, 404);
 }
+
+#[test]
+fn redeploying_builds_beside_the_live_environment_and_replaces_processes() {
+    if need_root() {
+        return;
+    }
+    let sandbox = pam_world(&[]);
+    let server = Connectd::start_in(&sandbox, &pam_config(""));
+    let admin = sign_in(&server, "admin1");
+    let app = server.create_content(&admin, json!({"name": "again", "access_type": "all"}));
+    let guid = app["guid"].as_str().expect("guid").to_owned();
+    let bundle = probe_bundle();
+    server.deploy(&admin, &guid, &bundle);
+    let first = server.open(&guid, "whoami", None).json();
+    let old_pid = first["pid"].as_u64().expect("pid");
+
+    // The same bundle again (a plain redeploy) while the process runs.
+    server.deploy(&admin, &guid, &bundle);
+    let second = server.open(&guid, "whoami", None);
+    assert_eq!(second.status, 200, "{}", second.body);
+    let new_pid = second.json()["pid"].as_u64().expect("pid");
+    assert_ne!(new_pid, old_pid, "new deployment, new process");
+    let envs = sandbox.path("data").join("apps").join(&guid).join("envs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let count = std::fs::read_dir(&envs).expect("envs").count();
+        if !alive(old_pid) && count == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "old process alive: {}, environments: {count}",
+            alive(old_pid)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A failed build leaves the live deployment serving.
+    let broken = bundle_with_requirement("no-such-package-connect-test==0.0.0");
+    let r = server.send(
+        "POST",
+        &format!("/__api__/v1/content/{guid}/bundles"),
+        Some(&admin),
+        "application/gzip",
+        &broken,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let bundle_id = r.json()["id"].as_str().expect("id").to_owned();
+    let r = server.json(
+        "POST",
+        &format!("/__api__/v1/content/{guid}/deploy"),
+        &admin,
+        &json!({ "bundle_id": bundle_id }),
+    );
+    let task = r.json()["task_id"].as_str().expect("task").to_owned();
+    loop {
+        let t = server
+            .get_with_cookie(&format!("/__api__/v1/tasks/{task}?wait=5"), &admin)
+            .json();
+        if t["finished"] == true {
+            assert_ne!(t["code"], 0, "the build must fail: {t}");
+            break;
+        }
+    }
+    let still = server.open(&guid, "whoami", None);
+    assert_eq!(still.status, 200, "{}", still.body);
+    assert_eq!(still.json()["pid"].as_u64(), Some(new_pid));
+    assert_eq!(std::fs::read_dir(&envs).expect("envs").count(), 1);
+}
+
+fn bundle_with_requirement(requirement: &str) -> Vec<u8> {
+    let manifest = json!({
+        "version": 1,
+        "metadata": {"appmode": "python-api", "entrypoint": "app:app"},
+        "python": {"package_manager": {"name": "pip", "package_file": "requirements.txt"}},
+    })
+    .to_string();
+    bundle(&[
+        ("manifest.json", &manifest),
+        ("requirements.txt", requirement),
+        ("app.py", PROBE_APP),
+    ])
+}

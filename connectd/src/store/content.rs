@@ -10,7 +10,8 @@ use crate::content::{AccessType, Content, ProcessSettings, Relation};
 const CONTENT_COLUMNS: &str = "c.id, c.guid, c.name, c.title, c.description, c.owner_id, \
      u.guid, c.access_type, c.app_mode, c.run_as, c.run_as_current_user, c.min_processes, \
      c.max_processes, c.max_conns_per_process, c.load_factor, c.init_timeout, c.idle_timeout, \
-     c.connection_timeout, c.read_timeout, c.bundle_id, c.created_time, c.last_deployed_time";
+     c.connection_timeout, c.read_timeout, c.bundle_id, c.created_time, c.last_deployed_time, \
+     c.deployment";
 
 fn content_from_row(row: &Row<'_>) -> rusqlite::Result<Content> {
     let access: String = row.get(7)?;
@@ -41,6 +42,7 @@ fn content_from_row(row: &Row<'_>) -> rusqlite::Result<Content> {
         bundle_id: row.get(19)?,
         created_time: row.get(20)?,
         last_deployed_time: row.get(21)?,
+        deployment: row.get(22)?,
     })
 }
 
@@ -322,17 +324,19 @@ impl Store {
             .is_some())
     }
 
-    /// The bundle is built and live: new processes run it.
+    /// The bundle is built (in the environment named `deployment`) and
+    /// live: new processes run it.
     pub fn mark_deployed(
         &self,
         content_id: i64,
         bundle_id: i64,
         app_mode: AppMode,
+        deployment: &str,
     ) -> Result<(), StoreError> {
         self.conn().execute(
-            "UPDATE content SET bundle_id = ?2, app_mode = ?3, last_deployed_time = ?4 \
-             WHERE id = ?1",
-            params![content_id, bundle_id, app_mode.as_str(), now()],
+            "UPDATE content SET bundle_id = ?2, app_mode = ?3, last_deployed_time = ?4, \
+             deployment = ?5 WHERE id = ?1",
+            params![content_id, bundle_id, app_mode.as_str(), now(), deployment],
         )?;
         Ok(())
     }

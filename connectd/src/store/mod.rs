@@ -92,6 +92,7 @@ CREATE TABLE content (
     connection_timeout INTEGER,
     read_timeout INTEGER,
     bundle_id INTEGER,
+    deployment TEXT,
     created_time INTEGER NOT NULL,
     last_deployed_time INTEGER,
     UNIQUE (owner_id, name)
