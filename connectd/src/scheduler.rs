@@ -768,6 +768,15 @@ impl Scheduler {
                 child.try_wait().ok().flatten()
             }
         };
+        // Whatever the leader left behind in its process group (a worker,
+        // a `sleep &`) goes with it: it would otherwise run on as the
+        // viewer, outside any session or supervision. The group id cannot
+        // have been reused while members remain.
+        let pid = process.pid.load(Ordering::Acquire);
+        if pid > 0 {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+        }
         let code = status.and_then(|s| s.code());
         let why = match status {
             Some(s) if s.success() => "the process exited".to_owned(),
@@ -891,10 +900,25 @@ impl Scheduler {
 }
 
 /// Polls the socket until the app accepts a connection, or it exits.
+/// A process that never listens within InitTimeout is stopped, whether or
+/// not anyone is still waiting for it (else abandoned starts would pile up
+/// against MaxTotalProcesses).
 async fn watch_readiness(process: Arc<Process>, socket: PathBuf) {
     let mut delay = Duration::from_millis(5);
+    let deadline = tokio::time::Instant::now() + process.settings.init_timeout;
     loop {
         if matches!(*process.state.borrow(), ProcessState::Exited(_)) {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                job = %process.job,
+                pid = process.pid.load(Ordering::Acquire),
+                seconds = process.settings.init_timeout.as_secs(),
+                "stopping a content process that did not listen within InitTimeout"
+            );
+            process.draining.store(true, Ordering::Release);
+            process.stop.notify_one();
             return;
         }
         if tokio::net::UnixStream::connect(&socket).await.is_ok() {

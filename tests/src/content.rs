@@ -67,6 +67,10 @@ def app(environ, start_response):
         return reply("200 OK", {"slept": True})
     if path == "/headers":
         return reply("200 OK", {k: v for k, v in environ.items() if k.startswith("HTTP_")})
+    if path == "/spawn":
+        import subprocess
+        child = subprocess.Popen(["sleep", "1000"])
+        return reply("200 OK", {"child": child.pid})
     if path == "/crash":
         os._exit(3)
     return reply("200 OK", {"hello": "from the probe", "path": path})

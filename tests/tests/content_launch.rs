@@ -143,6 +143,9 @@ fn content_runs_as_the_viewer_the_runas_account_or_its_own_account() {
 
     // A crash: the viewer gets a page, connectd lives, the next request
     // starts a new process.
+    let spawned = server.open(&guid, "spawn", Some(&viewer)).json();
+    let orphan = spawned["child"].as_u64().expect("child pid");
+    assert!(alive(orphan));
     let r = server.open(&guid, "crash", Some(&viewer));
     assert_eq!(r.status, 502, "{}", r.body);
     assert!(r.body.contains("stopped unexpectedly"), "{}", r.body);
@@ -154,6 +157,14 @@ fn content_runs_as_the_viewer_the_runas_account_or_its_own_account() {
         source: None,
     });
     assert_eq!(r.status, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while alive(orphan) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the app's child outlived it"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let again = whoami(&server, &guid, Some(&viewer));
     assert_ne!(again["pid"], own["pid"], "a new process after the crash");
 

@@ -249,3 +249,48 @@ fn bundle_with_requirement(requirement: &str) -> Vec<u8> {
         ("app.py", PROBE_APP),
     ])
 }
+
+#[test]
+fn a_process_that_never_listens_is_stopped_after_init_timeout() {
+    if need_root() {
+        return;
+    }
+    let sandbox = pam_world(&[]);
+    let server = Connectd::start_in(&sandbox, &pam_config(""));
+    let admin = sign_in(&server, "admin1");
+    let app = server.create_content(
+        &admin,
+        json!({"name": "stuck", "access_type": "all", "init_timeout": 2}),
+    );
+    let guid = app["guid"].as_str().expect("guid").to_owned();
+    let manifest = json!({
+        "version": 1,
+        "metadata": {"appmode": "python-api", "entrypoint": "app:app"},
+    })
+    .to_string();
+    server.deploy(
+        &admin,
+        &guid,
+        &bundle(&[
+            ("manifest.json", &manifest),
+            ("app.py", "import time\ntime.sleep(1000)\n"),
+        ]),
+    );
+    let started = Instant::now();
+    let r = server.open(&guid, "", None);
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert!(r.body.contains("InitTimeout"), "{}", r.body);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !running_jobs(&server, &admin, &guid).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the stuck process was not stopped:\n{}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!server
+        .log_lines_with("did not listen within InitTimeout")
+        .is_empty());
+}

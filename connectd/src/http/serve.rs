@@ -169,7 +169,16 @@ async fn serve_process(
             Err(e) => e,
         };
         tracing::warn!(content = %content.guid, job = %process.job, "proxying failed: {error}");
-        if matches!(error, ProxyError::Connect(_)) {
+        // Refused or missing socket: the process is gone. Anything else
+        // (a full listen backlog, say) is this request's problem only.
+        let gone = matches!(
+            &error,
+            ProxyError::Connect(e) if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+            )
+        );
+        if gone {
             app.scheduler.retire(&process);
             if let Some(again) = spare.take() {
                 request = again;
