@@ -56,6 +56,8 @@ pub struct TaskState {
 
 pub struct Task {
     pub id: String,
+    /// Its output is for those who may change this content.
+    pub content_guid: String,
     state: Mutex<TaskState>,
     changed: Notify,
     created: Instant,
@@ -150,40 +152,52 @@ impl Deployer {
                 return Err(e);
             }
         };
-        let bundle_id = self
-            .store
-            .create_bundle(content.id, size)
-            .map_err(|e| UploadError::Internal(e.to_string()))?;
-        let dest = layout.bundle_dir(&content.guid, bundle_id);
+        // Unpacked beside the uploads first: the bundle gets its id (and
+        // becomes deployable) only once it is whole and its manifest valid.
+        let staging = archive.with_extension("d");
         let max = self.settings.max_bundle_size;
         let unpacked = {
-            let (archive, dest) = (archive.clone(), dest.clone());
+            let (archive, staging) = (archive.clone(), staging.clone());
             tokio::task::spawn_blocking(move || -> Result<(), UploadError> {
                 fs::DirBuilder::new()
                     .mode(0o755)
-                    .recursive(true)
-                    .create(&dest)
-                    .map_err(|e| UploadError::Internal(format!("{}: {e}", dest.display())))?;
+                    .create(&staging)
+                    .map_err(|e| UploadError::Internal(format!("{}: {e}", staging.display())))?;
                 let file =
                     fs::File::open(&archive).map_err(|e| UploadError::Internal(e.to_string()))?;
                 let limits = Limits {
                     max_bytes: max.saturating_mul(20),
                     ..Limits::default()
                 };
-                bundle::unpack(file, &dest, &limits)?;
-                bundle::read_manifest(&dest)?;
+                bundle::unpack(file, &staging, &limits)?;
+                bundle::read_manifest(&staging)?;
                 Ok(())
             })
             .await
-            .map_err(|e| UploadError::Internal(e.to_string()))?
+            .map_err(|e| UploadError::Internal(e.to_string()))
+            .and_then(|r| r)
         };
         let _ = fs::remove_file(&archive);
-        if let Err(e) = unpacked {
-            let _ = fs::remove_dir_all(&dest);
-            let _ = self.store.delete_bundle(content.id, bundle_id);
-            return Err(e);
+        let placed = unpacked.and_then(|()| {
+            let bundle_id = self
+                .store
+                .create_bundle(content.id, size)
+                .map_err(|e| UploadError::Internal(e.to_string()))?;
+            let dest = layout.bundle_dir(&content.guid, bundle_id);
+            let moved = dest
+                .parent()
+                .map_or(Ok(()), |p| fs::DirBuilder::new().recursive(true).create(p))
+                .and_then(|()| fs::rename(&staging, &dest));
+            if let Err(e) = moved {
+                let _ = self.store.delete_bundle(content.id, bundle_id);
+                return Err(UploadError::Internal(format!("{}: {e}", dest.display())));
+            }
+            Ok(bundle_id)
+        });
+        if placed.is_err() {
+            let _ = fs::remove_dir_all(&staging);
         }
-        Ok(bundle_id)
+        placed
     }
 
     async fn receive(&self, body: Body, path: &Path) -> Result<u64, UploadError> {
@@ -212,6 +226,7 @@ impl Deployer {
     pub fn deploy(self: &Arc<Self>, content: Content, bundle_id: i64) -> Arc<Task> {
         let task = Arc::new(Task {
             id: uuid::Uuid::new_v4().simple().to_string(),
+            content_guid: content.guid.clone(),
             state: Mutex::new(TaskState {
                 started: Some(crate::store::now()),
                 ..TaskState::default()

@@ -126,6 +126,11 @@ pub fn check_account(settings: &Settings, name: &str) -> Result<RunAccount, Acco
         name: account.name.clone(),
         reason: e.to_string(),
     })?;
+    if groups.contains(&0) {
+        return Err(prohibited(
+            "it is a member of root's group (gid 0), which never runs content",
+        ));
+    }
     if !groups.contains(&shared_gid) {
         return Err(AccountRefusal::NotMember {
             name: account.name.clone(),

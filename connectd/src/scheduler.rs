@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
+use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -655,6 +656,22 @@ impl Scheduler {
     ) {
         let fail = |why: String| {
             tracing::error!(content = %record.content_guid, job = %process.job, "could not start a content process: {why}");
+            // The owner reads why in the content's process list and log.
+            if let Ok(mut log) = open_log(Path::new(&record.log_path)) {
+                let _ = writeln!(log, "connectd: could not start this process: {why}");
+            }
+            let _ = self.store.start_job(
+                &process.job,
+                record.content_id,
+                "run",
+                Some(record.bundle_id),
+                None,
+                &process.account,
+                process.uid,
+                record.viewer_id,
+                &record.log_path,
+            );
+            let _ = self.store.end_job(&process.job, None);
             process.state.send_replace(ProcessState::Exited(why));
             self.forget(&process);
             let _ = fs::remove_dir_all(&socket_dir);

@@ -251,6 +251,8 @@ pub const ACCOUNTS: &[(&str, u32, u32, bool)] = &[
     ("svcdata", 1650, 1650, true),
     ("outsider", 1700, 1700, false),
     ("sysacct", 500, 500, true),
+    // A member of root's group (gid 0) besides the shared group.
+    ("rootgrp", 1660, 1500, true),
 ];
 
 /// The shared group's gid in [`pam_world`].
@@ -287,7 +289,15 @@ pub fn pam_world(viewers: &[(String, u32)]) -> crate::Sandbox {
         .map(|l| format!("{l}\n"))
         .collect();
     shadow.push_str(&format!("root:{hash}:19000:0:99999:7:::\n"));
-    let mut group = fs::read_to_string("/etc/group").expect("group");
+    let mut group: String = fs::read_to_string("/etc/group")
+        .expect("group")
+        .lines()
+        .map(|l| match l.strip_prefix("root:x:0:") {
+            Some("") => "root:x:0:rootgrp\n".to_owned(),
+            Some(members) => format!("root:x:0:{members},rootgrp\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
     let mut members = vec!["root".to_owned()];
     let all = ACCOUNTS
         .iter()

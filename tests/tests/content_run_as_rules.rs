@@ -133,7 +133,7 @@ fn run_as_settings_follow_connects_rules_and_codes() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["run_as"], "svcdata");
     let prohibited = "The RunAs setting references a prohibited Unix account.";
-    for account in ["root", "daemon", "sysacct"] {
+    for account in ["root", "daemon", "sysacct", "rootgrp"] {
         assert_code(
             patch(&server, &admin, &guid, json!({"run_as": account})),
             400,
@@ -279,6 +279,23 @@ fn run_as_settings_follow_connects_rules_and_codes() {
     let page = server.open(&site_guid, "", None);
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("<h1>static</h1>"), "{}", page.body);
+    for spelling in ["manifest.json", "%6danifest.json", "%6D%61nifest.json"] {
+        let r = server.open(&site_guid, spelling, None);
+        assert_eq!(r.status, 404, "{spelling}: the manifest is not content");
+    }
+    // Deployment output is for those who may change the content.
+    let r = server.send(
+        "POST",
+        &format!("/__api__/v1/content/{site_guid}/deploy"),
+        Some(&admin),
+        "application/json",
+        b"{}",
+    );
+    let task = r.json()["task_id"].as_str().expect("task").to_owned();
+    let r = server.get_with_cookie(&format!("/__api__/v1/tasks/{task}"), &viewer);
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = server.get_with_cookie(&format!("/__api__/v1/tasks/{task}"), &admin);
+    assert_eq!(r.status, 200, "{}", r.body);
     assert!(server.stop());
 
     // PublishersCanManageRunAs: publishers may, on content they own.

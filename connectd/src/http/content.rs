@@ -497,11 +497,14 @@ pub async fn task(
     Path(id): Path<String>,
     Query(query): Query<TaskQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    viewer.require()?;
+    let me = viewer.require()?;
     let task = app
         .deployer
         .task(&id)
         .ok_or_else(|| ApiError::not_found("task"))?;
+    // Build output can name paths and packages: only for those who may
+    // change the content.
+    load_editable(&app, &task.content_guid, me)?;
     let first = query.first.unwrap_or(0);
     if let Some(wait) = query.wait {
         task.wait_for(first, Duration::from_secs(wait.min(30)))

@@ -120,8 +120,9 @@ async fn serve_static(app: &AppState, content: &Content, request: Request) -> Re
             )
         }
     };
-    // The manifest and other bundle metadata are not content.
-    if parts.uri.path() == "/manifest.json" {
+    // The manifest is bundle metadata, not content (however the path is
+    // spelled: ServeDir decodes percent escapes).
+    if percent_decoded(parts.uri.path()).trim_start_matches('/') == "manifest.json" {
         return error_page(StatusCode::NOT_FOUND, "Not found", "There is no such file.");
     }
     let request = Request::from_parts(parts, body);
@@ -129,6 +130,26 @@ async fn serve_static(app: &AppState, content: &Content, request: Request) -> Re
         Ok(response) => response.into_response(),
         Err(never) => match never {},
     }
+}
+
+/// `%XX` escapes decoded (invalid ones kept as they are).
+fn percent_decoded(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn serve_process(
@@ -247,14 +268,19 @@ fn acquire_error(content: &Content, viewer: Option<&User>, error: AcquireError) 
                 viewer = %who,
                 "refused to launch content: {refusal}"
             );
-            error_page(
-                StatusCode::FORBIDDEN,
-                "Cannot run this content for you",
-                &format!(
+            let own_account = content.run_as_current_user && viewer.is_some();
+            let message = if own_account {
+                format!(
                     "This content runs under your own Unix account, and it cannot: {refusal}. \
                      Ask an administrator."
-                ),
-            )
+                )
+            } else {
+                // Not the viewer's account: its details are for the log.
+                "The Unix account this content runs as may not run it. Tell the content's \
+                 owner or an administrator; the server log says why."
+                    .to_owned()
+            };
+            error_page(StatusCode::FORBIDDEN, "Cannot run this content", &message)
         }
         AcquireError::Provisioning(_) => {
             tracing::error!(content = %content.guid, viewer = %who, "launch failed: {error}");
@@ -281,5 +307,18 @@ fn acquire_error(content: &Content, viewer: Option<&User>, error: AcquireError) 
                 ),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decoded;
+
+    #[test]
+    fn escapes_are_decoded_and_bad_ones_kept() {
+        assert_eq!(percent_decoded("/%6danifest.json"), "/manifest.json");
+        assert_eq!(percent_decoded("/a%2Fb"), "/a/b");
+        assert_eq!(percent_decoded("/50%"), "/50%");
+        assert_eq!(percent_decoded("/%zz%4"), "/%zz%4");
     }
 }
