@@ -279,6 +279,12 @@ fn run_as_settings_follow_connects_rules_and_codes() {
     let page = server.open(&site_guid, "", None);
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("<h1>static</h1>"), "{}", page.body);
+    assert!(
+        page.header("content-security-policy")
+            .is_some_and(|p| p.starts_with("sandbox") && !p.contains("allow-same-origin")),
+        "static pages get an origin of their own: {:?}",
+        page.headers
+    );
     for spelling in ["manifest.json", "%6danifest.json", "%6D%61nifest.json"] {
         let r = server.open(&site_guid, spelling, None);
         assert_eq!(r.status, 404, "{spelling}: the manifest is not content");

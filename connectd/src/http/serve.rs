@@ -126,10 +126,18 @@ async fn serve_static(app: &AppState, content: &Content, request: Request) -> Re
         return error_page(StatusCode::NOT_FOUND, "Not found", "There is no such file.");
     }
     let request = Request::from_parts(parts, body);
-    match ServeDir::new(dir).oneshot(request).await {
+    let mut response = match ServeDir::new(dir).oneshot(request).await {
         Ok(response) => response.into_response(),
         Err(never) => match never {},
-    }
+    };
+    // Published pages share connectd's origin: a sandboxed page has an
+    // origin of its own, so its scripts cannot use a visiting
+    // administrator's session against the API.
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox allow-scripts allow-forms allow-popups allow-downloads"),
+    );
+    response
 }
 
 /// `%XX` escapes decoded (invalid ones kept as they are).
