@@ -24,13 +24,18 @@ need curl curl
     missing="$missing python3 python3-venv"
 [ -x /usr/bin/node ] || missing="$missing nodejs"
 [ -x /usr/bin/npm ] || missing="$missing npm"
+# The content benchmark (tests/src/bin/content-bench.rs) and its smoke test
+# drive wrk through nginx (its own, from a temporary directory) and connectd.
+need wrk wrk
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx"
 if [ -n "$missing" ]; then
     echo "==> installing:$missing"
     export DEBIAN_FRONTEND=noninteractive
     # Installing slapd would start a system slapd on port 389 with a default
-    # database. The tests never use it, so forbid starting services during the
-    # install (policy-rc.d, exit 101) unless a policy is already in place, and
-    # remove that policy afterwards only if this script created it.
+    # database, and nginx a system nginx on port 80. The tests never use them,
+    # so forbid starting services during the install (policy-rc.d, exit 101)
+    # unless a policy is already in place, and remove that policy afterwards
+    # only if this script created it.
     policy=/usr/sbin/policy-rc.d
     if [ ! -e "$policy" ]; then
         trap 'rm -f "$policy"' EXIT
