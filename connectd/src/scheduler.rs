@@ -921,8 +921,12 @@ impl Scheduler {
 /// not anyone is still waiting for it (else abandoned starts would pile up
 /// against MaxTotalProcesses).
 async fn watch_readiness(process: Arc<Process>, socket: PathBuf) {
-    let mut delay = Duration::from_millis(5);
-    let deadline = tokio::time::Instant::now() + process.settings.init_timeout;
+    // Every millisecond for the first second (a connect to a socket that
+    // is not there yet costs microseconds), then backing off: a viewer's
+    // first byte should follow the app's readiness, not a polling step.
+    let started = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(1);
+    let deadline = started + process.settings.init_timeout;
     loop {
         if matches!(*process.state.borrow(), ProcessState::Exited(_)) {
             return;
@@ -950,7 +954,9 @@ async fn watch_readiness(process: Arc<Process>, socket: PathBuf) {
             return;
         }
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(100));
+        if started.elapsed() > Duration::from_secs(1) {
+            delay = (delay * 2).min(Duration::from_millis(50));
+        }
     }
 }
 

@@ -123,17 +123,13 @@ impl Store {
     }
 
     pub fn content_by_guid(&self, guid: &str) -> Result<Option<Content>, StoreError> {
-        Ok(self
-            .conn()
-            .query_row(
-                &format!(
-                    "SELECT {CONTENT_COLUMNS} FROM content c JOIN users u ON u.id = c.owner_id \
-                     WHERE c.guid = ?1"
-                ),
-                [guid],
-                content_from_row,
-            )
-            .optional()?)
+        // On every request to /content/: prepared once.
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {CONTENT_COLUMNS} FROM content c JOIN users u ON u.id = c.owner_id \
+             WHERE c.guid = ?1"
+        ))?;
+        Ok(stmt.query_row([guid], content_from_row).optional()?)
     }
 
     pub fn list_content(&self) -> Result<Vec<Content>, StoreError> {
