@@ -151,16 +151,18 @@ impl ProvisioningService {
             return Ok(());
         }
         tracing::warn!(uid, pid = ?cred.pid(), "refused a provisioning call from an unprivileged process");
-        Err(Status::permission_denied(match &self.ns.settings().service_account {
-            Some(account) => format!(
-                "uid {uid} may not provision accounts: only root and the service account \
+        Err(Status::permission_denied(
+            match &self.ns.settings().service_account {
+                Some(account) => format!(
+                    "uid {uid} may not provision accounts: only root and the service account \
                  {account:?} may ([Nameservice] ServiceAccount)"
-            ),
-            None => format!(
-                "uid {uid} may not provision accounts: only root may (name another account \
+                ),
+                None => format!(
+                    "uid {uid} may not provision accounts: only root may (name another account \
                  with [Nameservice] ServiceAccount)"
-            ),
-        }))
+                ),
+            },
+        ))
     }
 
     /// Runs a database write off the async workers: a commit waits for fsync.
