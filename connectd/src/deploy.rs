@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 use crate::bundle::{self, AppMode, Limits, Runtimes};
 use crate::config::Settings;
 use crate::content::{Content, Refusal};
+use crate::layout;
 use crate::runas;
 use crate::sandbox::{Bind, Identity, Launch, Spawner};
 use crate::scheduler::{self, Scheduler};
@@ -297,7 +298,7 @@ impl Deployer {
         // setgid so what any viewer writes belongs to the shared group.
         let work_dir = layout.work_dir(&content.guid);
         let account = &run_as.account;
-        prepare_dir(&work_dir, account.uid, run_as.shared_gid, 0o2770)
+        layout::prepare_dir(&work_dir, account.uid, run_as.shared_gid, 0o2770)
             .map_err(|e| internal(format!("{}: {e}", work_dir.display())))?;
 
         // A new environment for every deployment: processes of the live
@@ -315,10 +316,10 @@ impl Deployer {
                 .recursive(true)
                 .create(&envs)
                 .map_err(|e| internal(format!("{}: {e}", envs.display())))?;
-            prepare_dir(&env_dir, account.uid, account.gid, 0o755)
+            layout::prepare_dir(&env_dir, account.uid, account.gid, 0o755)
                 .map_err(|e| internal(format!("{}: {e}", env_dir.display())))?;
             let cache = layout.cache_dir(&content.guid);
-            prepare_dir(&cache, account.uid, account.gid, 0o700)
+            layout::prepare_dir(&cache, account.uid, account.gid, 0o700)
                 .map_err(|e| internal(format!("{}: {e}", cache.display())))?;
             let runtimes = Runtimes {
                 cache_dir: cache.clone(),
@@ -331,7 +332,7 @@ impl Deployer {
                     return Err(internal(e.to_string()));
                 }
             };
-            let job = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
+            let job = scheduler::new_job_key();
             let log_path = layout.log_file(&content.guid, &job);
             let _ = self.store.start_job(
                 &job,
@@ -487,11 +488,4 @@ async fn run_step(
             log_path.display()
         ))
     }
-}
-
-/// Creates (or fixes) a directory owned by `uid:gid` with `mode`.
-fn prepare_dir(path: &Path, uid: u32, gid: u32, mode: u32) -> std::io::Result<()> {
-    fs::DirBuilder::new().recursive(true).create(path)?;
-    std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
 }

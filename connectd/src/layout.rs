@@ -15,6 +15,8 @@
 //! Content processes see none of it except, inside their private mount
 //! namespace, their own bundle, environment, working and socket directories.
 
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
@@ -73,6 +75,17 @@ impl Layout {
     pub fn cache_dir(&self, guid: &str) -> PathBuf {
         self.content_dir(guid).join("cache")
     }
+}
+
+/// Creates (or fixes) a directory owned by `uid:gid` with `mode`. It is
+/// made 0700 first, so it is never open to others before it is theirs.
+pub fn prepare_dir(path: &Path, uid: u32, gid: u32, mode: u32) -> std::io::Result<()> {
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(path)?;
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
 }
 
 /// Directories that must never be hidden from content processes by

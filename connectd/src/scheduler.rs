@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -97,6 +97,13 @@ pub struct Process {
 impl Process {
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Acquire)
+    }
+
+    /// Takes it out of rotation (no new connection lands on it) and asks
+    /// its supervisor to stop it.
+    fn stop_now(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.stop.notify_one();
     }
 }
 
@@ -571,7 +578,9 @@ impl Scheduler {
         let account = &identity.account;
         let uid = account.account.uid;
         let gid = account.account.gid;
-        make_private_dir(&socket_dir, uid, gid).map_err(|e| internal("socket directory", e))?;
+        // Only the process's own uid (and root) may enter it.
+        layout::prepare_dir(&socket_dir, uid, gid, 0o700)
+            .map_err(|e| internal("socket directory", e))?;
         let log_path = layout.log_file(&content.guid, &job);
         let log = open_log(&log_path).map_err(|e| internal("log file", e))?;
 
@@ -654,23 +663,26 @@ impl Scheduler {
         socket_dir: PathBuf,
         record: JobRecord,
     ) {
+        let record_start = |pid: Option<u32>| {
+            self.store.start_job(
+                &process.job,
+                record.content_id,
+                "run",
+                Some(record.bundle_id),
+                pid,
+                &process.account,
+                process.uid,
+                record.viewer_id,
+                &record.log_path,
+            )
+        };
         let fail = |why: String| {
             tracing::error!(content = %record.content_guid, job = %process.job, "could not start a content process: {why}");
             // The owner reads why in the content's process list and log.
             if let Ok(mut log) = open_log(Path::new(&record.log_path)) {
                 let _ = writeln!(log, "connectd: could not start this process: {why}");
             }
-            let _ = self.store.start_job(
-                &process.job,
-                record.content_id,
-                "run",
-                Some(record.bundle_id),
-                None,
-                &process.account,
-                process.uid,
-                record.viewer_id,
-                &record.log_path,
-            );
+            let _ = record_start(None);
             let _ = self.store.end_job(&process.job, None);
             process.state.send_replace(ProcessState::Exited(why));
             self.forget(&process);
@@ -721,17 +733,7 @@ impl Scheduler {
             uid = process.uid,
             "started a content process"
         );
-        if let Err(e) = self.store.start_job(
-            &process.job,
-            record.content_id,
-            "run",
-            Some(record.bundle_id),
-            Some(pid),
-            &process.account,
-            process.uid,
-            record.viewer_id,
-            &record.log_path,
-        ) {
+        if let Err(e) = record_start(Some(pid)) {
             tracing::error!(job = %process.job, "could not record the process: {e}");
         }
         tokio::spawn(watch_readiness(process.clone(), socket));
@@ -853,10 +855,7 @@ impl Scheduler {
                     if !draining {
                         alive -= 1;
                     }
-                    // Take it out of rotation now, so no new connection
-                    // lands on a process that is being stopped.
-                    process.draining.store(true, Ordering::Release);
-                    process.stop.notify_one();
+                    process.stop_now();
                 }
             }
         }
@@ -865,8 +864,7 @@ impl Scheduler {
     /// The process could not be reached: it is gone or going, whatever its
     /// watcher has seen so far. It gets no more connections.
     pub fn retire(&self, process: &Process) {
-        process.draining.store(true, Ordering::Release);
-        process.stop.notify_one();
+        process.stop_now();
     }
 
     /// A new bundle is live: processes of older ones finish what they
@@ -891,8 +889,7 @@ impl Scheduler {
         for (key, processes) in &pools.by_key {
             if key.content_id == content_id {
                 for process in processes {
-                    process.draining.store(true, Ordering::Release);
-                    process.stop.notify_one();
+                    process.stop_now();
                 }
             }
         }
@@ -906,8 +903,7 @@ impl Scheduler {
             pools.by_key.values().flatten().cloned().collect()
         };
         for process in &all {
-            process.draining.store(true, Ordering::Release);
-            process.stop.notify_one();
+            process.stop_now();
         }
         let deadline = Instant::now() + STOP_GRACE + Duration::from_secs(1);
         while self.total() > 0 && Instant::now() < deadline {
@@ -938,8 +934,7 @@ async fn watch_readiness(process: Arc<Process>, socket: PathBuf) {
                 seconds = process.settings.init_timeout.as_secs(),
                 "stopping a content process that did not listen within InitTimeout"
             );
-            process.draining.store(true, Ordering::Release);
-            process.stop.notify_one();
+            process.stop_now();
             return;
         }
         if tokio::net::UnixStream::connect(&socket).await.is_ok() {
@@ -960,7 +955,8 @@ async fn watch_readiness(process: Arc<Process>, socket: PathBuf) {
     }
 }
 
-fn new_job_key() -> String {
+/// A process's (or build's) key: its socket directory and log are named by it.
+pub fn new_job_key() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..16].to_owned()
 }
 
@@ -999,16 +995,6 @@ fn runtimes(settings: &Settings, layout: &Layout) -> Runtimes {
         // Each build gets its content's own cache (see deploy).
         cache_dir: layout.data_dir().join("cache"),
     }
-}
-
-/// A directory only `uid` (and root) may enter.
-pub fn make_private_dir(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .recursive(true)
-        .create(path)?;
-    std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
 }
 
 /// Opens a process log: root's alone, read back through the API.

@@ -72,18 +72,7 @@ fn websockets_reach_a_node_app_through_the_proxy() {
     assert_eq!(r.status, 200, "{}\n{}", r.body, server.log_text());
     assert_eq!(r.body, "node ok /hello uid=1503");
 
-    let stream = TcpStream::connect(server.address).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let mut request = format!("ws://{}/content/{guid}/", server.address)
-        .into_client_request()
-        .expect("request");
-    request
-        .headers_mut()
-        .insert("Cookie", viewer.parse().expect("cookie header"));
-    let (mut socket, response) = tungstenite::client(request, stream).expect("WebSocket handshake");
-    assert_eq!(response.status(), 101);
+    let mut socket = open_socket(&server, &guid, &viewer, Duration::from_secs(30));
     socket.send(Message::text("hello")).expect("send");
     assert_eq!(
         socket.read().expect("read"),
@@ -114,17 +103,7 @@ fn websockets_reach_a_node_app_through_the_proxy() {
         &json!({"connection_timeout": 1}),
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    let stream = TcpStream::connect(server.address).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let mut request = format!("ws://{}/content/{guid}/", server.address)
-        .into_client_request()
-        .expect("request");
-    request
-        .headers_mut()
-        .insert("Cookie", viewer.parse().expect("cookie header"));
-    let (mut socket, _) = tungstenite::client(request, stream).expect("WebSocket handshake");
+    let mut socket = open_socket(&server, &guid, &viewer, Duration::from_secs(10));
     socket.send(Message::text("hi")).expect("send");
     assert_eq!(
         socket.read().expect("read"),
@@ -141,4 +120,27 @@ fn websockets_reach_a_node_app_through_the_proxy() {
         waited >= Duration::from_millis(900) && waited < Duration::from_secs(8),
         "closed after {waited:?}, not after ConnectionTimeout (1 s)"
     );
+}
+
+/// A WebSocket to the content's root with the viewer's session; the
+/// handshake must answer 101.
+fn open_socket(
+    server: &Connectd,
+    guid: &str,
+    cookie: &str,
+    read_timeout: Duration,
+) -> tungstenite::WebSocket<TcpStream> {
+    let stream = TcpStream::connect(server.address).expect("connect");
+    stream
+        .set_read_timeout(Some(read_timeout))
+        .expect("timeout");
+    let mut request = format!("ws://{}/content/{guid}/", server.address)
+        .into_client_request()
+        .expect("request");
+    request
+        .headers_mut()
+        .insert("Cookie", cookie.parse().expect("cookie header"));
+    let (socket, response) = tungstenite::client(request, stream).expect("WebSocket handshake");
+    assert_eq!(response.status(), 101);
+    socket
 }

@@ -106,14 +106,19 @@ fn load_editable(app: &AppState, guid: &str, user: &User) -> Result<(Content, Re
     let relation = relation_of(app, &content, user)?;
     if relation < Relation::Collaborator {
         if may_view(app, &content, Some(user))? {
-            return Err(ApiError::forbidden(
-                "You don't have permission to change this content; its owner, its \
-                 collaborators and administrators can.",
-            ));
+            return Err(cannot_change());
         }
         return Err(ApiError::not_found("content"));
     }
     Ok((content, relation))
+}
+
+/// For someone who sees the content but may not change it.
+fn cannot_change() -> ApiError {
+    ApiError::forbidden(
+        "You don't have permission to change this content; its owner, its collaborators and \
+         administrators can.",
+    )
 }
 
 /// Fields of a create or update request. `Some(Value::Null)` resets a
@@ -347,10 +352,10 @@ pub async fn update(
     let relation = relation_of(&app, &content, me)?;
     let change = fields.run_as()?;
     check_run_as(&app, me, relation, Some(&content), &change).await?;
-    let (mut content, _) = match relation {
-        Relation::Owner | Relation::Collaborator => (content, relation),
-        _ => load_editable(&app, &guid, me)?,
-    };
+    if relation < Relation::Collaborator {
+        return Err(cannot_change());
+    }
+    let mut content = content;
     if let Some(Some(name)) = fields.string("name")? {
         if !content::valid_name(&name) {
             return Err(ApiError::bad_request(

@@ -28,6 +28,14 @@ fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
     (status, page(title, &format!("<p>{}</p>", escape(message)))).into_response()
 }
 
+fn not_deployed() -> Response {
+    error_page(
+        StatusCode::NOT_FOUND,
+        "Not deployed",
+        "This content has not been deployed yet.",
+    )
+}
+
 /// Apps use relative links, which only resolve under a trailing slash.
 pub async fn redirect_to_slash(Path(guid): Path<String>, uri: Uri) -> Redirect {
     let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
@@ -69,11 +77,7 @@ pub async fn content(
         Err(e) => return e.into_response(),
     }
     match content.app_mode {
-        None => error_page(
-            StatusCode::NOT_FOUND,
-            "Not deployed",
-            "This content has not been deployed yet.",
-        ),
+        None => not_deployed(),
         Some(AppMode::Static) => serve_static(&app, &content, request).await,
         Some(_) => serve_process(&app, &content, viewer, request).await,
     }
@@ -81,11 +85,7 @@ pub async fn content(
 
 async fn serve_static(app: &AppState, content: &Content, request: Request) -> Response {
     let Some(bundle_id) = content.bundle_id else {
-        return error_page(
-            StatusCode::NOT_FOUND,
-            "Not deployed",
-            "This content has not been deployed yet.",
-        );
+        return not_deployed();
     };
     let dir = app.scheduler.layout().bundle_dir(&content.guid, bundle_id);
     let prefix = format!("/content/{}", content.guid);
@@ -298,11 +298,7 @@ fn acquire_error(content: &Content, viewer: Option<&User>, error: AcquireError) 
                 &format!("{error}. Try again in a moment; if it persists, tell an administrator."),
             )
         }
-        AcquireError::NotDeployed => error_page(
-            StatusCode::NOT_FOUND,
-            "Not deployed",
-            "This content has not been deployed yet.",
-        ),
+        AcquireError::NotDeployed => not_deployed(),
         AcquireError::StartFailed(_) | AcquireError::Internal(_) => {
             tracing::error!(content = %content.guid, viewer = %who, "launch failed: {error}");
             error_page(
