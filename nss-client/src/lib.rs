@@ -105,20 +105,27 @@ extern "C" {
     fn secure_getenv(name: *const libc::c_char) -> *mut libc::c_char;
 }
 
-/// The lookup socket. `CONNECT_NSS_SOCKET` is read with `secure_getenv`, so
-/// a setuid program never lets its caller point it at another daemon.
-fn socket_path() -> PathBuf {
+/// `CONNECT_NSS_SOCKET` through `secure_getenv` (so never in setuid
+/// programs), if set and not empty.
+fn socket_override() -> Option<PathBuf> {
     // SAFETY: the name is NUL-terminated; the result is NULL or a valid C string.
     let value = unsafe { secure_getenv(c"CONNECT_NSS_SOCKET".as_ptr()) };
-    if !value.is_null() {
-        // SAFETY: non-null results are valid NUL-terminated strings.
-        let bytes = unsafe { CStr::from_ptr(value) }.to_bytes();
-        if !bytes.is_empty() {
-            use std::os::unix::ffi::OsStrExt;
-            return PathBuf::from(std::ffi::OsStr::from_bytes(bytes));
-        }
+    if value.is_null() {
+        return None;
     }
-    PathBuf::from(connect_proto::DEFAULT_LOOKUP_SOCKET)
+    // SAFETY: non-null results are valid NUL-terminated strings.
+    let bytes = unsafe { CStr::from_ptr(value) }.to_bytes();
+    if bytes.is_empty() {
+        return None;
+    }
+    use std::os::unix::ffi::OsStrExt;
+    Some(PathBuf::from(std::ffi::OsStr::from_bytes(bytes)))
+}
+
+/// The lookup socket: the override, else the default. A setuid program
+/// never lets its caller point it at another daemon.
+fn socket_path() -> PathBuf {
+    socket_override().unwrap_or_else(|| PathBuf::from(connect_proto::DEFAULT_LOOKUP_SOCKET))
 }
 
 // ---------------------------------------------------------------------------
@@ -132,11 +139,18 @@ const RECHECK_VALID_MS: u64 = 1000;
 const RECHECK_STALE_MS: u64 = 50;
 
 /// The cache path: `CONNECT_NSS_CACHE` through `secure_getenv` (so never in
-/// setuid programs), `off` or empty to read none, else the default.
+/// setuid programs), `off` or empty to read none. Without it, the default
+/// file, unless `CONNECT_NSS_SOCKET` points at another daemon: the default
+/// cache belongs to the default daemon, and answering from it would mix two
+/// daemons' accounts (a test pointed at its own daemon would see the
+/// installed system's users), so the fast path is then off.
 fn cache_path() -> Option<std::ffi::CString> {
     // SAFETY: NUL-terminated name; result is NULL or a valid C string.
     let value = unsafe { secure_getenv(c"CONNECT_NSS_CACHE".as_ptr()) };
     if value.is_null() {
+        if socket_override().is_some() {
+            return None;
+        }
         return std::ffi::CString::new(connect_proto::DEFAULT_CACHE_FILE).ok();
     }
     // SAFETY: non-null results are valid NUL-terminated strings.
@@ -649,5 +663,15 @@ mod tests {
         let answer = user_by_name("alice");
         assert!(matches!(answer, Err(Unavailable::Failed(_))), "{answer:?}");
         assert!(started.elapsed() < Duration::from_millis(100));
+    }
+
+    #[test]
+    fn another_daemons_socket_never_reads_the_default_cache_file() {
+        // SAFETY: test-only; every test of this binary that sets it sets the same value.
+        unsafe {
+            std::env::set_var("CONNECT_NSS_SOCKET", "/nonexistent/connect/lookup.sock");
+            std::env::remove_var("CONNECT_NSS_CACHE");
+        }
+        assert_eq!(cache_path(), None);
     }
 }

@@ -29,7 +29,9 @@ pub const NSS_CACHE_ENV: &str = "CONNECT_NSS_CACHE";
 /// lookup made inside the daemon can never call back into the daemon.
 pub const NSS_BYPASS_ENV: &str = "CONNECT_NSS_BYPASS";
 /// Environment variable (honoured only through `secure_getenv`, so never in
-/// setuid programs) that points libnss_connect at another lookup socket.
+/// setuid programs) that points libnss_connect at another lookup socket. It
+/// also turns off the default cache file (that file is the default daemon's),
+/// unless [`NSS_CACHE_ENV`] names the other daemon's cache.
 pub const NSS_SOCKET_ENV: &str = "CONNECT_NSS_SOCKET";
 
 /// Longest name any nameservice configuration can produce (`MaxNameLength`
