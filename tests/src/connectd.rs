@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{artifacts, Sandbox};
+use crate::{artifacts, isolated_command, Sandbox};
 
 /// A free TCP port on loopback (the OS picks; a tiny race is acceptable in tests).
 pub fn free_port() -> u16 {
@@ -38,12 +38,14 @@ pub fn connectd_config(dir: &Path, port: u16, body: &str) -> String {
 }
 
 impl Connectd {
-    /// Starts connectd directly (no namespace) with `body` as configuration.
+    /// Starts connectd with `body` as configuration, isolated from any
+    /// installed nameservice ([`isolated_command`]): with no sandbox of its
+    /// own, its provisioning finds no daemon, as on a host without one.
     pub fn start(dir: &Path, body: &str) -> Connectd {
         let port = free_port();
         let config = dir.join("connectd.gcfg");
         fs::write(&config, connectd_config(dir, port, body)).expect("write config");
-        let mut command = Command::new(&artifacts().connectd);
+        let mut command = isolated_command(dir, &artifacts().connectd);
         command.arg("--config").arg(&config);
         Self::spawn(command, dir, port, config)
     }
@@ -209,7 +211,7 @@ impl Drop for Connectd {
 pub fn connectd_once(dir: &Path, text: &str) -> Output {
     let config = dir.join("refused.gcfg");
     fs::write(&config, text).expect("write config");
-    Command::new(&artifacts().connectd)
+    isolated_command(dir, &artifacts().connectd)
         .arg("--config")
         .arg(&config)
         .arg("--check")

@@ -122,6 +122,34 @@ pub fn harness_binary() -> &'static Path {
     })
 }
 
+/// `program` in a private mount namespace that sees nothing of a copy of
+/// the product installed on the host: a tmpfs over /run hides the default
+/// sockets and cache file (an installed nameserviced would otherwise answer,
+/// and be provisioned into), and a files-only nsswitch.conf (written to
+/// `dir`) keeps the host's module out. For processes that need no
+/// nameservice of their own; a [`Sandbox`] gives one that does.
+pub fn isolated_command(dir: &Path, program: impl AsRef<Path>) -> Command {
+    let nsswitch = dir.join("nsswitch.files-only.conf");
+    fs::write(
+        &nsswitch,
+        "passwd: files\ngroup: files\ninitgroups: files\nshadow: files\nhosts: files dns\n",
+    )
+    .expect("nsswitch.conf");
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
+        .arg(
+            "set -e; mount -t tmpfs -o mode=755 tmpfs /run; \
+             mount --bind \"$ISOLATED_NSSWITCH\" /etc/nsswitch.conf; exec \"$@\"",
+        )
+        .arg("isolated")
+        .arg(program.as_ref())
+        .env("ISOLATED_NSSWITCH", &nsswitch)
+        .env_remove("CONNECT_NSS_SOCKET")
+        .env_remove("CONNECT_NSS_CACHE")
+        .env_remove("CONNECT_NSS_BYPASS");
+    cmd
+}
+
 /// A private world for one test: configuration, state, sockets and the
 /// files mounted into its namespaces.
 pub struct Sandbox {
@@ -236,6 +264,7 @@ impl Sandbox {
             .env("SANDBOX_RUN", &self.run_dir)
             .env("LD_LIBRARY_PATH", &self.lib_dir)
             .env_remove("CONNECT_NSS_SOCKET")
+            .env_remove("CONNECT_NSS_CACHE")
             .env_remove("CONNECT_NSS_BYPASS");
         for (i, (src, dst)) in self.binds.iter().enumerate() {
             cmd.env(format!("SANDBOX_SRC_{i}"), src)
