@@ -24,7 +24,26 @@
 # for the new libraries, not configuration).
 #
 # Idempotent: exits at once when everything is already installed.
+#
+# Every way it fails ends with exactly one line "install.sh: FAILED: <why>"
+# on stderr (last line), which connect-bench puts into its table.
 set -eu
+
+STEP="starting"
+REASON=no
+fail() { echo "install.sh: FAILED: $*" >&2; REASON=yes; exit 1; }
+POLICY_SET=no
+on_exit() {
+    rc=$?
+    # Interrupted during the install: put the previous policy-rc.d back.
+    [ "$POLICY_SET" = no ] || restore_policy
+    if [ "$rc" -ne 0 ] && [ "$REASON" = no ]; then
+        echo "install.sh: FAILED: exit $rc while $STEP" >&2
+    fi
+    exit "$rc"
+}
+trap on_exit EXIT
+trap 'exit 143' INT TERM
 
 PKGS="nscd sssd-common sssd-proxy libnss-sss"
 MULTIARCH=$(gcc -print-multiarch 2>/dev/null || dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-linux-gnu)
@@ -45,23 +64,42 @@ if installed; then
     exit 0
 fi
 
-[ "$(id -u)" = 0 ] || { echo "install.sh: must run as root" >&2; exit 1; }
+missing=""
+for p in $PKGS; do
+    s=$(dpkg-query -W -f '${Status}' "$p" 2>/dev/null || true)
+    [ "$s" = "install ok installed" ] || missing="$missing $p"
+done
+[ "$(id -u)" = 0 ] || fail "must run as root to install${missing:- the peer packages} (sudo bench/peers/install.sh)"
+command -v apt-get >/dev/null && command -v dpkg-query >/dev/null ||
+    fail "apt-get/dpkg-query not found: the peers are Debian's nscd and sssd packages ($PKGS)"
 
-# nscd/sssd processes in the HOST's mount namespace (benchmark daemons that
-# with-nscd.sh / with-sssd.sh run in private namespaces are not ours to touch).
+# nscd/sssd processes a maintainer script may have started: those in OUR
+# mount namespace (invoke-rc.d's children inherit it) and, when readable, in
+# pid 1's (a daemon started through systemctl). Benchmark daemons that
+# with-nscd.sh / with-sssd.sh run in their own private namespaces are in
+# neither and are not ours to touch. /proc/1/ns/mnt is unreadable in some
+# containers and VMs; then only our own namespace counts.
+SELF_NS=$(readlink /proc/self/ns/mnt) || fail "cannot read /proc/self/ns/mnt"
+INIT_NS=$(readlink /proc/1/ns/mnt 2>/dev/null || true)
 host_daemons() {
-    hostns=$(readlink /proc/1/ns/mnt)
     for pid in $(pgrep '^(nscd|sssd)' || true); do
-        [ "$(readlink "/proc/$pid/ns/mnt" 2>/dev/null)" = "$hostns" ] && echo "$pid"
+        pns=$(readlink "/proc/$pid/ns/mnt" 2>/dev/null || true)
+        if [ -n "$pns" ] && { [ "$pns" = "$SELF_NS" ] || [ "$pns" = "$INIT_NS" ]; }; then
+            echo "$pid"
+        fi
     done
     return 0
 }
 
+STEP="backing up /etc"
 BK=$(mktemp -d /tmp/nss-bench-install.XXXXXX)
-echo "install.sh: backing up /etc to $BK/etc"
+echo "install.sh: installing$missing; backing up /etc to $BK/etc"
 cp -a /etc "$BK/etc"
 find /etc -xdev -type l | sort >"$BK/links.before"
 host_daemons >"$BK/pids.before"
+# nscd's postinst runs systemd-tmpfiles, which creates /run/nscd.
+RUN_NSCD_BEFORE=no
+[ ! -e /run/nscd ] || RUN_NSCD_BEFORE=yes
 
 # policy-rc.d: nothing may start during the install.
 POLICY=/usr/sbin/policy-rc.d
@@ -70,23 +108,36 @@ if [ -e "$POLICY" ]; then
     HAD_POLICY=yes
     cp -a "$POLICY" "$BK/policy-rc.d"
 fi
-printf '#!/bin/sh\n# nss-bench install.sh: start nothing\nexit 101\n' >"$POLICY"
-chmod 755 "$POLICY"
-
 restore_policy() {
     if [ "$HAD_POLICY" = yes ]; then
         cp -a "$BK/policy-rc.d" "$POLICY"
     else
         rm -f "$POLICY"
     fi
+    POLICY_SET=no
 }
+POLICY_SET=yes
+printf '#!/bin/sh\n# nss-bench install.sh: start nothing\nexit 101\n' >"$POLICY"
+chmod 755 "$POLICY"
 
+STEP="installing $PKGS with apt-get"
 rc=0
 echo "install.sh: apt-get install $PKGS"
-DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $PKGS \
+# shellcheck disable=SC2086
+DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=300 $PKGS \
     >"$BK/apt.log" 2>&1 || rc=$?
+if [ $rc -ne 0 ]; then
+    # A fresh machine may have no (or stale) package lists.
+    echo "install.sh: apt-get install failed (rc=$rc); apt-get update, then again"
+    DEBIAN_FRONTEND=noninteractive apt-get update -q -o DPkg::Lock::Timeout=300 >>"$BK/apt.log" 2>&1 || true
+    rc=0
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=300 $PKGS \
+        >>"$BK/apt.log" 2>&1 || rc=$?
+fi
 grep -v 'Reading database' "$BK/apt.log" | tail -n 5 | sed 's/^/  apt: /'
 restore_policy
+STEP="restoring /etc after the install"
 
 # Kill any daemon that started anyway (only ones that were not running before).
 for pid in $(host_daemons); do
@@ -127,6 +178,10 @@ comm -13 "$BK/links.before" "$BK/links.after" | while IFS= read -r l; do
     esac
 done
 
+if [ "$RUN_NSCD_BEFORE" = no ] && rmdir /run/nscd 2>/dev/null; then
+    echo "install.sh: removed the empty /run/nscd the install created"
+fi
+
 # Drop directories that only held those links (e.g. sssd.service.wants).
 find /etc/systemd/system -xdev -mindepth 1 -type d -empty -newer "$BK/links.before" -print -delete 2>/dev/null |
     sed 's/^/install.sh: removed empty directory /' || true
@@ -154,12 +209,9 @@ else
 fi
 
 if [ $rc -ne 0 ]; then
-    echo "install.sh: apt-get failed (rc=$rc); log in $BK/apt.log" >&2
-    exit $rc
+    why=$(grep -E '^(E|Err):' "$BK/apt.log" | tail -n 1 || true)
+    fail "apt-get install $PKGS failed (rc=$rc): ${why:-see $BK/apt.log}"
 fi
-if [ $bad -ne 0 ]; then
-    echo "install.sh: host NOT restored cleanly; backup in $BK" >&2
-    exit 1
-fi
-installed || { echo "install.sh: packages still missing" >&2; exit 1; }
+[ $bad -eq 0 ] || fail "host /etc NOT restored cleanly after the install (see above); backup in $BK"
+installed || fail "$PKGS: still not all installed after apt-get; log in $BK/apt.log"
 echo "install.sh: installed $PKGS; host configuration unchanged (backup kept in $BK)"

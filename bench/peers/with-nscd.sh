@@ -2,9 +2,13 @@
 # with-nscd.sh CMD...  -- run CMD with nscd (glibc's Name Service Cache
 # Daemon) answering passwd/group lookups from its shared-memory cache.
 #
-# Assumes (the orchestrator sets this up):
-#   * root, inside a PRIVATE mount namespace (checked: refuses to run in the
-#     host's namespace), with a private tmpfs on /run;
+# Needs root. The script makes its own private mount namespace (it
+# re-executes itself under `unshare --mount --propagation private` and
+# checks that its namespace is not the one it was started in) and mounts a
+# tmpfs on /run there, so nscd's socket, pid file and cache never reach the
+# caller's namespace or the host, whatever namespace it is started in.
+#
+# Assumes (the orchestrator sets this up; inherited by our namespace):
 #   * the desired /etc/passwd and /etc/group bind-mounted;
 #   * /etc/nsswitch.conf bind-mounted with `passwd: files` / `group: files`.
 #     glibc asks nscd BEFORE consulting nsswitch.conf (for passwd, group,
@@ -28,23 +32,13 @@ set -eu
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 CONF="$HERE/nscd.conf"
+# Every way this script fails before CMD runs ends with exactly one line
+# "with-nscd: <why>" on stderr (die, or the EXIT trap for anything else).
+STEP="starting"
+REASON=no
+CMD_RAN=no
 log() { echo "with-nscd: $*" >&2; }
-die() { log "$*"; exit 125; }
-
-[ $# -ge 1 ] || die "usage: with-nscd.sh CMD [ARGS...]"
-[ "$(id -u)" = 0 ] || die "must run as root"
-[ "$(readlink /proc/self/ns/mnt)" != "$(readlink /proc/1/ns/mnt)" ] ||
-    die "refusing to run in the host's mount namespace (use unshare --mount --propagation private)"
-mountpoint -q /run || die "/run is not a private mount (mount -t tmpfs tmpfs /run first)"
-command -v nscd >/dev/null || die "nscd not installed (run bench/peers/install.sh)"
-grep -Eq '^passwd:[[:space:]]+files[[:space:]]*$' /etc/nsswitch.conf ||
-    log "warning: nsswitch.conf passwd line is not exactly 'files': $(grep '^passwd:' /etc/nsswitch.conf || true)"
-
-mkdir -p /run/nscd
-chmod 755 /run/nscd
-# nscd refuses to start when its socket/pid file exist from a previous run.
-rm -f /run/nscd/socket /run/nscd/nscd.pid
-
+die() { log "$*"; REASON=yes; exit 125; }
 stop_nscd() {
     if [ -S /run/nscd/socket ]; then
         nscd -f "$CONF" -K 2>/dev/null || true
@@ -59,10 +53,47 @@ stop_nscd() {
     fi
     rm -f /run/nscd/socket /run/nscd/nscd.pid
 }
-trap stop_nscd EXIT
+# stop_nscd touches /run/nscd: only once /run is our own tmpfs.
+PRIVATE_RUN=no
+on_exit() {
+    rc=$?
+    [ "$PRIVATE_RUN" = no ] || stop_nscd
+    if [ "$rc" -ne 0 ] && [ "$REASON" = no ] && [ "$CMD_RAN" = no ]; then
+        log "failed (exit $rc) while $STEP"
+    fi
+    exit "$rc"
+}
+trap on_exit EXIT
 trap 'exit 143' INT TERM
 
-nscd -f "$CONF" || die "nscd failed to start"
+[ $# -ge 1 ] || die "usage: with-nscd.sh CMD [ARGS...]"
+[ "$(id -u)" = 0 ] || die "must run as root"
+
+# Our own private mount namespace. /proc/self is readable everywhere (unlike
+# /proc/1/ns/mnt, which some containers and VMs hide), so the check is: the
+# namespace we run in now differs from the one we were started in.
+ns=$(readlink /proc/self/ns/mnt) || die "cannot read /proc/self/ns/mnt"
+if [ -z "${WITH_NSCD_OUTER_NS:-}" ]; then
+    command -v unshare >/dev/null || die "unshare not found (util-linux): cannot make a private mount namespace"
+    err=$(unshare --mount --propagation private true 2>&1) ||
+        die "cannot make a private mount namespace: ${err:-unshare --mount failed}"
+    export WITH_NSCD_OUTER_NS="$ns"
+    exec unshare --mount --propagation private -- /bin/sh "$HERE/with-nscd.sh" "$@"
+fi
+[ "$ns" != "$WITH_NSCD_OUTER_NS" ] ||
+    die "refusing to run: still in the mount namespace we were started in ($ns) after unshare"
+unset WITH_NSCD_OUTER_NS
+STEP="mounting a private tmpfs on /run"
+mount -t tmpfs -o mode=755 tmpfs /run || die "cannot mount a private tmpfs on /run"
+PRIVATE_RUN=yes
+command -v nscd >/dev/null || die "nscd not installed (run bench/peers/install.sh)"
+grep -Eq '^passwd:[[:space:]]+files[[:space:]]*$' /etc/nsswitch.conf ||
+    log "warning: nsswitch.conf passwd line is not exactly 'files': $(grep '^passwd:' /etc/nsswitch.conf || true)"
+
+mkdir -p /run/nscd
+chmod 755 /run/nscd
+STEP="starting nscd"
+nscd -f "$CONF" || die "nscd failed to start (nscd -f $CONF)"
 
 # Wait until it answers.
 i=0
@@ -77,6 +108,7 @@ misses() { # passwd cache: "cache misses on positive entries"
         awk '/^passwd cache:/ {p=1} /^group cache:/ {p=0} p && /cache misses on positive entries/ {print $1; exit}'
 }
 
+STEP="checking that a lookup reaches nscd"
 # Prove that lookups go through nscd: a lookup of the first user in
 # /etc/passwd must show up as a miss in nscd's passwd statistics.
 probe=$(awk -F: 'NF > 2 {print $1; exit}' /etc/passwd)
@@ -88,6 +120,7 @@ after=$(misses)
 log "nscd up (pid $(cat /run/nscd/nscd.pid)); lookup of '$probe' went through nscd (passwd misses $before -> $after)"
 
 set +e
+CMD_RAN=yes
 "$@"
 rc=$?
 set -e

@@ -14,9 +14,12 @@
 #                    does not finish in useful time for 10^4 users (see
 #                    NOTES.md); SSSD_READY_TIMEOUT (s) bounds the wait.
 #
-# Assumes (the orchestrator sets this up):
-#   * root, inside a PRIVATE mount namespace (checked: refuses to run in the
-#     host's namespace), with a private tmpfs on /run;
+# Needs root. The script makes its own private mount namespace (it
+# re-executes itself under `unshare --mount --propagation private` and
+# checks that its namespace is not the one it was started in) and mounts a
+# tmpfs on /run there, whatever namespace it is started in.
+#
+# Assumes (the orchestrator sets this up; inherited by our namespace):
 #   * the desired /etc/passwd and /etc/group bind-mounted;
 #   * /etc/nsswitch.conf bind-mounted with
 #         passwd:     sss files
@@ -56,37 +59,13 @@
 set -eu
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-PROVIDER=${SSSD_PROVIDER:-proxy}
-case "$PROVIDER" in
-proxy) CONF="$HERE/sssd.conf"; READY_TIMEOUT=${SSSD_READY_TIMEOUT:-60} ;;
-files) CONF="$HERE/sssd-files.conf"; READY_TIMEOUT=${SSSD_READY_TIMEOUT:-900} ;;
-*) echo "with-sssd: SSSD_PROVIDER must be proxy or files" >&2; exit 125 ;;
-esac
+# Every way this script fails before CMD runs ends with exactly one line
+# "with-sssd: <why>" on stderr (die, or the EXIT trap for anything else).
+STEP="starting"
+REASON=no
+CMD_RAN=no
 log() { echo "with-sssd: $*" >&2; }
-die() { log "$*"; exit 125; }
-
-[ $# -ge 1 ] || die "usage: with-sssd.sh CMD [ARGS...]"
-[ "$(id -u)" = 0 ] || die "must run as root"
-[ "$(readlink /proc/self/ns/mnt)" != "$(readlink /proc/1/ns/mnt)" ] ||
-    die "refusing to run in the host's mount namespace (use unshare --mount --propagation private)"
-mountpoint -q /run || die "/run is not a private mount (mount -t tmpfs tmpfs /run first)"
-[ -x /usr/sbin/sssd ] || die "sssd not installed (run bench/peers/install.sh)"
-grep -Eq '^passwd:[[:space:]]+sss([[:space:]]|$)' /etc/nsswitch.conf ||
-    log "warning: nsswitch.conf passwd line does not start with sss: $(grep '^passwd:' /etc/nsswitch.conf || true)"
-
-# Private state: nothing of this reaches the host.
-mount -t tmpfs -o mode=0711 tmpfs /etc/sssd
-mkdir -m 0711 /etc/sssd/conf.d
-install -m 0600 -o root -g root "$CONF" /etc/sssd/sssd.conf
-mount -t tmpfs -o mode=0755 tmpfs /var/lib/sss
-mkdir -m 0700 /var/lib/sss/db /var/lib/sss/secrets
-mkdir -m 0775 /var/lib/sss/mc
-mkdir -m 0755 /var/lib/sss/pipes /var/lib/sss/pubconf /var/lib/sss/gpo_cache
-mkdir -m 0750 /var/lib/sss/pipes/private
-mkdir -m 0751 /var/lib/sss/deskprofile
-mkdir -p /var/log/sssd
-mount -t tmpfs -o mode=0750 tmpfs /var/log/sssd
-
+die() { log "$*"; REASON=yes; exit 125; }
 SSSD_PID=
 stop_sssd() {
     [ -n "$SSSD_PID" ] || return 0
@@ -100,11 +79,65 @@ stop_sssd() {
     wait "$SSSD_PID" 2>/dev/null || true
     SSSD_PID=
 }
-trap stop_sssd EXIT
+on_exit() {
+    rc=$?
+    stop_sssd
+    if [ "$rc" -ne 0 ] && [ "$REASON" = no ] && [ "$CMD_RAN" = no ]; then
+        log "failed (exit $rc) while $STEP"
+    fi
+    exit "$rc"
+}
+trap on_exit EXIT
 trap 'exit 143' INT TERM
+
+PROVIDER=${SSSD_PROVIDER:-proxy}
+case "$PROVIDER" in
+proxy) CONF="$HERE/sssd.conf"; READY_TIMEOUT=${SSSD_READY_TIMEOUT:-60} ;;
+files) CONF="$HERE/sssd-files.conf"; READY_TIMEOUT=${SSSD_READY_TIMEOUT:-900} ;;
+*) die "SSSD_PROVIDER must be proxy or files, not '$PROVIDER'" ;;
+esac
+
+[ $# -ge 1 ] || die "usage: with-sssd.sh CMD [ARGS...]"
+[ "$(id -u)" = 0 ] || die "must run as root"
+
+# Our own private mount namespace. /proc/self is readable everywhere (unlike
+# /proc/1/ns/mnt, which some containers and VMs hide), so the check is: the
+# namespace we run in now differs from the one we were started in.
+ns=$(readlink /proc/self/ns/mnt) || die "cannot read /proc/self/ns/mnt"
+if [ -z "${WITH_SSSD_OUTER_NS:-}" ]; then
+    command -v unshare >/dev/null || die "unshare not found (util-linux): cannot make a private mount namespace"
+    err=$(unshare --mount --propagation private true 2>&1) ||
+        die "cannot make a private mount namespace: ${err:-unshare --mount failed}"
+    export WITH_SSSD_OUTER_NS="$ns"
+    exec unshare --mount --propagation private -- /bin/sh "$HERE/with-sssd.sh" "$@"
+fi
+[ "$ns" != "$WITH_SSSD_OUTER_NS" ] ||
+    die "refusing to run: still in the mount namespace we were started in ($ns) after unshare"
+unset WITH_SSSD_OUTER_NS
+[ -x /usr/sbin/sssd ] || die "sssd not installed (run bench/peers/install.sh)"
+for d in /etc/sssd /var/lib/sss /var/log/sssd; do
+    [ -d "$d" ] || die "$d missing: sssd-common is not installed completely (run bench/peers/install.sh)"
+done
+grep -Eq '^passwd:[[:space:]]+sss([[:space:]]|$)' /etc/nsswitch.conf ||
+    log "warning: nsswitch.conf passwd line does not start with sss: $(grep '^passwd:' /etc/nsswitch.conf || true)"
+
+# Private state: nothing of this reaches the host (all tmpfs in our namespace).
+STEP="mounting private tmpfs on /run, /etc/sssd, /var/lib/sss, /var/log/sssd"
+mount -t tmpfs -o mode=755 tmpfs /run || die "cannot mount a private tmpfs on /run"
+mount -t tmpfs -o mode=0711 tmpfs /etc/sssd || die "cannot mount a private tmpfs on /etc/sssd"
+mkdir -m 0711 /etc/sssd/conf.d
+install -m 0600 -o root -g root "$CONF" /etc/sssd/sssd.conf
+mount -t tmpfs -o mode=0755 tmpfs /var/lib/sss || die "cannot mount a private tmpfs on /var/lib/sss"
+mkdir -m 0700 /var/lib/sss/db /var/lib/sss/secrets
+mkdir -m 0775 /var/lib/sss/mc
+mkdir -m 0755 /var/lib/sss/pipes /var/lib/sss/pubconf /var/lib/sss/gpo_cache
+mkdir -m 0750 /var/lib/sss/pipes/private
+mkdir -m 0751 /var/lib/sss/deskprofile
+mount -t tmpfs -o mode=0750 tmpfs /var/log/sssd || die "cannot mount a private tmpfs on /var/log/sssd"
 
 # Logs stay in the private tmpfs /var/log/sssd (default debug level:
 # fatal, critical and serious failures only, no per-request logging).
+STEP="starting sssd"
 sssd -i --logger=files -c /etc/sssd/sssd.conf </dev/null >/dev/null 2>&1 &
 SSSD_PID=$!
 
@@ -136,6 +169,7 @@ until getent -s sss passwd "$last" >/dev/null 2>&1 &&
 done
 log "sssd up (pid $SSSD_PID, $PROVIDER provider) after $(($(date +%s) - t0)) s; '$last' and group '${lastgrp:-none}' resolve through sss"
 
+STEP="warming and checking the memory cache"
 # Warm and verify the memory-mapped cache.
 getent -s sss passwd "$probe" >/dev/null || die "getent -s sss passwd $probe failed"
 getent -s sss passwd "$(awk -F: -v u="$probe" '$1 == u {print $3}' /etc/passwd)" >/dev/null || true
@@ -153,6 +187,7 @@ else
 fi
 
 set +e
+CMD_RAN=yes
 "$@"
 rc=$?
 set -e

@@ -44,4 +44,32 @@ fn the_benchmark_harness_runs_every_scenario() {
         // Every row reports at least one number.
         assert!(row.chars().any(|c| c.is_ascii_digit()), "{row}");
     }
+    // The peers are the point of the benchmark: each row must carry a real
+    // measurement (p50 and lookups/s parse as finite positive numbers), not
+    // just a label with digits in it. A peer that could not run has empty
+    // figures and says why in its note ("NOT MEASURED: ..."), which the
+    // failure message shows.
+    for scenario in [
+        "| peer: files | getpwnam, user at line 1 (root) |",
+        "| peer: files | getpwnam, user at line 200 |",
+        "| peer: nscd | getpwnam hit (shared memory) |",
+        "| peer: SSSD | getpwnam hit (memory cache) |",
+    ] {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(scenario))
+            .unwrap_or_else(|| panic!("no row {scenario:?} in:\n{text}"));
+        // | group | scenario | p50 µs | p99 µs | p99.9 µs | per s | note |
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        for (column, cell) in [("p50 µs", 3), ("per s", 6)] {
+            let figure = cells.get(cell).copied().unwrap_or_default();
+            assert!(
+                figure
+                    .parse::<f64>()
+                    .is_ok_and(|v| v.is_finite() && v > 0.0),
+                "{scenario}: {column} is {figure:?}, not a positive number: {row}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
 }

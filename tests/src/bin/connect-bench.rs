@@ -56,7 +56,6 @@ impl Opts {
                 "--smoke" => {
                     o.smoke = true;
                     o.runs = 1;
-                    o.peers = false;
                     o.users = 200;
                     o.rss_accounts = 500;
                     o.iterations = 500;
@@ -131,9 +130,24 @@ impl Bench {
         &mut self,
         group: &str,
         label: &str,
-        mut make_cmd: impl FnMut(&[String]) -> Command,
+        make_cmd: impl FnMut(&[String]) -> Command,
         args: &[&str],
     ) {
+        if let Err(e) = self.try_nss(group, label, make_cmd, args) {
+            panic!("{label}: {e}");
+        }
+    }
+
+    /// [`Bench::nss`] that returns what went wrong instead of panicking:
+    /// the first line says why (a peer script's own one-line reason when it
+    /// gave up), the rest is the evidence (output of the run).
+    fn try_nss(
+        &mut self,
+        group: &str,
+        label: &str,
+        mut make_cmd: impl FnMut(&[String]) -> Command,
+        args: &[&str],
+    ) -> Result<(), String> {
         let mut full: Vec<String> = vec!["--label".into(), label.into()];
         full.extend(args.iter().map(|s| s.to_string()));
         if !args.contains(&"--iterations") {
@@ -141,24 +155,26 @@ impl Bench {
         }
         let mut samples = Vec::new();
         for _ in 0..self.opts.runs {
-            let out = make_cmd(&full).output().expect("run nss_bench");
+            let mut cmd = make_cmd(&full);
+            let out = cmd
+                .output()
+                .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
             let text = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
             let Some(json) = text
                 .lines()
                 .rev()
                 .find_map(|l| serde_json::from_str::<Value>(l).ok())
             else {
-                panic!(
-                    "{label}: nss_bench printed no result ({}):\n{text}\n{}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                return Err(format!(
+                    "{} ({}; nss_bench printed no result)\n{text}\n{stderr}",
+                    last_line(&stderr).unwrap_or("no output on stderr"),
+                    out.status
+                ));
             };
-            assert!(
-                json["failures"].as_u64() == Some(0),
-                "{label}: lookups failed: {json}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            if json["failures"].as_u64() != Some(0) {
+                return Err(format!("lookups failed: {json}\n{stderr}"));
+            }
             samples.push(json);
         }
         let get = |k: &str| median(samples.iter().filter_map(|j| j[k].as_f64()).collect());
@@ -185,6 +201,7 @@ impl Bench {
         );
         self.rows.push(row);
         self.raw.extend(samples);
+        Ok(())
     }
 
     fn row(&mut self, group: &str, label: &str, p50: f64, p99: f64, ops: f64, note: String) {
@@ -744,41 +761,72 @@ fn peers(bench: &mut Bench) {
     if !bench.opts.peers {
         return;
     }
+    const NSCD: (&str, &str) = ("peer: nscd", "getpwnam hit (shared memory)");
+    const SSSD: (&str, &str) = ("peer: SSSD", "getpwnam hit (memory cache)");
     let root = workspace_root();
-    let install = Command::new(root.join("bench/peers/install.sh")).status();
-    if !install.is_ok_and(|s| s.success()) {
-        bench.row(
-            "peers",
-            "nscd and SSSD",
-            f64::NAN,
-            f64::NAN,
-            f64::NAN,
-            "not installed: see bench/peers/NOTES.md".into(),
-        );
+    if let Err(why) = install_peers(&root) {
+        for (group, label) in [NSCD, SSSD] {
+            not_measured(bench, group, label, &why);
+        }
         return;
     }
+    // Every key is warmed first (nss_bench's warm-up of 1,000 >= --count).
+    let count = 1000.min(entries - 1).to_string();
     let hit = [
-        "--op", "getpwnam", "--keys", "user%05d", "--start", "1", "--count", "1000",
+        "--op", "getpwnam", "--keys", "user%05d", "--start", "1", "--count", &count,
     ];
     let nscd = root.join("bench/peers/with-nscd.sh");
-    bench.nss(
-        "peer: nscd",
-        "getpwnam hit (shared memory)",
-        wrapped(&files, &nscd, &nb),
-        &hit,
-    );
+    if let Err(e) = bench.try_nss(NSCD.0, NSCD.1, wrapped(&files, &nscd, &nb), &hit) {
+        eprintln!("{}: {e}", NSCD.0);
+        not_measured(bench, NSCD.0, NSCD.1, e.lines().next().unwrap_or_default());
+    }
     let mut sss = Sandbox::new("");
     sss.bind_file("/etc/passwd", &passwd);
     sss.bind_file("/etc/group", &group);
     // sssd-files(5): sss before files; files still answers root, which SSSD never does.
     sss.set_nsswitch("passwd: sss files\ngroup: sss files\ninitgroups: sss files\n");
     let sssd = root.join("bench/peers/with-sssd.sh");
-    bench.nss(
-        "peer: SSSD",
-        "getpwnam hit (memory cache)",
-        wrapped(&sss, &sssd, &nb),
-        &hit,
+    if let Err(e) = bench.try_nss(SSSD.0, SSSD.1, wrapped(&sss, &sssd, &nb), &hit) {
+        eprintln!("{}: {e}", SSSD.0);
+        not_measured(bench, SSSD.0, SSSD.1, e.lines().next().unwrap_or_default());
+    }
+}
+
+/// bench/peers/install.sh (a no-op once the packages are there); on failure
+/// the one line that says why (install.sh ends every failure with one).
+fn install_peers(root: &Path) -> Result<(), String> {
+    let script = root.join("bench/peers/install.sh");
+    let out = Command::new(&script)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprint!("{stdout}{stderr}");
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(last_line(&stderr)
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("bench/peers/install.sh failed ({})", out.status)))
+}
+
+/// A peer row that could not be measured: no figures, and why in the note.
+fn not_measured(bench: &mut Bench, group: &str, label: &str, why: &str) {
+    eprintln!("connect-bench: {group} not measured: {why}");
+    bench.row(
+        group,
+        label,
+        f64::NAN,
+        f64::NAN,
+        f64::NAN,
+        format!("NOT MEASURED: {}", why.replace('|', "/")),
     );
+}
+
+/// The last non-empty line of a command's output.
+fn last_line(text: &str) -> Option<&str> {
+    text.lines().rev().map(str::trim).find(|l| !l.is_empty())
 }
 
 /// nss_bench run under a peer's set-up script (`with-nscd.sh nss_bench ARGS…`).
