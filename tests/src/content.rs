@@ -281,16 +281,15 @@ fn sha512_crypt(password: &str) -> String {
 pub fn pam_world(viewers: &[(String, u32)]) -> crate::Sandbox {
     let mut sandbox = crate::Sandbox::new("");
     let hash = sha512_crypt(PASSWORD);
-    let mut passwd = fs::read_to_string("/etc/passwd").expect("passwd");
-    let host_shadow = fs::read_to_string("/etc/shadow").unwrap_or_default();
+    let mut passwd = crate::host_passwd();
+    let host_shadow = crate::host_shadow();
     let mut shadow: String = host_shadow
         .lines()
         .filter(|l| !l.starts_with("root:"))
         .map(|l| format!("{l}\n"))
         .collect();
     shadow.push_str(&format!("root:{hash}:19000:0:99999:7:::\n"));
-    let mut group: String = fs::read_to_string("/etc/group")
-        .expect("group")
+    let mut group: String = crate::host_group()
         .lines()
         .map(|l| match l.strip_prefix("root:x:0:") {
             Some("") => "root:x:0:rootgrp\n".to_owned(),

@@ -122,6 +122,61 @@ pub fn harness_binary() -> &'static Path {
     })
 }
 
+/// Accounts and groups that installing the product adds to a host
+/// (`packaging/install.sh` creates the service account and its group).
+/// Tests never see them, so a host where `scripts/up` ran tests the same
+/// as a fresh one.
+const INSTALLED_NAMES: &[&str] = &["connect"];
+
+/// A host account file (`/etc/passwd`, `/etc/group`, `/etc/shadow`)
+/// without the product's own entries.
+fn host_file_without_product(path: &str) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter(|line| {
+            let name = line.split(':').next().unwrap_or_default();
+            !INSTALLED_NAMES.contains(&name)
+        })
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
+/// The host's /etc/passwd as a fresh host would have it: what every
+/// sandbox sees, and what a test that adds accounts starts from.
+pub fn host_passwd() -> String {
+    host_file_without_product("/etc/passwd")
+}
+
+/// The host's /etc/group as a fresh host would have it.
+pub fn host_group() -> String {
+    host_file_without_product("/etc/group")
+}
+
+/// The host's /etc/shadow as a fresh host would have it.
+pub fn host_shadow() -> String {
+    host_file_without_product("/etc/shadow")
+}
+
+/// Writes the fresh-host account files into `dir` and returns the
+/// (source, target) pairs to mount them.
+fn fresh_account_files(dir: &Path) -> Vec<(PathBuf, PathBuf)> {
+    [
+        ("passwd", host_passwd()),
+        ("group", host_group()),
+        ("shadow", host_shadow()),
+    ]
+    .into_iter()
+    .map(|(name, text)| {
+        let source = dir.join(format!("fresh-host.{name}"));
+        fs::write(&source, text).expect("write account file");
+        if name == "shadow" {
+            fs::set_permissions(&source, fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
+        (source, PathBuf::from(format!("/etc/{name}")))
+    })
+    .collect()
+}
+
 /// `program` in a private mount namespace that sees nothing of a copy of
 /// the product installed on the host: a tmpfs over /run hides the default
 /// sockets and cache file (an installed nameserviced would otherwise answer,
@@ -135,12 +190,24 @@ pub fn isolated_command(dir: &Path, program: impl AsRef<Path>) -> Command {
         "passwd: files\ngroup: files\ninitgroups: files\nshadow: files\nhosts: files dns\n",
     )
     .expect("nsswitch.conf");
+    let mut script = String::from(
+        "set -e; mount -t tmpfs -o mode=755 tmpfs /run; \
+         mount --bind \"$ISOLATED_NSSWITCH\" /etc/nsswitch.conf; ",
+    );
+    let accounts = fresh_account_files(dir);
+    for (i, _) in accounts.iter().enumerate() {
+        script.push_str(&format!(
+            "mount --bind \"$ISOLATED_SRC_{i}\" \"$ISOLATED_DST_{i}\"; "
+        ));
+    }
+    script.push_str("exec \"$@\"");
     let mut cmd = Command::new("unshare");
+    for (i, (src, dst)) in accounts.iter().enumerate() {
+        cmd.env(format!("ISOLATED_SRC_{i}"), src)
+            .env(format!("ISOLATED_DST_{i}"), dst);
+    }
     cmd.args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
-        .arg(
-            "set -e; mount -t tmpfs -o mode=755 tmpfs /run; \
-             mount --bind \"$ISOLATED_NSSWITCH\" /etc/nsswitch.conf; exec \"$@\"",
-        )
+        .arg(script)
         .arg("isolated")
         .arg(program.as_ref())
         .env("ISOLATED_NSSWITCH", &nsswitch)
@@ -209,8 +276,10 @@ impl Sandbox {
             ),
         )
         .expect("connect.gcfg");
+        let mut binds = vec![(nsswitch, "/etc/nsswitch.conf".into())];
+        binds.extend(fresh_account_files(dir.path()));
         Self {
-            binds: vec![(nsswitch, "/etc/nsswitch.conf".into())],
+            binds,
             dir,
             config,
             run_dir,

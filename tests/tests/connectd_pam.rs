@@ -22,9 +22,9 @@ fn openssl_hash(password: &str) -> String {
 /// password) and a `connect` PAM service using pam_unix.
 fn pam_sandbox() -> Sandbox {
     let mut sandbox = Sandbox::new("");
-    let passwd = fs::read_to_string("/etc/passwd").expect("passwd");
-    let shadow = fs::read_to_string("/etc/shadow").unwrap_or_default();
-    let group = fs::read_to_string("/etc/group").expect("group");
+    let passwd = connect_tests::host_passwd();
+    let shadow = connect_tests::host_shadow();
+    let group = connect_tests::host_group();
     sandbox.bind_file(
         "/etc/passwd",
         &format!(

@@ -35,8 +35,8 @@ fn two_directory_viewers_share_an_app_but_not_their_data() {
     // uses as every provisioned account's primary group); a "shared
     // filesystem" mounted at /mnt in the namespace.
     let mut sandbox = Sandbox::new("");
-    let passwd = fs::read_to_string("/etc/passwd").expect("passwd");
-    let group = fs::read_to_string("/etc/group").expect("group");
+    let passwd = connect_tests::host_passwd();
+    let group = connect_tests::host_group();
     sandbox.bind_file(
         "/etc/passwd",
         &format!("{passwd}connect:x:999:999:Connect:/var/lib/connect:/usr/sbin/nologin\n"),

@@ -152,7 +152,7 @@ fn a_local_shared_group_gives_its_gid_and_files_answers_for_it() {
         return;
     }
     let mut sandbox = Sandbox::new("[Applications]\nSharedRunAsUnixGroup = rsc\n");
-    let group = std::fs::read_to_string("/etc/group").expect("/etc/group") + "rsc:x:4321:\n";
+    let group = connect_tests::host_group() + "rsc:x:4321:\n";
     sandbox.bind_file("/etc/group", &group);
     let _daemon = sandbox.start_daemon();
     provision_alice_and_bob(&sandbox);

@@ -128,8 +128,7 @@ fn bad_names_are_refused_clearly_and_create_nothing() {
         return;
     }
     let mut sandbox = Sandbox::new("");
-    let passwd = std::fs::read_to_string("/etc/passwd").expect("/etc/passwd")
-        + "dave:x:1234:1234:Dave Local:/home/dave:/bin/sh\n";
+    let passwd = connect_tests::host_passwd() + "dave:x:1234:1234:Dave Local:/home/dave:/bin/sh\n";
     sandbox.bind_file("/etc/passwd", &passwd);
     let _daemon = sandbox.start_daemon();
     block_on(async {

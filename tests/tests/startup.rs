@@ -49,7 +49,7 @@ fn refuses_ranges_holding_local_accounts_groups_or_subids() {
         return;
     }
     let mut sandbox = Sandbox::new(&format!("UidRange = {UID_BASE}-{}\n", UID_BASE + 10));
-    let passwd = std::fs::read_to_string("/etc/passwd").expect("passwd")
+    let passwd = connect_tests::host_passwd()
         + &format!("olduser:x:{}:100::/home/olduser:/bin/sh\n", UID_BASE + 5);
     sandbox.bind_file("/etc/passwd", &passwd);
     let text = refusal(&sandbox);
@@ -59,8 +59,7 @@ fn refuses_ranges_holding_local_accounts_groups_or_subids() {
     );
 
     let mut sandbox = Sandbox::new("");
-    let group = std::fs::read_to_string("/etc/group").expect("group")
-        + &format!("oldgroup:x:{}:\n", GID_BASE + 7);
+    let group = connect_tests::host_group() + &format!("oldgroup:x:{}:\n", GID_BASE + 7);
     sandbox.bind_file("/etc/group", &group);
     let text = refusal(&sandbox);
     assert!(text.contains("oldgroup"), "{text}");
