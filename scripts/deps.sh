@@ -5,12 +5,19 @@ set -eu
 missing=""
 need() { command -v "$1" >/dev/null 2>&1 || missing="$missing $2"; }
 need gcc gcc
+# gcc only Recommends libc6-dev and this script installs without
+# recommends; without it nothing links, not even a build script (Scrt1.o,
+# crti.o, libc.so). Only libpam0g-dev's dependency brought it in before.
+[ -e /usr/include/stdio.h ] || missing="$missing libc6-dev"
 need nm binutils
 need readelf binutils
 need unshare util-linux
 need setpriv util-linux
 need getent libc-bin
 need awk mawk
+# connectd links libpam (the pam and pam-sys crates); the header and the
+# libpam.so link are in the -dev package only.
+[ -e /usr/include/security/pam_appl.h ] || missing="$missing libpam0g-dev"
 # The LDAP fixture (tests/src/slapd.rs) runs its own slapd from a temporary
 # directory; slapd lives in /usr/sbin, which a non-root PATH may lack.
 command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || missing="$missing slapd"
