@@ -25,6 +25,16 @@ pub enum LookupError {
 /// Grows the buffer on ERANGE, up to 1 MiB (far beyond any real entry).
 const MAX_BUFFER: usize = 1 << 20;
 
+/// What a nonzero return of `getpwnam_r`/`getgrnam_r` means. When the last
+/// source in nsswitch.conf is unavailable (SSSD or our own nameservice not
+/// running) glibc passes its `ENOENT` back as the return value, and
+/// getpwnam_r(3) lists `ENOENT` among the ways of saying "not found": `id`
+/// and `getent` report such a name as unknown, and so must connectd.
+/// Every other code is a real failure to read the account database.
+fn lookup_failure(rc: libc::c_int) -> Option<LookupError> {
+    (rc != libc::ENOENT).then(|| LookupError::System(std::io::Error::from_raw_os_error(rc)))
+}
+
 fn text(p: *const libc::c_char) -> String {
     if p.is_null() {
         return String::new();
@@ -57,7 +67,7 @@ pub fn lookup_user(name: &str) -> Result<Option<Account>, LookupError> {
             continue;
         }
         if rc != 0 {
-            return Err(LookupError::System(std::io::Error::from_raw_os_error(rc)));
+            return lookup_failure(rc).map_or(Ok(None), Err);
         }
         if result.is_null() {
             return Ok(None);
@@ -97,7 +107,7 @@ pub fn lookup_group_gid(name: &str) -> Result<Option<u32>, LookupError> {
             continue;
         }
         if rc != 0 {
-            return Err(LookupError::System(std::io::Error::from_raw_os_error(rc)));
+            return lookup_failure(rc).map_or(Ok(None), Err);
         }
         return Ok((!result.is_null()).then_some(entry.gr_gid));
     }
@@ -144,5 +154,19 @@ mod tests {
         assert_eq!(lookup_group_gid("root").expect("lookup"), Some(0));
         let groups = group_list(&root).expect("groups");
         assert!(groups.contains(&0));
+    }
+
+    /// A host whose nsswitch.conf names SSSD or this nameservice while it is
+    /// down answers an unknown name with `ENOENT`: not found, not a failure.
+    #[test]
+    fn an_unavailable_last_source_means_not_found() {
+        assert!(lookup_failure(libc::ENOENT).is_none());
+        for rc in [libc::EIO, libc::EMFILE, libc::EAGAIN, libc::EINTR] {
+            let failure = lookup_failure(rc).expect("a real failure");
+            assert!(
+                matches!(&failure, LookupError::System(e) if e.raw_os_error() == Some(rc)),
+                "{failure}"
+            );
+        }
     }
 }
