@@ -63,6 +63,11 @@ if [ -n "$missing" ]; then
         ;;
     esac
 fi
+# The benchmark's peers (nscd, SSSD), which its smoke test measures: their
+# packages, installed so that neither runs and this host's name resolution
+# and /etc stay exactly as they were (the script checks it, and is a no-op
+# once they are there), so the test itself never installs anything.
+"$(dirname "$0")/../bench/peers/install.sh"
 if ! command -v cargo >/dev/null 2>&1; then
     if [ -x "$HOME/.cargo/bin/cargo" ]; then
         echo "cargo is in $HOME/.cargo/bin: add it to PATH" >&2
