@@ -362,7 +362,18 @@ impl Sandbox {
     /// The C harness in the namespace; panics with its output unless it
     /// reports success.
     pub fn harness(&self, args: &[&str]) -> String {
-        let out = self.run(harness_binary(), args);
+        self.harness_with_env(&[], args)
+    }
+
+    /// [`Sandbox::harness`] with extra environment variables, e.g.
+    /// `CONNECT_NSS_CACHE=off` to make every lookup reach the daemon.
+    pub fn harness_with_env(&self, env: &[(&str, &str)], args: &[&str]) -> String {
+        let out = self
+            .command(harness_binary(), args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the harness in the namespace");
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -474,6 +485,39 @@ impl Daemon {
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill has no memory-safety preconditions.
         unsafe { libc::kill(self.pid(), signal) };
+    }
+
+    /// SIGSTOP, then waits (at most 10 s) until the kernel shows every
+    /// thread of the daemon stopped, so nothing it answers afterwards can
+    /// have raced the signal.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+        let tasks = format!("/proc/{}/task", self.pid());
+        let all_stopped = || {
+            let Ok(entries) = fs::read_dir(&tasks) else {
+                return false;
+            };
+            entries.flatten().all(|task| {
+                // The state is the field after the parenthesised command name.
+                let text = fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                let state = text
+                    .rsplit(')')
+                    .next()
+                    .and_then(|rest| rest.split_whitespace().next());
+                state == Some("T")
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if all_stopped() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!(
+            "nameserviced (pid {}) did not stop within 10 s of SIGSTOP",
+            self.pid()
+        );
     }
 
     /// SIGTERM, then waits up to 10 s; returns whether it exited cleanly in
