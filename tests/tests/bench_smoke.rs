@@ -35,15 +35,27 @@ fn the_benchmark_harness_runs_every_scenario() {
         "| peer: files | getpwnam, user at line 1 (root) |",
         "| daemon | gRPC GetUserByName, 64 client(s) |",
         "| floor | Unix socket ping-pong, 2 processes, no protocol |",
-        "| daemon | resident memory with 500 accounts |",
     ] {
-        let row = text
-            .lines()
-            .find(|l| l.starts_with(scenario))
-            .unwrap_or_else(|| panic!("no row {scenario:?} in:\n{text}"));
-        // Every row reports at least one number.
-        assert!(row.chars().any(|c| c.is_ascii_digit()), "{row}");
+        // Labels carry digits ("4 thread(s)"), so only the figure columns
+        // count: each of these rows is a latency measurement, and a failed
+        // one prints its p50 as an empty cell.
+        let (row, [p50, ..]) = figures_of(&text, scenario);
+        assert!(
+            p50.is_some_and(|v| v > 0.0),
+            "{scenario}: p50 is not a positive number: {row}"
+        );
     }
+    // Memory is reported in the note: "RSS <MiB> MiB, peak <MiB> MiB".
+    let (row, _) = figures_of(&text, "| daemon | resident memory with 500 accounts |");
+    let rss = row
+        .split("RSS ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|figure| figure.parse::<f64>().ok());
+    assert!(
+        rss.is_some_and(|v| v.is_finite() && v > 0.0),
+        "no resident size in {row}"
+    );
     // The peers are the point of the benchmark: each row must carry a real
     // measurement (p50 and lookups/s parse as finite positive numbers), not
     // just a label with digits in it. A peer that could not run has empty
@@ -55,21 +67,35 @@ fn the_benchmark_harness_runs_every_scenario() {
         "| peer: nscd | getpwnam hit (shared memory) |",
         "| peer: SSSD | getpwnam hit (memory cache) |",
     ] {
-        let row = text
-            .lines()
-            .find(|l| l.starts_with(scenario))
-            .unwrap_or_else(|| panic!("no row {scenario:?} in:\n{text}"));
-        // | group | scenario | p50 µs | p99 µs | p99.9 µs | per s | note |
-        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-        for (column, cell) in [("p50 µs", 3), ("per s", 6)] {
-            let figure = cells.get(cell).copied().unwrap_or_default();
+        let (row, [p50, _, _, per_second]) = figures_of(&text, scenario);
+        for (column, figure) in [("p50 µs", p50), ("per s", per_second)] {
             assert!(
-                figure
-                    .parse::<f64>()
-                    .is_ok_and(|v| v.is_finite() && v > 0.0),
-                "{scenario}: {column} is {figure:?}, not a positive number: {row}\n{}",
+                figure.is_some_and(|v| v > 0.0),
+                "{scenario}: {column} is not a positive number: {row}\n{}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
     }
+}
+
+/// The row that starts with `scenario`, and its figure columns (p50, p99,
+/// p99.9, per s). An empty cell is a figure the scenario does not report
+/// (`None`); any other cell must parse as a finite number, so a NaN or an
+/// infinity printed into the table fails here instead of passing as "some
+/// text".
+fn figures_of<'a>(text: &'a str, scenario: &str) -> (&'a str, [Option<f64>; 4]) {
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(scenario))
+        .unwrap_or_else(|| panic!("no row {scenario:?} in:\n{text}"));
+    // | group | scenario | p50 µs | p99 µs | p99.9 µs | per s | note |
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    let figures = [3, 4, 5, 6].map(|i| match cells.get(i).copied().unwrap_or_default() {
+        "" => None,
+        cell => match cell.parse::<f64>() {
+            Ok(v) if v.is_finite() => Some(v),
+            _ => panic!("{scenario}: figure {cell:?} is not a number: {row}"),
+        },
+    });
+    (row, figures)
 }
