@@ -6,11 +6,17 @@
 //! One test function on purpose: it points the client at the sandbox with
 //! process-wide environment variables.
 
+use std::ffi::CString;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
+use connect_memcache::mapped::Mapped;
 use connect_nss_client as client;
 use connect_tests::*;
+
+/// Deadline for things that happen "about 200 ms later" or "within a
+/// second": generous, so a loaded machine fails only on a real stall.
+const SOON: Duration = Duration::from_secs(10);
 
 fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();
@@ -32,6 +38,35 @@ fn cache_inode(sandbox: &Sandbox) -> Option<u64> {
 
 fn shell_of(name: &str) -> Option<String> {
     client::user_by_name(name).ok().flatten().map(|u| u.shell)
+}
+
+fn uid_of(name: &str) -> Option<u32> {
+    client::user_by_name(name).ok().flatten().map(|u| u.uid)
+}
+
+/// How many lookups have reached the daemon (its lookup cache counts every
+/// one, hit or miss): the way to tell an answer from the file, which the
+/// daemon never sees, from one the daemon gave.
+fn daemon_lookups(sandbox: &Sandbox) -> u64 {
+    block_on(async {
+        let stats = sandbox
+            .provisioning()
+            .await
+            .cache_stats(v1::CacheStatsRequest {})
+            .await
+            .expect("cache stats")
+            .into_inner();
+        stats.hits + stats.negative_hits + stats.misses
+    })
+}
+
+/// Puts `bytes` in place of the cache file the way the daemon does (written
+/// beside it, renamed over it), with the given mode.
+fn replace_cache_file(sandbox: &Sandbox, bytes: &[u8], mode: u32) {
+    let tmp = sandbox.run_dir.join("replacement");
+    std::fs::write(&tmp, bytes).expect("write");
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    std::fs::rename(&tmp, sandbox.run_dir.join("cache")).expect("rename");
 }
 
 #[test]
@@ -61,18 +96,25 @@ fn the_fast_path_is_fresh_and_never_misled() {
         })
     };
     let alice = provision("uid=alice", "alice", &["Sales"]);
-    let first = cache_inode(&sandbox);
-    wait_until("a snapshot with alice", Duration::from_secs(2), || {
-        cache_inode(&sandbox) != first && cache_inode(&sandbox).is_some()
+    wait_until("a snapshot with alice", SOON, || {
+        std::fs::read(sandbox.run_dir.join("cache")).is_ok_and(|bytes| {
+            let mut copy = connect_memcache::AlignedCopy::new(&bytes);
+            copy.snapshot().is_ok_and(|snapshot| {
+                matches!(
+                    snapshot.user_by_name("alice"),
+                    connect_memcache::Answer::Hit(_)
+                )
+            })
+        })
     });
     assert_eq!(
         client::user_by_name("alice").ok().flatten().map(|u| u.uid),
         Some(alice.uid)
     );
 
-    // Hits need no daemon: with it stopped, known names still resolve at once.
-    daemon.signal(libc::SIGSTOP);
-    let started = Instant::now();
+    // Hits need no daemon: with it stopped, known names still resolve (the
+    // answers prove it: asking the stopped daemon would time out).
+    daemon.pause();
     for _ in 0..100 {
         assert_eq!(
             client::user_by_uid(alice.uid)
@@ -89,18 +131,17 @@ fn the_fast_path_is_fresh_and_never_misled() {
             Some(vec!["alice".into()])
         );
     }
-    assert!(
-        started.elapsed() < Duration::from_millis(500),
-        "{:?}",
-        started.elapsed()
-    );
     // Misses are never answered from the file: they go to the (hung) daemon.
     assert_eq!(
         client::user_by_name("nobody-here"),
         Err(client::Unavailable::TimedOut)
     );
     daemon.signal(libc::SIGCONT);
-    std::thread::sleep(client::FAIL_FAST_WINDOW);
+    wait_until(
+        "the daemon answering again after the fail-fast window",
+        client::FAIL_FAST_WINDOW + SOON,
+        || client::user_by_name("nobody-here") == Ok(None),
+    );
 
     // A lock is visible to the very next lookup, in this long-lived process
     // that has the old file mapped (the daemon retires it before replying).
@@ -109,14 +150,12 @@ fn the_fast_path_is_fresh_and_never_misled() {
     assert!(sandbox.ctl(&["lock", "alice"]).status.success());
     assert_eq!(shell_of("alice").as_deref(), Some("/usr/sbin/nologin"));
     // ...and a fresh file follows within a second, which serves it without the daemon.
-    let took = wait_until(
-        "a new snapshot after the lock",
-        Duration::from_secs(1),
-        || cache_inode(&sandbox) != before,
-    );
+    let took = wait_until("a new snapshot after the lock", SOON, || {
+        cache_inode(&sandbox) != before
+    });
     eprintln!("new snapshot {took:?} after the lock");
-    daemon.signal(libc::SIGSTOP);
-    wait_until("the new file in use", Duration::from_secs(2), || {
+    daemon.pause();
+    wait_until("the new file in use", SOON, || {
         shell_of("alice").as_deref() == Some("/usr/sbin/nologin")
     });
     daemon.signal(libc::SIGCONT);
@@ -128,36 +167,47 @@ fn the_fast_path_is_fresh_and_never_misled() {
         .flatten()
         .is_some_and(|g| g.len() == 3));
 
-    // A daemon killed and restarted: the new one retires the file the old one left.
+    // A daemon killed and restarted: the new one retires the file the old
+    // one left, so a reader that has it mapped (a long-lived process) stops
+    // answering from it before the new daemon's first snapshot.
     let settled = || {
         std::fs::read(sandbox.run_dir.join("cache"))
             .map(|b| connect_memcache::AlignedCopy::new(&b).snapshot().is_ok())
             .unwrap_or(false)
     };
-    wait_until("a settled snapshot", Duration::from_secs(2), settled);
+    wait_until("a settled snapshot", SOON, settled);
     daemon.kill();
-    let stale =
-        std::fs::read(sandbox.run_dir.join("cache")).expect("file left by the killed daemon");
-    let daemon = sandbox.start_daemon();
-    let mut copy = connect_memcache::AlignedCopy::new(&stale);
+    let cache_path = CString::new(
+        sandbox
+            .run_dir
+            .join("cache")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .expect("path without NUL");
+    let leftover = Mapped::open(&cache_path).expect("the killed daemon's file is valid");
     assert!(
-        copy.snapshot().is_ok(),
-        "the leftover was valid when read before the restart"
+        matches!(leftover.snapshot(), Ok(ref s) if matches!(s.user_by_name("alice"), connect_memcache::Answer::Hit(_))),
+        "the leftover answers while no daemon has retired it"
     );
-    let leftover_now = std::fs::read(sandbox.run_dir.join("cache")).expect("cache");
-    assert_ne!(
-        leftover_now, stale,
-        "the restarted daemon replaced or retired the file"
-    );
-    let bob = provision("uid=bob", "bob", &[]);
+    let daemon = sandbox.start_daemon();
     assert_eq!(
-        client::user_by_name("bob").ok().flatten().map(|u| u.uid),
-        Some(bob.uid)
+        leftover.snapshot().err(),
+        Some(connect_memcache::Invalid::Retired),
+        "the restarted daemon retired the file the killed one left"
     );
+    drop(leftover);
+    let bob = provision("uid=bob", "bob", &[]);
+    assert_eq!(uid_of("bob"), Some(bob.uid));
 
     // A corrupt file put in place (by root, so trusted by ownership) is never
-    // believed: lookups fall back to the daemon and stay right.
-    wait_until("a settled snapshot", Duration::from_secs(2), settled);
+    // believed. The client has the good file mapped: it must notice the new
+    // one (its answers then come from the daemon) and never answer from it.
+    wait_until("a settled snapshot", SOON, settled);
+    wait_until("the client answering from the settled file", SOON, || {
+        let seen = daemon_lookups(&sandbox);
+        uid_of("bob") == Some(bob.uid) && daemon_lookups(&sandbox) == seen
+    });
     let mut garbage = std::fs::read(sandbox.run_dir.join("cache")).expect("cache");
     for (i, byte) in garbage
         .iter_mut()
@@ -166,16 +216,23 @@ fn the_fast_path_is_fresh_and_never_misled() {
     {
         *byte ^= (i as u8).wrapping_mul(31) | 1;
     }
-    let tmp = sandbox.run_dir.join("garbage");
-    std::fs::write(&tmp, &garbage).expect("write");
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    std::fs::rename(&tmp, sandbox.run_dir.join("cache")).expect("rename");
-    std::thread::sleep(Duration::from_millis(1100)); // past the once-a-second stat
+    replace_cache_file(&sandbox, &garbage, 0o644);
+    wait_until(
+        "the client to drop the replaced file (a lookup that reaches the daemon)",
+        SOON,
+        || {
+            let seen = daemon_lookups(&sandbox);
+            let right = client::user_by_uid(alice.uid)
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                == Some("alice".into());
+            right && daemon_lookups(&sandbox) > seen
+        },
+    );
+    let seen = daemon_lookups(&sandbox);
     for _ in 0..20 {
-        assert_eq!(
-            client::user_by_name("bob").ok().flatten().map(|u| u.uid),
-            Some(bob.uid)
-        );
+        assert_eq!(uid_of("bob"), Some(bob.uid));
         assert_eq!(
             client::user_by_uid(alice.uid)
                 .ok()
@@ -184,37 +241,64 @@ fn the_fast_path_is_fresh_and_never_misled() {
             Some("alice".into())
         );
     }
+    assert!(
+        daemon_lookups(&sandbox) >= seen + 40,
+        "every one of the 40 lookups was the daemon's, none the corrupt file's"
+    );
 
     // A well-formed file that anyone could have written (mode 0666) is not
-    // trusted, even if it claims bob is someone else.
+    // trusted, even though it claims bob is someone else and names a user
+    // the daemon does not know. The client, holding no valid file, looks at
+    // the path every 50 ms (at most every second): for well over a second,
+    // neither claim is believed.
     let forged = connect_memcache::build(
-        &[connect_memcache::User {
-            name: "bob".into(),
-            uid: 4242,
-            gid: 4242,
-            ..Default::default()
-        }],
+        &[
+            connect_memcache::User {
+                name: "bob".into(),
+                uid: 4242,
+                gid: 4242,
+                ..Default::default()
+            },
+            connect_memcache::User {
+                name: "only-in-the-file".into(),
+                uid: 4343,
+                gid: 4343,
+                ..Default::default()
+            },
+        ],
         &[],
         (1, 2),
         1,
         0,
     )
     .expect("build");
-    std::fs::write(&tmp, &forged).expect("write");
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o666)).expect("chmod");
-    std::fs::rename(&tmp, sandbox.run_dir.join("cache")).expect("rename");
-    std::thread::sleep(Duration::from_millis(1100));
-    for _ in 0..20 {
+    replace_cache_file(&sandbox, &forged, 0o666);
+    let refusing = Instant::now();
+    while refusing.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(uid_of("bob"), Some(bob.uid), "bob from a 0666 file");
         assert_eq!(
-            client::user_by_name("bob").ok().flatten().map(|u| u.uid),
-            Some(bob.uid)
+            client::user_by_name("only-in-the-file"),
+            Ok(None),
+            "a user from a 0666 file"
         );
+        std::thread::sleep(Duration::from_millis(20));
     }
+    // The same file made writable by root alone is believed: it was its
+    // mode, and nothing else, that kept it out.
+    std::fs::set_permissions(
+        sandbox.run_dir.join("cache"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .expect("chmod");
+    wait_until("the file, once trusted, in use", SOON, || {
+        uid_of("only-in-the-file") == Some(4343)
+    });
 
     // A clean stop withdraws the file: nothing is answered for a daemon
     // that is gone.
     assert!(daemon.stop());
     assert!(!sandbox.run_dir.join("cache").exists());
-    std::thread::sleep(Duration::from_millis(1100));
-    assert!(client::user_by_name("bob").is_err());
+    wait_until("the withdrawn file out of use", SOON, || {
+        client::user_by_name("bob").is_err()
+    });
 }
