@@ -325,7 +325,7 @@ fn uids_are_stable_across_restarts_and_never_reused() {
         a.account.expect("account").uid
     });
     assert!(daemon.stop());
-    let _daemon = sandbox.start_daemon();
+    let daemon = sandbox.start_daemon();
     block_on(async {
         let mut c = sandbox.provisioning().await;
         let again = c
@@ -346,6 +346,38 @@ fn uids_are_stable_across_restarts_and_never_reused() {
             other.account.expect("account").uid,
             first,
             "a locked account's uid is not reused"
+        );
+    });
+    // While gina's row exists, the check above cannot fail (a uid in use is
+    // never free). What keeps her uid from coming back is the counter, which
+    // only grows: remove her row by hand, as an administrator might, and no
+    // new identity may get that uid.
+    assert!(daemon.stop());
+    let database = sandbox.path("state").join("nameservice.sqlite3");
+    let db = nameserviced::store::open_writer(&database).expect("open the database");
+    db.execute_batch(&format!(
+        "DELETE FROM memberships WHERE uid = {first}; DELETE FROM users WHERE uid = {first};"
+    ))
+    .expect("remove gina");
+    drop(db);
+    let _daemon = sandbox.start_daemon();
+    block_on(async {
+        let mut c = sandbox.provisioning().await;
+        let accounts = all_accounts(&mut c).await;
+        assert!(
+            accounts.iter().all(|a| a.uid != first),
+            "gina's row is gone: {accounts:?}"
+        );
+        let newcomer = c
+            .ensure_user(ensure("ldap", "i1", "ivy", &[]))
+            .await
+            .expect("ivy")
+            .into_inner()
+            .account
+            .expect("account");
+        assert_ne!(
+            newcomer.uid, first,
+            "the uid of a removed (locked) account was handed out again"
         );
     });
 }
