@@ -1,6 +1,8 @@
 //! What an administrator sees with getent and id, through real glibc and the
 //! installed module, after accounts are provisioned.
 
+use std::os::unix::fs::PermissionsExt;
+
 use connect_tests::*;
 
 fn provision_alice_and_bob(sandbox: &Sandbox) {
@@ -256,4 +258,131 @@ fn the_bypass_guard_makes_the_module_answer_unavailable_at_once() {
         .output()
         .expect("getent");
     assert_eq!(out.status.code(), Some(0), "files still answers");
+}
+
+/// An `/etc/ld.so.cache` (written to the sandbox) that also lists the
+/// sandbox's copy of the module: setuid programs ignore `LD_LIBRARY_PATH`,
+/// and without this they could not load the module at all, so "the override
+/// is ignored" would be shown by a module that never ran. ldconfig runs in a
+/// private namespace with its own /var/cache/ldconfig, so the host's cache
+/// files are never touched.
+fn ld_cache_with_the_module(sandbox: &Sandbox) -> std::path::PathBuf {
+    let conf = sandbox.path("ld.so.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "include /etc/ld.so.conf.d/*.conf\n{}\n",
+            sandbox.lib_dir.display()
+        ),
+    )
+    .expect("ld.so.conf");
+    let cache = sandbox.path("ld.so.cache");
+    let status = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
+        .arg(
+            "set -e; mount -t tmpfs tmpfs /var/cache/ldconfig; \
+             ldconfig -X -C \"$1\" -f \"$2\"",
+        )
+        .arg("ldconfig")
+        .arg(&cache)
+        .arg(&conf)
+        .status()
+        .expect("run ldconfig");
+    assert!(status.success(), "ldconfig: {status}");
+    cache
+}
+
+#[test]
+fn setuid_programs_ignore_the_socket_and_cache_overrides() {
+    if need_root() {
+        return;
+    }
+    let mut sandbox = Sandbox::new("");
+    let _daemon = sandbox.start_daemon();
+    provision_alice_and_bob(&sandbox);
+    let alice_uid = UID_BASE;
+    // The same getent twice, as the same unprivileged user: one plain, one
+    // setuid root (so glibc runs it with AT_SECURE and secure_getenv
+    // returns nothing).
+    let plain = sandbox.path("getent-plain");
+    let setuid = sandbox.path("getent-setuid");
+    for (copy, mode) in [(&plain, 0o755), (&setuid, 0o4755)] {
+        std::fs::copy("/usr/bin/getent", copy).expect("copy getent");
+        std::fs::set_permissions(copy, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    let ld_cache = ld_cache_with_the_module(&sandbox);
+    sandbox.bind_dir(&ld_cache, "/etc/ld.so.cache");
+    // A well-formed, trusted (root's, 0644) cache file that tells a
+    // different story about alice.
+    let other_cache = sandbox.path("other-cache");
+    let other = connect_memcache::build(
+        &[connect_memcache::User {
+            name: "alice".into(),
+            uid: 4242,
+            gid: 4242,
+            gecos: "from the other file".into(),
+            home: "/nonexistent".into(),
+            shell: "/bin/false".into(),
+            groups: vec![],
+        }],
+        &[],
+        (7, 9),
+        1,
+        0,
+    )
+    .expect("build");
+    std::fs::write(&other_cache, other).expect("write");
+    std::fs::set_permissions(&other_cache, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+
+    let lookup = |program: &std::path::Path, var: &str, value: &std::ffi::OsStr| {
+        let out = sandbox
+            .command(
+                "setpriv",
+                &[
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    program.to_str().expect("utf-8"),
+                    "passwd",
+                    "alice",
+                ],
+            )
+            .env(var, value)
+            .output()
+            .expect("getent as nobody");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let real = format!("alice:x:{alice_uid}:");
+
+    // Pointed at a socket nobody listens on: honoured by a plain process
+    // (alice is unavailable, and the fast path is off for another daemon's
+    // socket), ignored by the setuid one (the default socket and file answer).
+    let nowhere = std::ffi::OsStr::new("/nonexistent/connect/lookup.sock");
+    let (code, line, err) = lookup(&plain, "CONNECT_NSS_SOCKET", nowhere);
+    assert_eq!(
+        code, 2,
+        "plain process honours CONNECT_NSS_SOCKET: {line}{err}"
+    );
+    let (code, line, err) = lookup(&setuid, "CONNECT_NSS_SOCKET", nowhere);
+    assert_eq!(code, 0, "setuid process ignores CONNECT_NSS_SOCKET: {err}");
+    assert!(line.starts_with(&real), "{line}");
+
+    // Pointed at another cache file: honoured by a plain process, ignored
+    // by the setuid one.
+    let (code, line, err) = lookup(&plain, "CONNECT_NSS_CACHE", other_cache.as_os_str());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        line.starts_with("alice:x:4242:4242:from the other file:"),
+        "plain process honours CONNECT_NSS_CACHE: {line}"
+    );
+    let (code, line, err) = lookup(&setuid, "CONNECT_NSS_CACHE", other_cache.as_os_str());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        line.starts_with(&real),
+        "setuid process ignores CONNECT_NSS_CACHE: {line}"
+    );
 }
