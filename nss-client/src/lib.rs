@@ -662,7 +662,10 @@ mod tests {
         let started = std::time::Instant::now();
         let answer = user_by_name("alice");
         assert!(matches!(answer, Err(Unavailable::Failed(_))), "{answer:?}");
-        assert!(started.elapsed() < Duration::from_millis(100));
+        // Below the connect timeout, with room for a loaded machine: a
+        // client that waited on a timeout instead of failing at once fails.
+        let took = started.elapsed();
+        assert!(took < CONNECT_TIMEOUT * 4 / 5, "{took:?}");
     }
 
     #[test]
