@@ -4,6 +4,7 @@
 //! permissions from inside real content processes.
 
 use std::fs;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -12,9 +13,25 @@ use crate::connectd::{Connectd, HttpRequest, HttpResponse};
 
 /// A WSGI app (stdlib only) whose routes let a test look inside the
 /// process: `/whoami`, `/read?path=`, `/write?name=&mode=&text=`,
-/// `/sleep?seconds=`, `/crash`, `/headers`.
+/// `/sleep?seconds=`, `/hold?name=&seconds=`, `/crash`, `/headers`.
+///
+/// It never changes its own umask: `/whoami` reads it from /proc, so what
+/// it reports, and the modes of the files it writes, are what connectd set.
+/// `/hold` is how a test knows a request is in flight: it writes
+/// `<name>.held` (its pid and uid, as JSON) into the working directory,
+/// then answers once the test creates `<name>.release` there, or after
+/// `seconds` (default 10) with `"released": false`, so that no answer
+/// outlasts the test client's read timeout; see [`wait_until_held`].
 pub const PROBE_APP: &str = r#"
-import json, os, time, urllib.parse
+import json, os, sys, time, urllib.parse
+
+def current_umask():
+    # Read, never set: os.umask() would change what later writes get.
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                return oct(int(line.split()[1], 8))
+    return None
 
 def app(environ, start_response):
     path = environ.get("PATH_INFO", "/")
@@ -28,7 +45,7 @@ def app(environ, start_response):
         return reply("200 OK", {
             "pid": os.getpid(), "uid": os.getuid(), "euid": os.geteuid(),
             "gid": os.getgid(), "groups": sorted(os.getgroups()),
-            "cwd": os.getcwd(), "umask": oct(os.umask(0o027)),
+            "cwd": os.getcwd(), "umask": current_umask(), "prefix": sys.prefix,
             "env": {k: os.environ.get(k) for k in
                     ["HOME", "USER", "LOGNAME", "CONNECT_SERVER", "CONNECT_CONTENT_GUID",
                      "KRB5CCNAME", "CONNECT_PAM_SERVICE"]},
@@ -45,12 +62,16 @@ def app(environ, start_response):
         except OSError as e:
             return reply("403 Forbidden", {"error": e.strerror, "errno": e.errno})
     if path == "/write":
+        # An absolute name writes outside the working directory.
         name = os.path.join(os.getcwd(), query["name"])
-        with open(name, "w") as f:
-            f.write(query.get("text", ""))
-        if "mode" in query:
-            os.chmod(name, int(query["mode"], 8))
-        st = os.stat(name)
+        try:
+            with open(name, "w") as f:
+                f.write(query.get("text", ""))
+            if "mode" in query:
+                os.chmod(name, int(query["mode"], 8))
+            st = os.stat(name)
+        except OSError as e:
+            return reply("403 Forbidden", {"error": e.strerror, "errno": e.errno})
         return reply("200 OK", {"mode": oct(st.st_mode & 0o7777), "gid": st.st_gid})
     if path == "/connect":
         import socket
@@ -65,6 +86,17 @@ def app(environ, start_response):
     if path == "/sleep":
         time.sleep(float(query.get("seconds", "1")))
         return reply("200 OK", {"slept": True})
+    if path == "/hold":
+        base = os.path.join(os.getcwd(), query["name"])
+        with open(base + ".held.tmp", "w") as f:
+            json.dump({"pid": os.getpid(), "uid": os.getuid()}, f)
+        os.rename(base + ".held.tmp", base + ".held")
+        deadline = time.monotonic() + float(query.get("seconds", "10"))
+        while not os.path.exists(base + ".release"):
+            if time.monotonic() > deadline:
+                return reply("200 OK", {"released": False, "pid": os.getpid()})
+            time.sleep(0.02)
+        return reply("200 OK", {"released": True, "pid": os.getpid()})
     if path == "/headers":
         return reply("200 OK", {k: v for k, v in environ.items() if k.startswith("HTTP_")})
     if path == "/spawn":
@@ -78,6 +110,12 @@ def app(environ, start_response):
 
 /// A gzip-compressed tar of `files` (name, contents), as publishers upload.
 pub fn bundle(files: &[(&str, &str)]) -> Vec<u8> {
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(n, c)| (*n, c.as_bytes())).collect();
+    bundle_bytes(&files)
+}
+
+/// [`bundle`] for files that are not text (a wheel, an image).
+pub fn bundle_bytes(files: &[(&str, &[u8])]) -> Vec<u8> {
     let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut archive = tar::Builder::new(encoder);
     for (name, contents) in files {
@@ -86,7 +124,7 @@ pub fn bundle(files: &[(&str, &str)]) -> Vec<u8> {
         header.set_mode(0o644);
         header.set_cksum();
         archive
-            .append_data(&mut header, name, contents.as_bytes())
+            .append_data(&mut header, name, *contents)
             .expect("append to bundle");
     }
     archive
@@ -212,6 +250,87 @@ impl Connectd {
             body: b"",
             source: None,
         })
+    }
+}
+
+/// The working directory every process of content `guid` shares, as the
+/// test (outside the content's sandbox) sees it.
+pub fn work_dir(sandbox: &crate::Sandbox, guid: &str) -> PathBuf {
+    sandbox.path("data").join("apps").join(guid).join("work")
+}
+
+/// A request the probe holds (`/hold`): the process that holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    pub pid: u64,
+    pub uid: u32,
+}
+
+/// Waits until a probe process holds the request `name` (its
+/// `<name>.held` file appears in `work`), and says which process; after
+/// `within`, fails with `context()` (say, connectd's log) instead of
+/// hanging.
+pub fn wait_until_held(
+    work: &Path,
+    name: &str,
+    within: Duration,
+    context: impl Fn() -> String,
+) -> Held {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(held) = read_held(work, name) {
+            return held;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no process held the request {name:?} within {within:?}:\n{}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Which process holds the request `name`, if one does yet (the probe
+/// renames the file into place, so it is never read half-written).
+pub fn read_held(work: &Path, name: &str) -> Option<Held> {
+    let file = work.join(format!("{name}.held"));
+    let text = fs::read_to_string(&file).ok()?;
+    let held: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}: {text:?}", file.display()));
+    Some(Held {
+        pid: held["pid"].as_u64().expect("held pid"),
+        uid: held["uid"].as_u64().expect("held uid") as u32,
+    })
+}
+
+/// Lets the probe answer the held request `name`.
+pub fn release_held(work: &Path, name: &str) {
+    fs::write(work.join(format!("{name}.release")), "").expect("release a held request");
+}
+
+/// Releases held requests when dropped, also when an assertion fails
+/// while they are held: threads that hold them then end, and the failure
+/// is reported instead of the test waiting for them forever.
+pub struct ReleaseOnDrop {
+    work: PathBuf,
+    names: Vec<String>,
+}
+
+impl ReleaseOnDrop {
+    pub fn new(work: &Path, names: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            work: work.to_owned(),
+            names: names.into_iter().collect(),
+        }
+    }
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        for name in &self.names {
+            // Never panics: it may run while the test is unwinding.
+            let _ = fs::write(self.work.join(format!("{name}.release")), "");
+        }
     }
 }
 

@@ -26,6 +26,9 @@ fn two_directory_viewers_share_an_app_but_not_their_data() {
     if need_root() {
         return;
     }
+    // connectd inherits this umask; content must get 027 all the same.
+    // SAFETY: umask has no memory-safety preconditions.
+    unsafe { libc::umask(0o022) };
     let slapd = Slapd::start();
     slapd.add_user("alice", "alice pw", "Alice", "Liddell", "", &[]);
     slapd.add_user("bob", "bob pw", "Bob", "Builder", "", &[]);
@@ -154,7 +157,12 @@ fn two_directory_viewers_share_an_app_but_not_their_data() {
     let r = read(&bob, "/mnt/alice/secret.txt");
     assert_eq!(r.json()["errno"], 13, "EACCES: {}", r.body);
 
-    // The shared working directory: group-readable by default ...
+    // The shared working directory: group-readable by default, because
+    // connectd gives every process umask 027 (the probe reads its umask and
+    // never sets one; connectd's own, inherited from this test, is 022).
+    for who in [&who_alice, &who_bob] {
+        assert_eq!(who["umask"], "0o27", "connectd set the umask: {who}");
+    }
     let work = who_alice["cwd"].as_str().expect("cwd").to_owned();
     assert_eq!(who_bob["cwd"], work.as_str());
     let r = server.open(
@@ -167,6 +175,12 @@ fn two_directory_viewers_share_an_app_but_not_their_data() {
         r.json()["gid"],
         SHARED_GID,
         "the shared group owns it: {}",
+        r.body
+    );
+    assert_eq!(
+        r.json()["mode"],
+        "0o640",
+        "group-readable, hidden from others: {}",
         r.body
     );
     let r = read(&bob, &format!("{work}/shared.txt"));

@@ -1,7 +1,8 @@
 //! The scheduler with real processes: 20 concurrent viewers of current-user
 //! content make 20 processes under 20 uids; the server-wide cap answers
 //! "busy" instead of starting a 21st; idle processes are reaped; shared
-//! content that is full answers "busy" too.
+//! content that is full answers "busy" too. Requests are known to be in
+//! flight because the probe says it holds them (`/hold`), never by sleeping.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -38,68 +39,93 @@ fn twenty_viewers_twenty_processes_a_cap_and_reaping() {
     let app = server.create_content(
         &admin,
         json!({"name": "crowd", "access_type": "logged_in", "run_as_current_user": true,
-               "idle_timeout": 3}),
+               "idle_timeout": IDLE_SECONDS}),
     );
     let guid = app["guid"].as_str().expect("guid").to_owned();
     server.deploy(&admin, &guid, &probe_bundle());
+    let work = work_dir(&sandbox, &guid);
     let cookies: Vec<(String, u32, String)> = viewers
         .iter()
         .map(|(name, uid)| (name.clone(), *uid, sign_in(&server, name)))
         .collect();
 
-    // All at once, each holding its connection for a moment.
-    let seen: Vec<(u32, u16, String)> = std::thread::scope(|scope| {
+    // All at once, each holding a request until the test releases it. A
+    // process with a request in flight is never idle, so however slowly
+    // the 20 cold starts go, none is reaped before all 20 run.
+    std::thread::scope(|scope| {
+        let release = ReleaseOnDrop::new(&work, cookies.iter().map(|(name, ..)| name.clone()));
         let handles: Vec<_> = cookies
             .iter()
-            .map(|(_, uid, cookie)| {
+            .map(|(name, _, cookie)| {
                 let (server, guid) = (&server, &guid);
-                scope.spawn(move || {
-                    let r = server.open(guid, "sleep?seconds=0.5", Some(cookie));
-                    let who = server.open(guid, "whoami", Some(cookie));
-                    (*uid, r.status, who.body)
-                })
+                scope.spawn(move || hold_until_released(server, guid, name, cookie))
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("viewer thread"))
-            .collect()
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let held: Vec<(u32, Held)> = loop {
+            let held: Vec<(u32, Held)> = cookies
+                .iter()
+                .filter_map(|(name, uid, _)| read_held(&work, name).map(|h| (*uid, h)))
+                .collect();
+            if held.len() == cookies.len() {
+                break held;
+            }
+            if let Some(done) = handles.iter().position(|h| h.is_finished()) {
+                let answer = handles.into_iter().nth(done).map(|h| h.join());
+                panic!(
+                    "a viewer's request ended before it was released: {answer:?}\n{}",
+                    server.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} of 20 requests are held after 300 s:\n{}",
+                held.len(),
+                server.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+
+        let mut pids = HashSet::new();
+        for (uid, process) in &held {
+            assert_eq!(process.uid, *uid, "the process runs as its viewer");
+            assert_eq!(proc_uid(process.pid), Some(*uid), "/proc agrees for {uid}");
+            pids.insert(process.pid);
+        }
+        assert_eq!(pids.len(), 20, "20 viewers, 20 processes");
+        assert_eq!(running_jobs(&server, &admin, &guid).len(), 20);
+
+        // The 21st process would pass [Scheduler] MaxTotalProcesses: busy.
+        let r = server.open(&guid, "whoami", Some(&admin));
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert_eq!(r.header("retry-after"), Some("5"));
+        assert!(r.body.contains("MaxTotalProcesses"), "{}", r.body);
+        // A viewer who has a process is still served by it.
+        let (_, uid, cookie) = &cookies[0];
+        let r = server.open(&guid, "whoami", Some(cookie));
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json()["uid"], *uid);
+        assert_eq!(r.json()["pid"].as_u64(), Some(held[0].1.pid));
+
+        drop(release);
+        for handle in handles {
+            let (status, body) = handle.join().expect("viewer thread");
+            assert_eq!(status, 200, "{body}");
+        }
+
+        // Idle for IdleTimeout: every process is reaped, and connectd has
+        // recorded each end (a killed process dies a moment before its
+        // supervisor notices).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while pids.iter().any(|p| alive(*p)) || !running_jobs(&server, &admin, &guid).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "idle processes were not reaped:\n{}",
+                server.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     });
-    let mut pids = HashSet::new();
-    for (uid, status, body) in &seen {
-        assert_eq!(*status, 200, "viewer {uid}: {body}\n{}", server.log_text());
-        let who: serde_json::Value = serde_json::from_str(body).expect("whoami JSON");
-        assert_eq!(who["uid"], *uid, "{who}");
-        let pid = who["pid"].as_u64().expect("pid");
-        assert_eq!(proc_uid(pid), Some(*uid), "/proc agrees for {uid}");
-        pids.insert(pid);
-    }
-    assert_eq!(pids.len(), 20, "20 viewers, 20 processes");
-    assert_eq!(running_jobs(&server, &admin, &guid).len(), 20);
-
-    // The 21st process would pass [Scheduler] MaxTotalProcesses: busy.
-    let r = server.open(&guid, "whoami", Some(&admin));
-    assert_eq!(r.status, 503, "{}", r.body);
-    assert_eq!(r.header("retry-after"), Some("5"));
-    assert!(r.body.contains("MaxTotalProcesses"), "{}", r.body);
-    // A viewer who has a process is still served by it.
-    let (_, uid, cookie) = &cookies[0];
-    let r = server.open(&guid, "whoami", Some(cookie));
-    assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.json()["uid"], *uid);
-
-    // Idle for IdleTimeout (3 s): every process is reaped, and connectd
-    // has recorded each end (a killed process dies a moment before its
-    // supervisor notices).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while pids.iter().any(|p| alive(*p)) || !running_jobs(&server, &admin, &guid).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "idle processes were not reaped:\n{}",
-            server.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
     assert!(!server
         .log_lines_with("stopping an idle content process")
         .is_empty());
@@ -107,6 +133,23 @@ fn twenty_viewers_twenty_processes_a_cap_and_reaping() {
     let r = server.open(&guid, "whoami", Some(&admin));
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["uid"], 1501);
+}
+
+/// IdleTimeout of the crowd: short, since the test waits for the reaping;
+/// a held request keeps a process from counting as idle at all.
+const IDLE_SECONDS: u64 = 3;
+
+/// Holds `hold?name=<name>` until the test releases it, asking again each
+/// time the probe gives up waiting (so no answer takes longer than the
+/// client's read timeout); the gaps are far shorter than IdleTimeout.
+/// Returns the last answer's status and body.
+fn hold_until_released(server: &Connectd, guid: &str, name: &str, cookie: &str) -> (u16, String) {
+    loop {
+        let r = server.open(guid, &format!("hold?name={name}&seconds=10"), Some(cookie));
+        if r.status != 200 || r.json()["released"] == true {
+            return (r.status, r.body);
+        }
+    }
 }
 
 #[test]
@@ -127,13 +170,27 @@ fn full_shared_content_answers_busy_and_recovers() {
     server.deploy(&admin, &guid, &probe_bundle());
     assert_eq!(server.open(&guid, "whoami", None).status, 200);
 
+    let work = work_dir(&sandbox, &guid);
     std::thread::scope(|scope| {
-        let holder = scope.spawn(|| server.open(&guid, "sleep?seconds=2", Some(&viewer)));
-        std::thread::sleep(Duration::from_millis(500));
+        let release = ReleaseOnDrop::new(&work, ["holder".to_owned()]);
+        let holder =
+            scope.spawn(|| server.open(&guid, "hold?name=holder&seconds=45", Some(&viewer)));
+        // The one connection is in flight once the probe says it holds it.
+        wait_until_held(&work, "holder", Duration::from_secs(60), || {
+            server.log_text()
+        });
         let r = server.open(&guid, "whoami", None);
+        drop(release);
         assert_eq!(r.status, 503, "one process, one connection: {}", r.body);
         assert!(r.body.contains("MaxConnsPerProcess"), "{}", r.body);
-        assert_eq!(holder.join().expect("holder").status, 200);
+        let held = holder.join().expect("holder");
+        assert_eq!(held.status, 200, "{}", held.body);
+        assert_eq!(
+            held.json()["released"],
+            true,
+            "held throughout: {}",
+            held.body
+        );
     });
     let r = server.open(&guid, "whoami", None);
     assert_eq!(r.status, 200, "free again: {}", r.body);
@@ -222,6 +279,8 @@ fn redeploying_builds_beside_the_live_environment_and_replaces_processes() {
         &json!({ "bundle_id": bundle_id }),
     );
     let task = r.json()["task_id"].as_str().expect("task").to_owned();
+    // As long as the deploy helper allows a build that succeeds.
+    let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let t = server
             .get_with_cookie(&format!("/__api__/v1/tasks/{task}?wait=5"), &admin)
@@ -230,6 +289,13 @@ fn redeploying_builds_beside_the_live_environment_and_replaces_processes() {
             assert_ne!(t["code"], 0, "the build must fail: {t}");
             break;
         }
+        assert!(
+            Instant::now() < deadline,
+            "the failing build's task never finished: {t}\n{}",
+            server.log_text()
+        );
+        // `wait` returns as soon as the task has output; do not spin.
+        std::thread::sleep(Duration::from_millis(200));
     }
     let still = server.open(&guid, "whoami", None);
     assert_eq!(still.status, 200, "{}", still.body);
