@@ -232,6 +232,10 @@ fn accounts_that_may_not_run_content_are_refused_clearly() {
         ("outsider", "is not a member of the group connect-users"),
         ("root", "root never runs content"),
         ("sysacct", "system account"),
+        // Supplementary gid 0 only (primary group staff1500): refused at
+        // launch as well as in a PATCH of run_as. (The page escapes the
+        // apostrophe of "root's", so the text starts after it.)
+        ("rootgrp", "group (gid 0), which never runs content"),
     ] {
         let cookie = sign_in(&server, name);
         let r = server.open(&guid, "whoami", Some(&cookie));
@@ -246,16 +250,22 @@ fn accounts_that_may_not_run_content_are_refused_clearly() {
             server.log_text()
         );
     }
-    // Nothing ran as any of them, and nothing as root.
+    // Nothing ran as any of them, and nothing as root: not in connectd's
+    // records, and (for the accounts only these tests use) not in /proc.
+    let refused = ["outsider", "root", "sysacct", "rootgrp"];
     let jobs = server
         .get_with_cookie(&format!("/__api__/v1/content/{guid}/jobs"), &admin)
         .json();
     for job in jobs.as_array().expect("jobs") {
         assert!(
-            !["outsider", "root", "sysacct"].contains(&job["unix_account"].as_str().unwrap_or("")),
+            !refused.contains(&job["unix_account"].as_str().unwrap_or("")),
             "{job}"
         );
         assert_ne!(job["uid"], 0, "{job}");
+    }
+    for (name, uid) in [("outsider", 1700), ("sysacct", 500), ("rootgrp", 1660)] {
+        let under_it = pids_of_uid(uid);
+        assert!(under_it.is_empty(), "{name} runs processes {under_it:?}");
     }
 
     // A connectd that is killed (not stopped) leaves no content behind.
@@ -272,4 +282,14 @@ fn accounts_that_may_not_run_content_are_refused_clearly() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// Every process whose real uid is `uid`.
+fn pids_of_uid(uid: u32) -> Vec<u64> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+        .filter(|pid| proc_uid(*pid) == Some(uid))
+        .collect()
 }
