@@ -587,6 +587,16 @@ impl Slapd {
         );
     }
 
+    /// Renames `uid=<from>` to `uid=<to>` (modrdn, the old RDN value
+    /// deleted): the same entry, so the same `entryUUID`.
+    pub fn rename_user(&self, from: &str, to: &str) {
+        let mut ldif = dn_line(&self.user_dn(from));
+        ldif.push_str("changetype: modrdn\n");
+        ldif.push_str(&format!("newrdn: uid={}\n", escape_dn_value(to)));
+        ldif.push_str("deleteoldrdn: 1\n");
+        self.modify_checked(&ldif, &format!("rename user {from:?} to {to:?}"));
+    }
+
     /// The user's `entryUUID` operational attribute, as slapd generated it.
     pub fn entry_uuid(&self, uid: &str) -> String {
         let out = self

@@ -199,3 +199,89 @@ fn two_directory_viewers_share_an_app_but_not_their_data() {
     let r = read(&alice, &format!("{work}/mine.txt"));
     assert_eq!(r.json()["text"], "only me", "{}", r.body);
 }
+
+/// A directory rename (modrdn) is followed through `entryUUID`: the user
+/// signs in with the new name and is the same connectd user, with the same
+/// Unix uid (now under the new name), and the content runs as that uid.
+#[test]
+fn a_renamed_directory_user_keeps_their_user_and_uid() {
+    if need_root() {
+        return;
+    }
+    let slapd = Slapd::start();
+    slapd.add_user("alice", "alice pw", "Alice", "Liddell", "", &[]);
+    let mut sandbox = Sandbox::new("");
+    let passwd = connect_tests::host_passwd();
+    let group = connect_tests::host_group();
+    sandbox.bind_file(
+        "/etc/passwd",
+        &format!("{passwd}connect:x:999:999:Connect:/var/lib/connect:/usr/sbin/nologin\n"),
+    );
+    sandbox.bind_file(
+        "/etc/group",
+        &format!("{group}connect:x:999:\n{SHARED_GROUP}:x:{SHARED_GID}:connect\n"),
+    );
+    let _daemon = sandbox.start_daemon();
+    let server = Connectd::start_in(
+        &sandbox,
+        &format!(
+            "[Authentication]\nProvider = ldap\n[LDAP \"corp\"]\nServerAddress = {}\n\
+             BindDN = {}\nBindPassword = {}\nUserSearchBaseDN = {}\nGroupSearchBaseDN = {}\n\
+             [Applications]\nRunAsCurrentUser = true\nRunAs = connect\n",
+            slapd.host_port(),
+            slapd.reader_dn(),
+            slapd.reader_password(),
+            slapd.people_dn(),
+            slapd.groups_dn(),
+        ),
+    );
+    let r = server.login("alice", "alice pw");
+    assert_eq!(r.status, 200, "{}\n{}", r.body, server.log_text());
+    let before = r.json();
+    let cookie = r.session_cookie();
+    let uid = uid_of(&sandbox, "alice");
+    let app = server.create_content(
+        &cookie,
+        json!({"name": "mine", "access_type": "logged_in", "run_as_current_user": true}),
+    );
+    let guid = app["guid"].as_str().expect("guid").to_owned();
+    server.deploy(&cookie, &guid, &probe_bundle());
+    let who = server.open(&guid, "whoami", Some(&cookie)).json();
+    assert_eq!(who["uid"], uid, "{who}");
+
+    let entry_uuid = slapd.entry_uuid("alice");
+    slapd.rename_user("alice", "alicia");
+    assert_eq!(
+        slapd.entry_uuid("alicia"),
+        entry_uuid,
+        "a rename, not a new entry"
+    );
+
+    let r = server.login("alicia", "alice pw");
+    assert_eq!(r.status, 200, "{}\n{}", r.body, server.log_text());
+    let after = r.json();
+    assert_eq!(after["username"], "alicia", "the directory's new name");
+    assert_eq!(after["guid"], before["guid"], "the same connectd user");
+    let renamed_cookie = r.session_cookie();
+    let (code, line) = sandbox.getent(&["passwd", "alicia"]);
+    assert_eq!(code, 0, "the account has the new name");
+    assert_eq!(
+        line.split(':').nth(2).and_then(|u| u.parse::<u32>().ok()),
+        Some(uid),
+        "and the same uid: {line}"
+    );
+    let (code, line) = sandbox.getent(&["passwd", "alice"]);
+    assert_eq!(code, 2, "the old name is gone: {line}");
+    let r = server.login("alice", "alice pw");
+    assert_eq!(
+        r.status, 401,
+        "no directory user has the old name: {}",
+        r.body
+    );
+
+    // The content still runs as that uid for the renamed user.
+    let r = server.open(&guid, "whoami", Some(&renamed_cookie));
+    assert_eq!(r.status, 200, "{}\n{}", r.body, server.log_text());
+    let pid = r.json()["pid"].as_u64().expect("pid");
+    assert_eq!(proc_uid(pid), Some(uid));
+}
