@@ -127,4 +127,22 @@ mod tests {
         assert_eq!(ha, token_hash(&a));
         assert_eq!(ha.len(), 64);
     }
+
+    #[test]
+    fn token_hashes_are_lowercase_hex_sha256() {
+        // FIPS 180-2, appendix B.1 and B.2, and the empty message: the
+        // expected digests come from the standard, not from this code.
+        assert_eq!(
+            token_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            token_hash("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
+        );
+        assert_eq!(
+            token_hash(""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
 }
