@@ -54,15 +54,22 @@ impl Connectd {
     /// nsswitch.conf, module and bind mounts), reading the sandbox's own
     /// configuration file, to which `body` is appended.
     pub fn start_in(sandbox: &Sandbox, body: &str) -> Connectd {
+        Self::start_in_with_env(sandbox, body, &[])
+    }
+
+    /// [`Connectd::start_in`] with `env` added to connectd's own
+    /// environment (e.g. a marker that content must never see).
+    pub fn start_in_with_env(sandbox: &Sandbox, body: &str, env: &[(&str, &str)]) -> Connectd {
         let port = free_port();
         let dir = sandbox.dir.path();
         let mut text = fs::read_to_string(&sandbox.config).expect("sandbox config");
         text.push_str(&connectd_config(dir, port, body));
         fs::write(&sandbox.config, text).expect("write config");
-        let command = sandbox.command(
+        let mut command = sandbox.command(
             &artifacts().connectd,
             &["--config", sandbox.config.to_str().expect("utf-8 path")],
         );
+        command.envs(env.iter().copied());
         Self::spawn(command, dir, port, sandbox.config.clone())
     }
 
@@ -188,6 +195,38 @@ impl Connectd {
 }
 
 impl Connectd {
+    /// The process id of connectd itself (exec'd by the namespace shell).
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    /// Sends `signal` to connectd.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.pid(), signal) };
+    }
+
+    /// Waits for connectd to exit (after a signal); panics with the log if
+    /// it is still running after `within`.
+    pub fn wait_exit(mut self, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("connectd was started");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for connectd") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "connectd still running {within:?} after being asked to stop:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL, as the OOM killer or a crash would, and reap it.
     pub fn kill(mut self) {
         if let Some(mut child) = self.child.take() {
@@ -218,6 +257,36 @@ pub fn connectd_once(dir: &Path, text: &str) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("run connectd")
+}
+
+/// Starts connectd for real (no `--check`) with `text` as the whole file
+/// and waits, at most `within`, for it to exit: for refusals at start.
+/// Panics if it is still running then (it accepted the file).
+pub fn connectd_start_refused(dir: &Path, text: &str, within: Duration) -> Output {
+    let config = dir.join("refused.gcfg");
+    fs::write(&config, text).expect("write config");
+    let mut child = isolated_command(dir, &artifacts().connectd)
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run connectd");
+    let deadline = Instant::now() + within;
+    while child.try_wait().expect("wait for connectd").is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("reap connectd");
+            panic!(
+                "connectd started on a file it must refuse, still running after {within:?}:\n\
+                 {text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("connectd output")
 }
 
 pub struct HttpRequest<'a> {
@@ -288,14 +357,18 @@ pub fn http(address: SocketAddr, request: &HttpRequest<'_>) -> HttpResponse {
     stream.write_all(request.body).expect("send body");
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).expect("read response");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n");
+    let (head, body) = match split {
+        Some(at) => (&raw[..at], &raw[at + 4..]),
+        None => (&raw[..], &[][..]),
+    };
+    let head = String::from_utf8_lossy(head).into_owned();
     let mut lines = head.lines();
     let status = lines
         .next()
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad response: {text:?}"));
+        .unwrap_or_else(|| panic!("bad response: {:?}", String::from_utf8_lossy(&raw)));
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
@@ -303,10 +376,11 @@ pub fn http(address: SocketAddr, request: &HttpRequest<'_>) -> HttpResponse {
     let chunked = headers
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    // Chunk sizes count bytes: decode after de-chunking, never before.
     let body = if chunked {
-        dechunk(body)
+        String::from_utf8_lossy(&dechunk(body)).into_owned()
     } else {
-        body.to_owned()
+        String::from_utf8_lossy(body).into_owned()
     };
     HttpResponse {
         status,
@@ -315,17 +389,111 @@ pub fn http(address: SocketAddr, request: &HttpRequest<'_>) -> HttpResponse {
     }
 }
 
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
+/// The data of a `Transfer-Encoding: chunked` body (RFC 9112 section 7.1).
+/// A malformed body panics, naming what is wrong: a test must not judge a
+/// silently truncated answer.
+pub fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        assert!(
+            !body.is_empty(),
+            "malformed chunked body: it ends after {} bytes without the last (zero-size) chunk",
+            out.len()
+        );
+        let line_end = body
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .unwrap_or_else(|| {
+                panic!(
+                    "malformed chunked body: no CRLF after a chunk size (at byte {} of the data, \
+                     rest {:?})",
+                    out.len(),
+                    String::from_utf8_lossy(body)
+                )
+            });
+        let size_line = String::from_utf8_lossy(&body[..line_end]).into_owned();
+        // Chunk extensions (";name=value") carry nothing we need.
+        let size_text = size_line.split(';').next().unwrap_or_default().trim();
+        let hex = !size_text.is_empty() && size_text.bytes().all(|b| b.is_ascii_hexdigit());
+        let size = usize::from_str_radix(size_text, 16)
+            .ok()
+            .filter(|_| hex)
+            .unwrap_or_else(|| panic!("malformed chunked body: bad chunk size line {size_line:?}"));
+        let rest = &body[line_end + 2..];
+        if size == 0 {
+            // The last chunk; trailer fields (unused) end with an empty line.
+            assert!(
+                rest.ends_with(b"\r\n"),
+                "malformed chunked body: the last chunk is not followed by CRLF: {:?}",
+                String::from_utf8_lossy(rest)
+            );
+            return out;
         }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
+        assert!(
+            rest.len() >= size,
+            "malformed chunked body: a chunk of {size} bytes has only {} bytes of data",
+            rest.len()
+        );
+        assert!(
+            rest[size..].starts_with(b"\r\n"),
+            "malformed chunked body: no CRLF after a chunk of {size} bytes (found {:?})",
+            String::from_utf8_lossy(&rest[size..rest.len().min(size + 8)])
+        );
+        out.extend_from_slice(&rest[..size]);
+        body = &rest[size + 2..];
     }
-    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dechunk;
+
+    #[test]
+    fn well_formed_bodies_are_joined() {
+        assert_eq!(
+            dechunk(b"5\r\nhello\r\n1;ext=1\r\n!\r\n0\r\n\r\n"),
+            b"hello!"
+        );
+        assert_eq!(
+            dechunk(b"A\r\n0123456789\r\n0\r\nX-Trailer: 1\r\n\r\n"),
+            b"0123456789"
+        );
+        assert_eq!(dechunk(b"0\r\n\r\n"), b"");
+    }
+
+    #[test]
+    #[should_panic(expected = "bad chunk size line \"zz\"")]
+    fn a_bad_size_line_panics() {
+        dechunk(b"zz\r\nhello\r\n0\r\n\r\n");
+    }
+
+    #[test]
+    #[should_panic(expected = "has only 3 bytes of data")]
+    fn short_data_panics() {
+        dechunk(b"5\r\nhel");
+    }
+
+    #[test]
+    #[should_panic(expected = "no CRLF after a chunk of 5 bytes")]
+    fn a_missing_crlf_after_data_panics() {
+        dechunk(b"5\r\nhelloXX0\r\n\r\n");
+    }
+
+    #[test]
+    #[should_panic(expected = "ends after 5 bytes without the last (zero-size) chunk")]
+    fn a_body_without_its_last_chunk_panics() {
+        dechunk(b"5\r\nhello\r\n");
+    }
+
+    #[test]
+    #[should_panic(expected = "no CRLF after a chunk size")]
+    fn a_size_line_without_crlf_panics() {
+        dechunk(b"5");
+    }
+
+    #[test]
+    #[should_panic(expected = "the last chunk is not followed by CRLF")]
+    fn a_last_chunk_without_its_empty_line_panics() {
+        dechunk(b"5\r\nhello\r\n0\r\n");
+    }
 }
