@@ -47,9 +47,18 @@ fn pam_sandbox() -> Sandbox {
         let entry = entry.expect("entry");
         fs::copy(entry.path(), pam_dir.join(entry.file_name())).expect("copy pam.d");
     }
+    // `diruser` passes PAM without an entry in /etc/passwd, as an account
+    // from a directory (sssd, pam_ldap) would: the nameservice would accept
+    // to provision that name, so only connectd's rule keeps it out.
+    fs::write(pam_dir.join("connect-directory-users"), "diruser\n").expect("user list");
+    let directory = "pam_listfile.so item=user sense=allow onerr=fail \
+                     file=/etc/pam.d/connect-directory-users";
     fs::write(
         pam_dir.join("connect"),
-        "auth required pam_unix.so nodelay\naccount required pam_unix.so\n",
+        format!(
+            "auth sufficient {directory}\nauth required pam_unix.so nodelay\n\
+             account sufficient {directory}\naccount required pam_unix.so\n"
+        ),
     )
     .expect("pam service");
     sandbox.bind_dir(&pam_dir, "/etc/pam.d");
@@ -62,8 +71,10 @@ fn pam_signs_in_local_accounts_and_skips_provisioning() {
         return;
     }
     let sandbox = pam_sandbox();
-    // RunAsCurrentUser is on, yet no nameserviced runs: PAM users are Unix
-    // accounts already and must not be provisioned.
+    // RunAsCurrentUser is on and nameserviced runs, reachable on the
+    // sandbox's provisioning socket: PAM users are Unix accounts already
+    // and must not be provisioned there.
+    let daemon = sandbox.start_daemon();
     let server = Connectd::start_in(
         &sandbox,
         "[Authentication]\nProvider = pam\n[PAM]\nService = connect\n\
@@ -89,10 +100,25 @@ fn pam_signs_in_local_accounts_and_skips_provisioning() {
     }
     let users = server.get_with_cookie("/__api__/v1/users", &cookie).json();
     assert_eq!(users["total"], 1, "failed sign-ins create nobody: {users}");
+    let r = server.login("diruser", "any password");
+    assert_eq!(r.status, 200, "{}\n{}", r.body, server.log_text());
     let log = server.log_text();
-    assert!(!log.contains("could not provision"), "{log}");
     assert!(
         log.contains("signed in") && log.contains("pamuser"),
         "{log}"
     );
+    // Asked directly, the nameservice holds no account at all: neither
+    // pamuser's (which it would refuse, as a local name) nor diruser's.
+    let accounts = block_on(async {
+        let mut client = sandbox.provisioning().await;
+        all_accounts(&mut client).await
+    });
+    let names: Vec<&str> = accounts.iter().map(|a| a.name.as_str()).collect();
+    assert!(
+        names.is_empty(),
+        "PAM sign-ins provisioned {names:?} in nameserviced:\n{log}\n{}",
+        daemon.log_text()
+    );
+    assert!(!log.contains("Unix account ready"), "{log}");
+    assert!(!log.contains("could not provision"), "{log}");
 }
