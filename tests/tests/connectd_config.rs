@@ -1,7 +1,9 @@
 //! connectd refuses to start on forbidden combinations and malformed files,
 //! naming the file, the line and the key, and exits 78 (EX_CONFIG).
 
-use connect_tests::connectd::connectd_once;
+use std::time::Duration;
+
+use connect_tests::connectd::{connectd_config, connectd_once, connectd_start_refused, free_port};
 use connect_tests::*;
 
 /// Runs `connectd --check` on `text`; returns stderr of the refusal.
@@ -131,4 +133,55 @@ fn role_mapping_is_refused_for_pam_and_password() {
         e.contains("refused.gcfg:2: ") && e.contains("Provider = password"),
         "{e}"
     );
+}
+
+#[test]
+fn a_real_start_refuses_with_78_and_serves_nothing() {
+    if need_root() {
+        return;
+    }
+    // Not `--check`: the start a service manager makes. Each file is
+    // otherwise startable (its own DataDir and port), so only the refusal
+    // can stop it; a start that goes on is caught by the deadline.
+    let cases = [
+        (
+            "[Applications]\nRunAsCurrentUser = true\n",
+            ":2: ",
+            "Provider = password",
+        ),
+        (
+            "[Authorization]\nDefaultUserRole = administrator\n",
+            ":2: ",
+            "DefaultUserRole = administrator is not allowed",
+        ),
+        (
+            "[Authorization]\nUserRoleMapping = perhaps\n",
+            ":2: [Authorization] UserRoleMapping = \"perhaps\"",
+            "",
+        ),
+    ];
+    for (refused, at, says) in cases {
+        let dir = tempfile::tempdir().expect("dir");
+        let port = free_port();
+        // The refused section comes first so that its line numbers hold.
+        let text = format!("{refused}{}", connectd_config(dir.path(), port, ""));
+        let out = connectd_start_refused(dir.path(), &text, Duration::from_secs(60));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(78),
+            "EX_CONFIG on a real start:\n{text}\n{stderr}"
+        );
+        let file = dir.path().join("refused.gcfg");
+        assert!(
+            stderr.contains("refusing to start")
+                && stderr.contains(&format!("{}{at}", file.display()))
+                && stderr.contains(says),
+            "the message names the file, the line and the key:\n{stderr}"
+        );
+        assert!(
+            !dir.path().join("data").exists(),
+            "a refused start creates no DataDir"
+        );
+    }
 }
