@@ -44,9 +44,19 @@ pub(super) fn escape(text: &str) -> String {
 }
 
 /// Only local paths: `//evil.example` and `https://…` would redirect away.
+/// Browsers read `\` as `/` and drop tab, CR and LF anywhere in a URL, so
+/// `/\evil.example` and `/<tab>/evil.example/` are `//evil.example/` to them:
+/// refuse backslashes and every control character rather than guess how a
+/// browser normalises.
 fn safe_target(url: Option<&str>) -> &str {
     match url {
-        Some(u) if u.starts_with('/') && !u.starts_with("//") && !u.contains('\\') => u,
+        Some(u)
+            if u.starts_with('/')
+                && !u.starts_with("//")
+                && !u.chars().any(|c| c == '\\' || c.is_control()) =>
+        {
+            u
+        }
         _ => "/",
     }
 }
