@@ -142,6 +142,21 @@ impl Connectd {
         })
     }
 
+    /// `POST /__signup__` with a password (the first account becomes the
+    /// administrator); requires 201 and returns the session cookie.
+    pub fn sign_up(&self, username: &str, password: &str) -> String {
+        let body = serde_json::json!({"username": username, "password": password}).to_string();
+        let r = self.request(&HttpRequest {
+            method: "POST",
+            path: "/__signup__",
+            headers: vec![("Content-Type", "application/json".into())],
+            body: body.as_bytes(),
+            source: None,
+        });
+        assert_eq!(r.status, 201, "sign-up of {username}: {}", r.body);
+        r.session_cookie()
+    }
+
     /// `GET path` with a session cookie (from a login's Set-Cookie).
     pub fn get_with_cookie(&self, path: &str, cookie: &str) -> HttpResponse {
         self.request(&HttpRequest {

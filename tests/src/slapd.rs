@@ -373,6 +373,20 @@ impl Slapd {
         BASE_DN
     }
 
+    /// connectd's `[LDAP "corp"]` section for this directory: its address,
+    /// the read-only bind account and the people and groups bases.
+    pub fn connectd_section(&self) -> String {
+        format!(
+            "[LDAP \"corp\"]\nServerAddress = {}\nBindDN = {}\nBindPassword = {}\n\
+             UserSearchBaseDN = {}\nGroupSearchBaseDN = {}\n",
+            self.host_port(),
+            self.reader_dn(),
+            self.reader_password(),
+            self.people_dn(),
+            self.groups_dn(),
+        )
+    }
+
     pub fn people_dn(&self) -> &'static str {
         PEOPLE_DN
     }

@@ -54,16 +54,7 @@ fn a_request_in_flight_at_sigterm_completes_before_connectd_exits() {
     }
     let dir = tempfile::tempdir().expect("dir");
     let server = Connectd::start(dir.path(), "");
-    let body = json!({"username": "ada", "password": "correct horse battery"}).to_string();
-    let r = server.send(
-        "POST",
-        "/__signup__",
-        None,
-        "application/json",
-        body.as_bytes(),
-    );
-    assert_eq!(r.status, 201, "{}", r.body);
-    let admin = r.session_cookie();
+    let admin = server.sign_up("ada", "correct horse battery");
     let app = server.create_content(&admin, json!({"name": "inflight"}));
     let guid = app["guid"].as_str().expect("guid").to_owned();
 

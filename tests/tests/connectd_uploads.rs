@@ -19,16 +19,7 @@ fn uploads_beyond_max_bundle_size_are_refused_with_413() {
         dir.path(),
         &format!("[Applications]\nMaxBundleSize = {LIMIT}\n"),
     );
-    let body = json!({"username": "ada", "password": "correct horse battery"}).to_string();
-    let r = server.send(
-        "POST",
-        "/__signup__",
-        None,
-        "application/json",
-        body.as_bytes(),
-    );
-    assert_eq!(r.status, 201, "{}", r.body);
-    let admin = r.session_cookie();
+    let admin = server.sign_up("ada", "correct horse battery");
     let app = server.create_content(&admin, json!({"name": "sized"}));
     let guid = app["guid"].as_str().expect("guid").to_owned();
     let upload = |bytes: &[u8]| {

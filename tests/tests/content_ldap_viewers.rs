@@ -57,14 +57,9 @@ fn two_directory_viewers_share_an_app_but_not_their_data() {
     let server = Connectd::start_in(
         &sandbox,
         &format!(
-            "[Authentication]\nProvider = ldap\n[LDAP \"corp\"]\nServerAddress = {}\n\
-             BindDN = {}\nBindPassword = {}\nUserSearchBaseDN = {}\nGroupSearchBaseDN = {}\n\
+            "[Authentication]\nProvider = ldap\n{}\
              [Applications]\nRunAsCurrentUser = true\nRunAs = connect\n",
-            slapd.host_port(),
-            slapd.reader_dn(),
-            slapd.reader_password(),
-            slapd.people_dn(),
-            slapd.groups_dn(),
+            slapd.connectd_section(),
         ),
     );
     let login = |name: &str, password: &str| {
@@ -225,14 +220,9 @@ fn a_renamed_directory_user_keeps_their_user_and_uid() {
     let server = Connectd::start_in(
         &sandbox,
         &format!(
-            "[Authentication]\nProvider = ldap\n[LDAP \"corp\"]\nServerAddress = {}\n\
-             BindDN = {}\nBindPassword = {}\nUserSearchBaseDN = {}\nGroupSearchBaseDN = {}\n\
+            "[Authentication]\nProvider = ldap\n{}\
              [Applications]\nRunAsCurrentUser = true\nRunAs = connect\n",
-            slapd.host_port(),
-            slapd.reader_dn(),
-            slapd.reader_password(),
-            slapd.people_dn(),
-            slapd.groups_dn(),
+            slapd.connectd_section(),
         ),
     );
     let r = server.login("alice", "alice pw");
