@@ -15,6 +15,10 @@ use crate::roles::{Mapping, Role, RoleTable};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/connect/connect.gcfg";
 
+/// Connect's ceiling for every scheduler timeout, server-wide or per
+/// content: 30 days.
+pub const MAX_TIMEOUT_SECONDS: u64 = 2_592_000;
+
 /// Keys connectd reads, per section (lower case), for unknown-key warnings.
 /// `[Nameservice]` belongs to nameserviced, which checks it itself.
 const KNOWN_KEYS: &[(&str, &[&str])] = &[
@@ -523,12 +527,12 @@ impl Reader<'_> {
         let d = SchedulerSettings::default();
         let timeout = |k: &'static str, default: Duration| -> Result<Duration, SettingsError> {
             let value = config.duration(key(k))?.unwrap_or(default);
-            if value > Duration::from_secs(crate::content::MAX_TIMEOUT_SECONDS) {
+            if value > Duration::from_secs(MAX_TIMEOUT_SECONDS) {
                 return Err(self.refuse(
                     Some(key(k)),
                     format!(
                         "[Scheduler] {k}: at most {} seconds (30 days)",
-                        crate::content::MAX_TIMEOUT_SECONDS
+                        MAX_TIMEOUT_SECONDS
                     ),
                 ));
             }

@@ -5,13 +5,10 @@
 use std::time::Duration;
 
 use crate::bundle::AppMode;
-use crate::config::{SchedulerSettings, Settings};
+use crate::config::{SchedulerSettings, Settings, MAX_TIMEOUT_SECONDS};
 use crate::roles::Role;
 use crate::runas::{self, AccountRefusal};
 use crate::store::User;
-
-/// Connect's ceiling for every scheduler timeout: 30 days.
-pub const MAX_TIMEOUT_SECONDS: u64 = 2_592_000;
 
 /// Who may open the content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -42,8 +42,6 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 
-use crate::http::SESSION_COOKIE;
-
 /// Posit Connect's name for the viewer's identity, so that existing apps
 /// work unchanged: JSON `{"user": "alice", "groups": ["g1"]}`, absent for
 /// anonymous viewers.
@@ -301,6 +299,11 @@ pub struct Forward {
     /// went away), or, for an upgraded connection, when that connection
     /// closes; dropped at once when `forward` fails.
     pub guard: Box<dyn Any + Send + Sync>,
+    /// The name of the cookie that carries the viewer's session on the
+    /// server in front: removed from the request (the app must not be able
+    /// to act as the viewer) and from any `Set-Cookie` in the response (an
+    /// app on the server's origin must not fix or end a viewer's session).
+    pub session_cookie: &'static str,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -342,6 +345,7 @@ pub async fn forward(
         read_timeout,
         idle_timeout,
         guard,
+        session_cookie,
     } = forward;
     let (mut parts, body) = request.into_parts();
     let headers = &mut parts.headers;
@@ -360,7 +364,7 @@ pub async fn forward(
     }
     // hyper's server already answered any `100-continue` to the client.
     headers.remove(EXPECT);
-    strip_session_cookie(headers);
+    strip_session_cookie(headers, session_cookie);
     if headers.get_all(AUTHORIZATION).iter().any(is_api_key) {
         headers.remove(AUTHORIZATION);
     }
@@ -428,7 +432,7 @@ pub async fn forward(
 
     let (mut parts, incoming) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
-    strip_set_session_cookie(&mut parts.headers);
+    strip_set_session_cookie(&mut parts.headers, session_cookie);
     let body = ResponseBody {
         inner: incoming,
         done: Some(Done {
@@ -812,10 +816,10 @@ fn cookie_name(pair: &[u8]) -> &[u8] {
     name.trim_ascii()
 }
 
-/// Removes connectd's session cookie from `Cookie`, keeping the others:
-/// the app must not be able to act as the viewer on connectd.
-fn strip_session_cookie(headers: &mut HeaderMap) {
-    let is_session = |pair: &[u8]| cookie_name(pair) == SESSION_COOKIE.as_bytes();
+/// Removes the session cookie from `Cookie`, keeping the others: the app
+/// must not be able to act as the viewer on connectd.
+fn strip_session_cookie(headers: &mut HeaderMap, session_cookie: &str) {
+    let is_session = |pair: &[u8]| cookie_name(pair) == session_cookie.as_bytes();
     let found = headers
         .get_all(COOKIE)
         .iter()
@@ -845,17 +849,17 @@ fn strip_session_cookie(headers: &mut HeaderMap) {
     }
 }
 
-/// Removes any `Set-Cookie` for connectd's session cookie from the app's
+/// Removes any `Set-Cookie` for the session cookie from the app's
 /// response: content is served from connectd's origin, and an app setting
 /// that cookie could fix a viewer's session (or sign them out).
-fn strip_set_session_cookie(headers: &mut HeaderMap) {
+fn strip_set_session_cookie(headers: &mut HeaderMap, session_cookie: &str) {
     let is_session = |v: &HeaderValue| {
         let pair = v
             .as_bytes()
             .split(|&b| b == b';')
             .next()
             .unwrap_or_default();
-        cookie_name(pair) == SESSION_COOKIE.as_bytes()
+        cookie_name(pair) == session_cookie.as_bytes()
     };
     if !headers.get_all(SET_COOKIE).iter().any(is_session) {
         return;
@@ -936,6 +940,7 @@ impl fmt::Display for Chain<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::SESSION_COOKIE;
 
     use std::convert::Infallible;
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -1179,6 +1184,7 @@ mod tests {
             credentials: (guid != ANON_GUID).then(|| HeaderValue::from_static(CREDS)),
             read_timeout,
             guard: Box::new(Guard(dropped.clone())),
+            session_cookie: SESSION_COOKIE,
         }
     }
 
@@ -1889,13 +1895,13 @@ mod tests {
             COOKIE,
             HeaderValue::from_static(" connect_session_other=2 ; b=3"),
         );
-        strip_session_cookie(&mut headers);
+        strip_session_cookie(&mut headers, SESSION_COOKIE);
         let cookies: Vec<_> = headers.get_all(COOKIE).iter().collect();
         assert_eq!(cookies, ["a=1; connect_session_other=2; b=3"]);
 
         let mut headers = HeaderMap::new();
         headers.insert(COOKIE, HeaderValue::from_static("a=1; b=2"));
-        strip_session_cookie(&mut headers);
+        strip_session_cookie(&mut headers, SESSION_COOKIE);
         assert_eq!(headers.get(COOKIE).expect("cookie"), "a=1; b=2");
 
         assert!(is_api_key(&HeaderValue::from_static("Key abc")));

@@ -2,7 +2,6 @@
 //! shapes of Connect's `/__api__/v1/` endpoints.
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -11,35 +10,12 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::pages::{check_new_password_user, NewPasswordUser};
+use super::shapes::{check_new_password_user, time, user_json, NewPasswordUser};
 use super::{ApiError, AppState, Viewer};
 use crate::config::ProviderKind;
 use crate::roles::Role;
 use crate::secrets;
-use crate::store::{Group, User};
-
-pub(super) fn time(seconds: i64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(seconds.max(0) as u64))
-        .to_string()
-}
-
-/// A user as Connect's API shows one. Email is shown to the user themself
-/// and to administrators only.
-pub fn user_json(user: &User, show_email: bool) -> Value {
-    json!({
-        "guid": user.guid,
-        "username": user.username,
-        "first_name": user.first_name,
-        "last_name": user.last_name,
-        "email": if show_email { user.email.as_str() } else { "" },
-        "user_role": user.role.as_str(),
-        "created_time": time(user.created_time),
-        "updated_time": time(user.updated_time),
-        "active_time": user.active_time.map(time),
-        "confirmed": true,
-        "locked": user.locked,
-    })
-}
+use crate::store::Group;
 
 fn group_json(group: &Group) -> Value {
     json!({ "guid": group.guid, "name": group.name, "owner_guid": Value::Null })

@@ -13,7 +13,7 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::api::time;
+use super::shapes::time;
 use super::{ApiError, AppState, Viewer};
 use crate::content::{self, AccessType, Content, ProcessSettings, Refusal, Relation, RunAsChange};
 use crate::deploy::UploadError;

@@ -10,6 +10,7 @@ mod content;
 mod error;
 mod pages;
 mod serve;
+mod shapes;
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;

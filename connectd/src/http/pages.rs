@@ -13,7 +13,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
 
-use super::api::user_json;
+use super::shapes::{check_new_password_user, user_json, NewPasswordUser};
 use super::{login_error, ApiError, AppState, ClientAddress, Viewer, SESSION_COOKIE};
 use crate::auth::plausible_username;
 use crate::config::ProviderKind;
@@ -279,40 +279,6 @@ pub async fn signup_page(State(app): State<Arc<AppState>>) -> Response {
             .into_response(),
         Err(e) => e.into_response(),
     }
-}
-
-#[derive(Deserialize)]
-pub struct NewPasswordUser {
-    pub username: String,
-    pub password: String,
-    #[serde(default)]
-    pub first_name: String,
-    #[serde(default)]
-    pub last_name: String,
-    #[serde(default)]
-    pub email: String,
-    #[serde(default)]
-    pub user_role: Option<String>,
-}
-
-/// Checks a new password user's name and password.
-pub fn check_new_password_user(app: &AppState, new: &NewPasswordUser) -> Result<(), ApiError> {
-    if !plausible_username(&new.username)
-        || new.username.trim() != new.username
-        || new.username.contains(['/', ':', '@'])
-    {
-        return Err(ApiError::bad_request(
-            "The username must be 1 to 255 characters without spaces at either end, control \
-             characters, '/', ':' or '@'.",
-        ));
-    }
-    if new.password.chars().count() < app.settings.password_min_length {
-        return Err(ApiError::bad_request(format!(
-            "The password must be at least {} characters long.",
-            app.settings.password_min_length
-        )));
-    }
-    Ok(())
 }
 
 pub async fn signup(

@@ -17,7 +17,7 @@ use tower_http::services::ServeDir;
 
 use super::content::may_view;
 use super::pages::{escape, page};
-use super::{AppState, Viewer};
+use super::{AppState, Viewer, SESSION_COOKIE};
 use crate::bundle::{self, AppMode};
 use crate::content::Content;
 use crate::proxy::{self, Forward, ProxyError};
@@ -192,6 +192,7 @@ async fn serve_process(
             read_timeout: limits.read_timeout,
             idle_timeout: Some(limits.connection_timeout),
             guard: Box::new(lease),
+            session_cookie: SESSION_COOKIE,
         };
         let error = match proxy::forward(&process.upstream, request, forward).await {
             Ok(response) => return response,
