@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
+use crate::accounts::runas::{self, AccountRefusal};
 use crate::bundle::AppMode;
 use crate::config::{SchedulerSettings, Settings, MAX_TIMEOUT_SECONDS};
 use crate::roles::Role;
-use crate::runas::{self, AccountRefusal};
 use crate::store::User;
 
 /// Who may open the content.

@@ -19,13 +19,13 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
+use crate::accounts::runas;
 use crate::bundle::{self, AppMode, Limits, Runtimes};
 use crate::config::Settings;
 use crate::content::{Content, Refusal};
 use crate::layout;
-use crate::runas;
-use crate::sandbox::{Bind, Identity, Launch, Spawner};
-use crate::scheduler::{self, Scheduler};
+use crate::run::local::sandbox::{Bind, Identity, Launch, Spawner};
+use crate::run::scheduler::{self, Scheduler};
 use crate::store::Store;
 
 /// How long finished tasks stay readable.

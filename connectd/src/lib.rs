@@ -2,34 +2,30 @@
 //! provisions their Unix accounts, and runs their content under them.
 //!
 //! - [`config`]: settings from the gcfg file, with Connect's names;
-//! - [`auth`]: identity providers (password, LDAP, PAM, proxy);
+//! - [`identity`]: identity providers (password, LDAP, PAM, proxy) and one
+//!   sign-in, whatever the provider;
 //! - [`roles`]: roles and automatic role mapping;
-//! - [`login`]: one sign-in, whatever the provider;
 //! - [`store`]: users, groups, sessions and API keys in SQLite;
-//! - [`provision`]: Unix accounts through nameserviced;
-//! - [`unix`]: account lookups through libc;
-//! - [`content`], [`runas`]: content items and who may run them as whom;
+//! - [`accounts`]: Unix accounts through libc, run-as rules, provisioning
+//!   through nameserviced;
+//! - [`content`]: content items and who may change them;
 //! - [`bundle`], [`deploy`]: bundles, app modes and building environments;
-//! - [`scheduler`], [`sandbox`]: content processes, their pools and their
-//!   private mount namespaces;
+//! - [`run`]: content processes, their pools, and the local launcher with
+//!   its private mount namespaces;
 //! - [`proxy`]: the reverse proxy to content processes;
 //! - [`http`]: the login pages, the JSON API and `/content/`.
 
-pub mod auth;
+pub mod accounts;
 pub mod bundle;
 pub mod config;
 pub mod content;
 pub mod deploy;
 pub mod http;
+pub mod identity;
 pub mod layout;
 pub mod logging;
-pub mod login;
-pub mod provision;
 pub mod proxy;
 pub mod roles;
-pub mod runas;
-pub mod sandbox;
-pub mod scheduler;
+pub mod run;
 pub mod secrets;
 pub mod store;
-pub mod unix;

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use clap::Parser;
 use connect_gcfg::Config;
+use connectd::accounts::provision::Provisioner;
 use connectd::config::{Settings, DEFAULT_CONFIG_PATH};
 use connectd::deploy::Deployer;
 use connectd::http::{router, AppState};
-use connectd::login::Authenticator;
-use connectd::provision::Provisioner;
-use connectd::scheduler::Scheduler;
+use connectd::identity::login::Authenticator;
+use connectd::run::scheduler::Scheduler;
 use connectd::store::Store;
 
 /// EX_CONFIG from sysexits.h: systemd and administrators read it as

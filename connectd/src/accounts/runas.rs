@@ -8,8 +8,8 @@
 //! primary group); root and system accounts (below `Applications.MinimumUid`)
 //! never run content, except the configured RunAs account itself.
 
+use crate::accounts::unix::{self, Account};
 use crate::config::Settings;
-use crate::unix::{self, Account};
 
 /// An account cleared to run content.
 #[derive(Debug, Clone, PartialEq, Eq)]

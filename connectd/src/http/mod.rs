@@ -28,11 +28,11 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 pub use error::ApiError;
 
-use crate::auth::{self, AuthError};
 use crate::config::{ProviderKind, Settings};
 use crate::deploy::Deployer;
-use crate::login::{Authenticator, LoginError};
-use crate::scheduler::Scheduler;
+use crate::identity::login::{Authenticator, LoginError};
+use crate::identity::{self, AuthError};
+use crate::run::scheduler::Scheduler;
 use crate::secrets;
 use crate::store::{Store, User};
 
@@ -260,7 +260,7 @@ async fn resolve_viewer(
     }
     // Proxied authentication: the headers are the truth on every request;
     // a session only saves redoing the sign-in while they stay the same.
-    let identity = match auth::proxy::identity(&app.settings.proxy, peer, headers) {
+    let identity = match identity::proxy::identity(&app.settings.proxy, peer, headers) {
         Ok(identity) => identity,
         Err(AuthError::UntrustedProxy(address)) => {
             tracing::warn!(

@@ -15,8 +15,8 @@ use serde::Deserialize;
 
 use super::shapes::{check_new_password_user, user_json, NewPasswordUser};
 use super::{login_error, ApiError, AppState, ClientAddress, Viewer, SESSION_COOKIE};
-use crate::auth::plausible_username;
 use crate::config::ProviderKind;
+use crate::identity::plausible_username;
 use crate::secrets;
 
 #[derive(Deserialize, Default)]

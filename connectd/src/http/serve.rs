@@ -21,7 +21,7 @@ use super::{AppState, Viewer, SESSION_COOKIE};
 use crate::bundle::{self, AppMode};
 use crate::content::Content;
 use crate::proxy::{self, Forward, ProxyError};
-use crate::scheduler::AcquireError;
+use crate::run::scheduler::AcquireError;
 use crate::store::User;
 
 fn error_page(status: StatusCode, title: &str, message: &str) -> Response {

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
-use crate::auth::plausible_username;
+use crate::identity::plausible_username;
 use crate::store::User;
 
 /// A Unix time as Connect's API writes it (RFC 3339, whole seconds).

@@ -7,9 +7,9 @@
 
 use std::sync::Arc;
 
-use crate::auth::{self, AuthError, ExternalIdentity};
+use crate::accounts::provision::Provisioner;
 use crate::config::{ProviderKind, Settings};
-use crate::provision::Provisioner;
+use crate::identity::{self, AuthError, ExternalIdentity};
 use crate::roles::{self, Evidence, Role};
 use crate::secrets;
 use crate::store::{GroupRef, LoginRecord, Store, StoreError, User};
@@ -77,7 +77,7 @@ impl Drop for ForwardedPasswords {
 impl Authenticator {
     /// A username and password, checked by the configured provider.
     pub async fn with_password(&self, username: &str, password: &str) -> Result<User, LoginError> {
-        if !auth::plausible_username(username) {
+        if !identity::plausible_username(username) {
             return Err(AuthError::InvalidCredentials.into());
         }
         match self.settings.provider {
@@ -89,7 +89,7 @@ impl Authenticator {
                 // "unavailable", not "wrong password".
                 let mut unavailable = None;
                 for directory in &self.settings.ldap {
-                    match auth::ldap::authenticate(directory, username, password).await {
+                    match identity::ldap::authenticate(directory, username, password).await {
                         Ok(Some(identity)) => return self.complete(identity).await,
                         Ok(None) => {}
                         Err(AuthError::Unavailable(detail)) => {
@@ -107,7 +107,8 @@ impl Authenticator {
             }
             ProviderKind::Pam => {
                 let identity =
-                    auth::pam::authenticate(&self.settings.pam.service, username, password).await?;
+                    identity::pam::authenticate(&self.settings.pam.service, username, password)
+                        .await?;
                 let user = self.complete(identity).await?;
                 if self.settings.pam.forward_password {
                     self.forwarded.keep(user.id, password);

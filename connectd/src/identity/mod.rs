@@ -1,14 +1,14 @@
 //! Identity providers: each turns what a viewer presents into an
 //! [`ExternalIdentity`] (or refuses), and nothing more. Roles, storage and
 //! provisioning happen afterwards, the same way for every provider, in
-//! [`crate::login`].
+//! [`crate::identity::login`].
 //!
 //! OAuth2/OIDC and SAML slot in the same way: a redirect flow ends with an
 //! `ExternalIdentity` built from claims or assertions.
 
 pub mod ldap;
+pub mod login;
 pub mod pam;
-pub mod pam_session;
 pub mod proxy;
 
 use crate::store::GroupRef;

@@ -49,7 +49,7 @@ pub async fn authenticate(
 /// First and last name from the account's GECOS field, through libc like
 /// every other account lookup.
 fn gecos_names(username: &str) -> (String, String) {
-    let full = crate::unix::lookup_user(username)
+    let full = crate::accounts::unix::lookup_user(username)
         .ok()
         .flatten()
         .map(|a| a.gecos.split(',').next().unwrap_or("").trim().to_owned())

@@ -25,15 +25,15 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
 
-use crate::auth::pam_session::PamSession;
+use crate::accounts::runas::{self, AccountRefusal, RunAccount};
 use crate::bundle::{self, Runtimes};
 use crate::config::{ProviderKind, SchedulerSettings, Settings};
 use crate::content::Content;
+use crate::identity::login::Authenticator;
 use crate::layout::{self, Layout};
-use crate::login::Authenticator;
 use crate::proxy::Upstream;
-use crate::runas::{self, AccountRefusal, RunAccount};
-use crate::sandbox::{self, Bind, Identity, Isolation, Launch, Spawner};
+use crate::run::local::pam_session::PamSession;
+use crate::run::local::sandbox::{self, Bind, Identity, Isolation, Launch, Spawner};
 use crate::store::{GroupRef, Store, User};
 
 /// Files content processes write are group-readable (the shared group, as
@@ -962,7 +962,7 @@ pub fn new_job_key() -> String {
 
 /// `HOME`, `USER`, `LOGNAME` from the passwd entry, a plain PATH and a
 /// UTF-8 locale; nothing from connectd's own environment.
-pub fn base_environment(account: &crate::unix::Account) -> Vec<(OsString, OsString)> {
+pub fn base_environment(account: &crate::accounts::unix::Account) -> Vec<(OsString, OsString)> {
     vec![
         ("HOME".into(), account.home.clone().into()),
         ("USER".into(), account.name.clone().into()),

@@ -1,0 +1,13 @@
+//! Running content: the scheduler's pools of content processes and the
+//! launchers that start them.
+//!
+//! - [`scheduler`]: pools per content item and viewer, LoadFactor,
+//!   MaxProcesses, reaping and InitTimeout;
+//! - [`local`]: processes on this machine, in a private mount namespace,
+//!   under the viewer's or the RunAs account, with PAM sessions.
+//!
+//! May import `config`, `content`, `bundle`, `layout`, `accounts`, `store`
+//! and `proxy` (a leaf); never `http` or `deploy`.
+
+pub mod local;
+pub mod scheduler;
