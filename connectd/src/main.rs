@@ -13,7 +13,7 @@ use connectd::accounts::provision::Provisioner;
 use connectd::config::{Settings, DEFAULT_CONFIG_PATH};
 use connectd::deploy::Deployer;
 use connectd::http::{router, AppState};
-use connectd::identity::login::Authenticator;
+use connectd::identity::{self, login::Authenticator};
 use connectd::run::scheduler::Scheduler;
 use connectd::store::Store;
 
@@ -91,12 +91,12 @@ async fn serve(settings: Settings) -> Result<(), String> {
         Store::open(&db).map_err(|e| format!("cannot open the database {}: {e}", db.display()))?,
     );
     let settings = Arc::new(settings);
-    let auth = Arc::new(Authenticator {
-        settings: settings.clone(),
-        store: store.clone(),
-        provisioner: Provisioner::new(settings.provision_socket.clone(), Duration::from_secs(5)),
-        forwarded: Default::default(),
-    });
+    let auth = Arc::new(Authenticator::new(
+        settings.clone(),
+        store.clone(),
+        identity::from_settings(&settings, store.clone()),
+        Provisioner::new(settings.provision_socket.clone(), Duration::from_secs(5)),
+    ));
     match store.end_unfinished_jobs() {
         Ok(0) => {}
         Ok(n) => tracing::warn!(

@@ -12,7 +12,6 @@ use serde_json::{json, Value};
 
 use super::shapes::{check_new_password_user, time, user_json, NewPasswordUser};
 use super::{ApiError, AppState, Viewer};
-use crate::config::ProviderKind;
 use crate::roles::Role;
 use crate::secrets;
 use crate::store::Group;
@@ -79,7 +78,7 @@ pub async fn create_user(
     if me.role != Role::Administrator {
         return Err(ApiError::forbidden("Only administrators can create users."));
     }
-    if app.settings.provider != ProviderKind::Password {
+    if !app.auth.provider().creates_local_users() {
         return Err(ApiError::bad_request(format!(
             "Users of the {} provider are created when they first sign in.",
             app.settings.provider.as_str()

@@ -28,10 +28,10 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 pub use error::ApiError;
 
-use crate::config::{ProviderKind, Settings};
+use crate::config::Settings;
 use crate::deploy::Deployer;
 use crate::identity::login::{Authenticator, LoginError};
-use crate::identity::{self, AuthError};
+use crate::identity::{AuthError, SignInMethod};
 use crate::run::scheduler::Scheduler;
 use crate::secrets;
 use crate::store::{Store, User};
@@ -145,6 +145,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(pages::home))
         .route("/__login__", get(pages::login_page).post(pages::login))
+        .route(
+            "/__login__/callback",
+            get(pages::login_callback).post(pages::login_callback),
+        )
         .route("/__logout__", post(pages::logout))
         .route("/__signup__", get(pages::signup_page).post(pages::signup))
         .route("/__ping__", get(|| async { "ok" }))
@@ -255,12 +259,12 @@ async fn resolve_viewer(
         Some(token) => app.store.session_user(&secrets::token_hash(token))?,
         None => None,
     };
-    if app.settings.provider != ProviderKind::Proxy {
+    if app.auth.provider().method() != SignInMethod::TrustedHeaders {
         return Ok(session_user);
     }
     // Proxied authentication: the headers are the truth on every request;
     // a session only saves redoing the sign-in while they stay the same.
-    let identity = match identity::proxy::identity(&app.settings.proxy, peer, headers) {
+    let identity = match app.auth.with_headers(peer, headers).await {
         Ok(identity) => identity,
         Err(AuthError::UntrustedProxy(address)) => {
             tracing::warn!(
@@ -281,7 +285,7 @@ async fn resolve_viewer(
         return Ok(None);
     };
     if let Some(user) = session_user {
-        if user.provider == "proxy" && user.unique_id == identity.unique_id {
+        if user.provider == identity.provider && user.unique_id == identity.unique_id {
             return Ok(Some(user));
         }
     }
@@ -348,6 +352,14 @@ pub fn login_error(error: LoginError) -> ApiError {
         LoginError::Auth(e @ (AuthError::UntrustedProxy(_) | AuthError::BadHeaders(_))) => {
             ApiError::forbidden(e.to_string())
         }
+        LoginError::Auth(e @ AuthError::Flow(_)) => {
+            tracing::warn!("sign-in refused: {e}");
+            ApiError::bad_request("This sign-in could not be completed. Please sign in again.")
+        }
+        LoginError::Auth(AuthError::NotOffered) => {
+            ApiError::bad_request("This server does not sign in this way.")
+        }
+        LoginError::Auth(AuthError::Internal(detail)) => ApiError::internal(detail),
         LoginError::Locked => ApiError::locked(),
         LoginError::Conflict(detail) => {
             tracing::error!("sign-in refused: {detail}");

@@ -15,8 +15,7 @@ use serde::Deserialize;
 
 use super::shapes::{check_new_password_user, user_json, NewPasswordUser};
 use super::{login_error, ApiError, AppState, ClientAddress, Viewer, SESSION_COOKIE};
-use crate::config::ProviderKind;
-use crate::identity::plausible_username;
+use crate::identity::{plausible_username, Callback, SignInMethod};
 use crate::secrets;
 
 #[derive(Deserialize, Default)]
@@ -76,14 +75,14 @@ fn login_form(app: &AppState, message: Option<&str>, target: &str, username: &st
     let error = message
         .map(|m| format!("<p class=\"error\" role=\"alert\">{}</p>", escape(m)))
         .unwrap_or_default();
-    if app.settings.provider == ProviderKind::Proxy {
+    if app.auth.provider().method() == SignInMethod::TrustedHeaders {
         return page(
             "Sign in",
             "<p>This server signs you in through your organisation's proxy. If you see this \
              page, the proxy did not pass your identity; ask your administrator.</p>",
         );
     }
-    let signup = if app.settings.provider == ProviderKind::Password {
+    let signup = if app.auth.provider().creates_local_users() {
         "<p><a href=\"/__signup__\">Create an account</a></p>"
     } else {
         ""
@@ -104,11 +103,66 @@ fn login_form(app: &AppState, message: Option<&str>, target: &str, username: &st
     )
 }
 
-pub async fn login_page(
+/// The sign-in page; with a redirect provider, straight to its pages.
+pub async fn login_page(State(app): State<Arc<AppState>>, Query(next): Query<Next>) -> Response {
+    let target = safe_target(next.url.as_deref());
+    if app.auth.provider().method() != SignInMethod::Redirect {
+        return login_form(&app, None, target, "").into_response();
+    }
+    match app.auth.begin(target).await {
+        Ok(redirect) => (StatusCode::SEE_OTHER, [(LOCATION, redirect.location)]).into_response(),
+        Err(e) => {
+            tracing::warn!("could not start a sign-in: {e}");
+            let error = login_error(e);
+            (error.status, sign_in_failed(&error.message)).into_response()
+        }
+    }
+}
+
+/// `/__login__/callback`: the identity provider sends the viewer back here
+/// (a query for redirect bindings, a form for POST bindings).
+pub async fn login_callback(
     State(app): State<Arc<AppState>>,
-    Query(next): Query<Next>,
-) -> Html<String> {
-    login_form(&app, None, safe_target(next.url.as_deref()), "")
+    Extension(ClientAddress(address)): Extension<ClientAddress>,
+    uri: axum::http::Uri,
+    body: axum::body::Bytes,
+) -> Response {
+    let callback = Callback {
+        query: uri.query().unwrap_or(""),
+        form: (!body.is_empty()).then_some(&body[..]),
+    };
+    let (user, target) = match app.auth.finish(callback).await {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::warn!(client = %address, "sign-in failed: {e}");
+            let error = login_error(e);
+            return (error.status, sign_in_failed(&error.message)).into_response();
+        }
+    };
+    tracing::info!(user = %user.username, role = %user.role, client = %address, "signed in");
+    let cookie = match app.start_session(&user) {
+        Ok(cookie) => cookie,
+        Err(e) => return e.into_response(),
+    };
+    // The provider hands back what `begin` was given, checked there; check
+    // again so that no provider can turn this into an open redirect.
+    let target = safe_target(Some(&target)).to_owned();
+    let mut response = (StatusCode::SEE_OTHER, [(LOCATION, target)]).into_response();
+    if let Ok(value) = cookie.parse() {
+        response.headers_mut().append(SET_COOKIE, value);
+    }
+    response
+}
+
+fn sign_in_failed(message: &str) -> Html<String> {
+    page(
+        "Sign in",
+        &format!(
+            "<p class=\"error\" role=\"alert\">{}</p><p><a href=\"/__login__\">Sign in \
+             again</a></p>",
+            escape(message)
+        ),
+    )
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -241,7 +295,7 @@ pub async fn home(
 /// `[Password] SelfRegistration = true` or nobody exists yet (the first
 /// person becomes the administrator, as in Connect).
 fn signup_open(app: &AppState) -> Result<bool, ApiError> {
-    if app.settings.provider != ProviderKind::Password {
+    if !app.auth.provider().creates_local_users() {
         return Ok(false);
     }
     Ok(app.settings.self_registration || app.store.list_users(None, 0, 1)?.1 == 0)

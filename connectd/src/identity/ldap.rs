@@ -9,12 +9,62 @@ use std::sync::Arc;
 
 use ldap3::{ldap_escape, Ldap, LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry};
 
-use super::{AuthError, ExternalIdentity};
-use crate::config::LdapSettings;
+use async_trait::async_trait;
+
+use super::{AccountSource, AuthError, ExternalIdentity, IdentityProvider, SignInMethod, Verified};
+use crate::config::{LdapSettings, ProviderKind};
 use crate::store::GroupRef;
 
 /// LDAP result code for a failed bind (RFC 4511).
 const INVALID_CREDENTIALS: u32 = 49;
+
+/// Every `[LDAP "..."]` section, tried in file order.
+pub struct LdapProvider {
+    directories: Vec<LdapSettings>,
+}
+
+impl LdapProvider {
+    pub fn new(directories: Vec<LdapSettings>) -> Self {
+        Self { directories }
+    }
+}
+
+#[async_trait]
+impl IdentityProvider for LdapProvider {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Ldap
+    }
+
+    fn method(&self) -> SignInMethod {
+        SignInMethod::Password
+    }
+
+    fn accounts(&self) -> AccountSource {
+        AccountSource::Provisioned
+    }
+
+    /// The first directory that knows the user decides. One that is down
+    /// does not stop the others, but if nobody found the user and one was
+    /// down, the answer is "unavailable", not "wrong password".
+    async fn with_password(&self, username: &str, password: &str) -> Result<Verified, AuthError> {
+        let mut unavailable = None;
+        for directory in &self.directories {
+            match authenticate(directory, username, password).await {
+                Ok(Some(identity)) => return Ok(Verified::External(identity)),
+                Ok(None) => {}
+                Err(AuthError::Unavailable(detail)) => {
+                    tracing::warn!("{detail}");
+                    unavailable = Some(detail);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(match unavailable {
+            Some(detail) => AuthError::Unavailable(detail),
+            None => AuthError::InvalidCredentials,
+        })
+    }
+}
 
 /// Tries one directory. `Ok(None)` means the user is not in it (the next
 /// `[LDAP "..."]` section may know them).

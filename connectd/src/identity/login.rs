@@ -8,10 +8,12 @@
 use std::sync::Arc;
 
 use crate::accounts::provision::Provisioner;
-use crate::config::{ProviderKind, Settings};
-use crate::identity::{self, AuthError, ExternalIdentity};
+use crate::config::Settings;
+use crate::identity::{
+    self, AccountSource, AuthError, Callback, ExternalIdentity, IdentityProvider, Redirect,
+    Returned, Verified,
+};
 use crate::roles::{self, Evidence, Role};
-use crate::secrets;
 use crate::store::{GroupRef, LoginRecord, Store, StoreError, User};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,7 @@ impl From<StoreError> for LoginError {
 pub struct Authenticator {
     pub settings: Arc<Settings>,
     pub store: Arc<Store>,
+    provider: Arc<dyn IdentityProvider>,
     pub provisioner: Provisioner,
     /// `[PAM] ForwardPassword`: each PAM user's last password, in memory
     /// only, for the authenticated PAM session of their content processes
@@ -75,75 +78,74 @@ impl Drop for ForwardedPasswords {
 }
 
 impl Authenticator {
+    pub fn new(
+        settings: Arc<Settings>,
+        store: Arc<Store>,
+        provider: Arc<dyn IdentityProvider>,
+        provisioner: Provisioner,
+    ) -> Self {
+        Self {
+            settings,
+            store,
+            provider,
+            provisioner,
+            forwarded: Default::default(),
+        }
+    }
+
+    /// The configured sign-in method.
+    pub fn provider(&self) -> &dyn IdentityProvider {
+        self.provider.as_ref()
+    }
+
     /// A username and password, checked by the configured provider.
     pub async fn with_password(&self, username: &str, password: &str) -> Result<User, LoginError> {
         if !identity::plausible_username(username) {
             return Err(AuthError::InvalidCredentials.into());
         }
-        match self.settings.provider {
-            ProviderKind::Password => self.password_login(username, password).await,
-            ProviderKind::Ldap => {
-                // Directories in file order; the first that knows the user
-                // decides. One that is down does not stop the others, but
-                // if nobody found the user and one was down, the answer is
-                // "unavailable", not "wrong password".
-                let mut unavailable = None;
-                for directory in &self.settings.ldap {
-                    match identity::ldap::authenticate(directory, username, password).await {
-                        Ok(Some(identity)) => return self.complete(identity).await,
-                        Ok(None) => {}
-                        Err(AuthError::Unavailable(detail)) => {
-                            tracing::warn!("{detail}");
-                            unavailable = Some(detail);
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                Err(match unavailable {
-                    Some(detail) => AuthError::Unavailable(detail),
-                    None => AuthError::InvalidCredentials,
-                }
-                .into())
-            }
-            ProviderKind::Pam => {
-                let identity =
-                    identity::pam::authenticate(&self.settings.pam.service, username, password)
-                        .await?;
-                let user = self.complete(identity).await?;
-                if self.settings.pam.forward_password {
-                    self.forwarded.keep(user.id, password);
-                }
-                Ok(user)
-            }
-            // These providers never see a password form.
-            ProviderKind::Proxy | ProviderKind::OAuth2 | ProviderKind::Saml => {
-                Err(AuthError::InvalidCredentials.into())
-            }
-        }
-    }
-
-    async fn password_login(&self, username: &str, password: &str) -> Result<User, LoginError> {
-        let found = self.store.password_hash(username)?;
-        let (user, hash) = match found {
-            Some((user, hash)) => (Some(user), hash),
-            None => (None, secrets::decoy_hash().to_owned()),
-        };
-        let password = password.to_owned();
-        let matches =
-            tokio::task::spawn_blocking(move || secrets::verify_password(&password, &hash))
-                .await
-                .map_err(|e| LoginError::Internal(e.to_string()))?;
-        match user {
-            Some(user) if matches => {
+        let user = match self.provider.with_password(username, password).await {
+            Ok(Verified::External(identity)) => self.complete(identity).await?,
+            Ok(Verified::Local(user)) => {
                 // Locked is only revealed to someone who knows the password.
                 if user.locked {
                     return Err(LoginError::Locked);
                 }
                 self.store.mark_password_login(user.id)?;
-                Ok(user)
+                user
             }
-            _ => Err(AuthError::InvalidCredentials.into()),
+            // These providers never see a password form.
+            Err(AuthError::NotOffered) => return Err(AuthError::InvalidCredentials.into()),
+            Err(e) => return Err(e.into()),
+        };
+        if self.provider.keeps_password() {
+            self.forwarded.keep(user.id, password);
         }
+        Ok(user)
+    }
+
+    /// The identity a trusted proxy's headers assert, recorded like any
+    /// sign-in; `Ok(None)` when the request carries none.
+    pub async fn with_headers(
+        &self,
+        peer: std::net::IpAddr,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<Option<ExternalIdentity>, AuthError> {
+        self.provider.identity_in_headers(peer, headers)
+    }
+
+    /// Starts a redirect sign-in that returns to `return_to`.
+    pub async fn begin(&self, return_to: &str) -> Result<Redirect, LoginError> {
+        Ok(self.provider.begin(return_to).await?)
+    }
+
+    /// Finishes a redirect sign-in: the provider checks the callback, then
+    /// the person is recorded, mapped and provisioned like any other.
+    pub async fn finish(&self, callback: Callback<'_>) -> Result<(User, String), LoginError> {
+        let Returned {
+            identity,
+            return_to,
+        } = self.provider.finish(callback).await?;
+        Ok((self.complete(identity).await?, return_to))
     }
 
     /// The password `user_id` last signed in with, when
@@ -207,7 +209,7 @@ impl Authenticator {
                 "new user signed in for the first time"
             );
         }
-        if settings.run_as_current_user && settings.provider.needs_provisioning() {
+        if settings.run_as_current_user && self.provider.accounts() == AccountSource::Provisioned {
             let groups = identity.groups.clone().unwrap_or_default();
             self.provision(&user, &groups).await;
         }

@@ -1,15 +1,74 @@
-//! Identity providers: each turns what a viewer presents into an
-//! [`ExternalIdentity`] (or refuses), and nothing more. Roles, storage and
-//! provisioning happen afterwards, the same way for every provider, in
-//! [`crate::identity::login`].
+//! Sign-in: who a viewer is, whatever the provider.
 //!
-//! OAuth2/OIDC and SAML slot in the same way: a redirect flow ends with an
-//! `ExternalIdentity` built from claims or assertions.
+//! - [`provider`]: the [`IdentityProvider`] trait every sign-in method
+//!   implements, in one of three shapes (credentials, trusted headers, a
+//!   redirect flow);
+//! - [`password`], [`ldap`], [`pam`], [`proxy`]: the providers (OIDC and
+//!   SAML slot in beside them);
+//! - [`flow`]: server-side state of redirect flows, bounded and single use;
+//! - [`login`]: everything after a provider said yes, the same way for
+//!   every provider: role mapping, storage, provisioning.
+//!
+//! [`from_settings`] is the one place that turns `[Authentication]
+//! Provider` into a provider. May import `config`, `roles`, `secrets`,
+//! `store` and `accounts`; never `run`, `http` or content.
 
+pub mod flow;
 pub mod ldap;
 pub mod login;
 pub mod pam;
+pub mod password;
+pub mod provider;
 pub mod proxy;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod login_tests;
+
+use std::sync::Arc;
+
+pub use provider::{
+    AccountSource, Callback, IdentityProvider, Redirect, Returned, SignInMethod, Verified,
+};
+
+use crate::config::{ProviderKind, Settings};
+use crate::store::Store;
+
+/// The provider `[Authentication] Provider` names, with its settings.
+pub fn from_settings(settings: &Settings, store: Arc<Store>) -> Arc<dyn IdentityProvider> {
+    match settings.provider {
+        ProviderKind::Password => Arc::new(password::PasswordProvider::new(store)),
+        ProviderKind::Ldap => Arc::new(ldap::LdapProvider::new(settings.ldap.clone())),
+        ProviderKind::Pam => Arc::new(pam::PamProvider::new(
+            settings.pam.service.clone(),
+            settings.pam.forward_password,
+        )),
+        ProviderKind::Proxy => Arc::new(proxy::ProxyProvider::new(settings.proxy.clone())),
+        // The settings refuse both until their providers exist, so only a
+        // test gets here: such a server signs nobody in.
+        kind @ (ProviderKind::OAuth2 | ProviderKind::Saml) => Arc::new(Refusing(kind)),
+    }
+}
+
+/// Stands in for a provider this build cannot run: every way of signing
+/// in answers [`AuthError::NotOffered`].
+struct Refusing(ProviderKind);
+
+#[async_trait::async_trait]
+impl IdentityProvider for Refusing {
+    fn kind(&self) -> ProviderKind {
+        self.0
+    }
+
+    fn method(&self) -> SignInMethod {
+        SignInMethod::Redirect
+    }
+
+    fn accounts(&self) -> AccountSource {
+        AccountSource::Provisioned
+    }
+}
 
 use crate::store::GroupRef;
 
@@ -53,6 +112,17 @@ pub enum AuthError {
     /// A trusted proxy sent unusable headers.
     #[error("{0}")]
     BadHeaders(String),
+    /// A redirect sign-in came back without a usable state: unknown, used
+    /// twice, expired, or altered on the way. The viewer starts again.
+    #[error("the sign-in could not be completed: {0}")]
+    Flow(String),
+    /// The configured provider does not sign in this way (a password sent
+    /// to a proxy-authenticated server, a callback without a redirect flow).
+    #[error("this server does not sign in this way")]
+    NotOffered,
+    /// connectd itself failed (its database, a worker thread).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// The most a username may be; longer input is refused before any provider

@@ -4,7 +4,50 @@
 //! username is their identity. libpam is blocking and may take seconds
 //! (pam_faildelay), so it runs on the blocking pool.
 
-use super::{AuthError, ExternalIdentity};
+use async_trait::async_trait;
+
+use super::{AccountSource, AuthError, ExternalIdentity, IdentityProvider, SignInMethod, Verified};
+use crate::config::ProviderKind;
+
+/// `[PAM] Service`, and whether `[PAM] ForwardPassword` keeps passwords.
+pub struct PamProvider {
+    service: String,
+    forward_password: bool,
+}
+
+impl PamProvider {
+    pub fn new(service: String, forward_password: bool) -> Self {
+        Self {
+            service,
+            forward_password,
+        }
+    }
+}
+
+#[async_trait]
+impl IdentityProvider for PamProvider {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Pam
+    }
+
+    fn method(&self) -> SignInMethod {
+        SignInMethod::Password
+    }
+
+    fn accounts(&self) -> AccountSource {
+        AccountSource::Host
+    }
+
+    fn keeps_password(&self) -> bool {
+        self.forward_password
+    }
+
+    async fn with_password(&self, username: &str, password: &str) -> Result<Verified, AuthError> {
+        authenticate(&self.service, username, password)
+            .await
+            .map(Verified::External)
+    }
+}
 
 pub async fn authenticate(
     service: &str,

@@ -13,9 +13,47 @@ use std::net::IpAddr;
 
 use axum::http::HeaderMap;
 
-use super::{plausible_username, AuthError, ExternalIdentity};
-use crate::config::ProxySettings;
+use super::{
+    plausible_username, AccountSource, AuthError, ExternalIdentity, IdentityProvider, SignInMethod,
+};
+use crate::config::{ProviderKind, ProxySettings};
 use crate::store::GroupRef;
+
+/// `[ProxyAuth]`: the trusted proxies and the headers they set.
+pub struct ProxyProvider {
+    settings: ProxySettings,
+}
+
+impl ProxyProvider {
+    pub fn new(settings: ProxySettings) -> Self {
+        Self { settings }
+    }
+}
+
+#[async_trait::async_trait]
+impl IdentityProvider for ProxyProvider {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Proxy
+    }
+
+    fn method(&self) -> SignInMethod {
+        SignInMethod::TrustedHeaders
+    }
+
+    /// Proxied users have no Unix account of their own: their content runs
+    /// as `Applications.RunAs` (RunAsCurrentUser is refused with proxy).
+    fn accounts(&self) -> AccountSource {
+        AccountSource::None
+    }
+
+    fn identity_in_headers(
+        &self,
+        peer: IpAddr,
+        headers: &HeaderMap,
+    ) -> Result<Option<ExternalIdentity>, AuthError> {
+        identity(&self.settings, peer, headers)
+    }
+}
 
 /// Whether `peer` is one of the trusted proxies. IPv4 peers that arrive as
 /// IPv4-mapped IPv6 addresses are compared as IPv4.
