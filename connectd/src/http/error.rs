@@ -117,7 +117,7 @@ impl From<crate::store::StoreError> for ApiError {
             crate::store::StoreError::UsernameTaken(_) => {
                 ApiError::new(StatusCode::CONFLICT, 0, e.to_string())
             }
-            crate::store::StoreError::Sql(_) => ApiError::internal(e),
+            crate::store::StoreError::Backend(_) => ApiError::internal(e),
         }
     }
 }

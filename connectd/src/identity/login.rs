@@ -33,7 +33,7 @@ impl From<StoreError> for LoginError {
         match e {
             StoreError::Locked => LoginError::Locked,
             StoreError::UsernameTaken(_) => LoginError::Conflict(e.to_string()),
-            StoreError::Sql(_) => LoginError::Internal(e.to_string()),
+            StoreError::Backend(_) => LoginError::Internal(e.to_string()),
         }
     }
 }

@@ -131,10 +131,14 @@ CREATE INDEX jobs_by_content ON jobs(content_id, started_time);
 "#,
 ];
 
+/// What went wrong, in terms every backend shares: callers never see the
+/// database library's own error type.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database failed (unreachable, full, damaged); the text is the
+    /// backend's, for the log.
     #[error("database error: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Backend(String),
     #[error(
         "the username {0:?} already belongs to another identity; rename one of them in the \
          identity provider, or remove the old user"
@@ -142,6 +146,12 @@ pub enum StoreError {
     UsernameTaken(String),
     #[error("this user is locked")]
     Locked,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
