@@ -2,112 +2,12 @@
 //! validation rules of Connect's content API (codes 45, 54-58, 113, 114,
 //! 150, 151), kept apart from HTTP so that they can be tested directly.
 
-use std::time::Duration;
-
 use crate::accounts::runas::{self, AccountRefusal};
 use crate::bundle::AppMode;
 use crate::config::{SchedulerSettings, Settings, MAX_TIMEOUT_SECONDS};
+use crate::model::User;
+use crate::model::{ProcessSettings, Relation};
 use crate::roles::Role;
-use crate::store::User;
-
-/// Who may open the content.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccessType {
-    /// Anyone, signed in or not.
-    All,
-    /// Any signed-in user.
-    LoggedIn,
-    /// The owner, collaborators, and the users and groups on its list.
-    Acl,
-}
-
-impl AccessType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AccessType::All => "all",
-            AccessType::LoggedIn => "logged_in",
-            AccessType::Acl => "acl",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "all" => Some(AccessType::All),
-            "logged_in" => Some(AccessType::LoggedIn),
-            "acl" => Some(AccessType::Acl),
-            _ => None,
-        }
-    }
-}
-
-/// Per-content overrides of `[Scheduler]`; `None` means the server default.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct ProcessSettings {
-    pub min_processes: Option<u32>,
-    pub max_processes: Option<u32>,
-    pub max_conns_per_process: Option<u32>,
-    pub load_factor: Option<f64>,
-    pub init_timeout: Option<u32>,
-    pub idle_timeout: Option<u32>,
-    pub connection_timeout: Option<u32>,
-    pub read_timeout: Option<u32>,
-}
-
-impl ProcessSettings {
-    /// The settings a content item actually runs with.
-    pub fn effective(&self, defaults: &SchedulerSettings) -> SchedulerSettings {
-        let secs =
-            |v: Option<u32>, d: Duration| v.map(|s| Duration::from_secs(s.into())).unwrap_or(d);
-        SchedulerSettings {
-            min_processes: self.min_processes.unwrap_or(defaults.min_processes),
-            max_processes: self.max_processes.unwrap_or(defaults.max_processes).max(1),
-            max_conns_per_process: self
-                .max_conns_per_process
-                .unwrap_or(defaults.max_conns_per_process)
-                .max(1),
-            load_factor: self.load_factor.unwrap_or(defaults.load_factor),
-            init_timeout: secs(self.init_timeout, defaults.init_timeout),
-            idle_timeout: secs(self.idle_timeout, defaults.idle_timeout),
-            connection_timeout: secs(self.connection_timeout, defaults.connection_timeout),
-            read_timeout: secs(self.read_timeout, defaults.read_timeout),
-            ..*defaults
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Content {
-    pub id: i64,
-    pub guid: String,
-    pub name: String,
-    pub title: Option<String>,
-    pub description: String,
-    pub owner_id: i64,
-    pub owner_guid: String,
-    pub access_type: AccessType,
-    /// `None` until a bundle has been deployed.
-    pub app_mode: Option<AppMode>,
-    pub run_as: Option<String>,
-    pub run_as_current_user: bool,
-    pub process: ProcessSettings,
-    pub bundle_id: Option<i64>,
-    pub created_time: i64,
-    pub last_deployed_time: Option<i64>,
-    /// The live deployment: names its environment directory. Each
-    /// deployment builds a new one, so running processes keep theirs.
-    pub deployment: Option<String>,
-}
-
-/// What a user is to one content item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Relation {
-    None,
-    /// On the access list (directly or through a group).
-    Viewer,
-    /// A collaborator: may change and deploy it.
-    Collaborator,
-    Owner,
-}
 
 /// A rule of the content API was broken; `code` and `message` are Connect's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -303,6 +203,7 @@ pub fn valid_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn limits() -> SchedulerSettings {
         SchedulerSettings::default()

@@ -24,6 +24,7 @@ pub mod http;
 pub mod identity;
 pub mod layout;
 pub mod logging;
+pub mod model;
 pub mod proxy;
 pub mod roles;
 pub mod run;

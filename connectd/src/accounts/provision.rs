@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use connect_proto::v1::{self, provisioning_client::ProvisioningClient};
 
-use crate::store::{GroupRef, User};
+use crate::model::{GroupRef, User};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {

@@ -12,9 +12,9 @@ use serde_json::{json, Value};
 
 use super::shapes::{check_new_password_user, time, user_json, NewPasswordUser};
 use super::{ApiError, AppState, Viewer};
+use crate::model::Group;
 use crate::roles::Role;
 use crate::secrets;
-use crate::store::Group;
 
 fn group_json(group: &Group) -> Value {
     json!({ "guid": group.guid, "name": group.name, "owner_guid": Value::Null })

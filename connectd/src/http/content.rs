@@ -15,10 +15,11 @@ use serde_json::{json, Map, Value};
 
 use super::shapes::time;
 use super::{ApiError, AppState, Viewer};
-use crate::content::{self, AccessType, Content, ProcessSettings, Refusal, Relation, RunAsChange};
+use crate::content::{self, Refusal, RunAsChange};
 use crate::deploy::UploadError;
+use crate::model::{AccessType, Content, ProcessSettings, Relation};
+use crate::model::{NewContent, User};
 use crate::roles::Role;
-use crate::store::{NewContent, User};
 
 impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> Self {
@@ -544,7 +545,7 @@ pub async fn permissions(
     Ok(Json(Value::Array(list)))
 }
 
-fn permission_json(content: &Content, p: &crate::store::Permission) -> Value {
+fn permission_json(content: &Content, p: &crate::model::Permission) -> Value {
     json!({
         "id": p.guid,
         "content_guid": content.guid,

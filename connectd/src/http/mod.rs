@@ -32,9 +32,10 @@ use crate::config::Settings;
 use crate::deploy::Deployer;
 use crate::identity::login::{Authenticator, LoginError};
 use crate::identity::{AuthError, SignInMethod};
+use crate::model::User;
 use crate::run::scheduler::Scheduler;
 use crate::secrets;
-use crate::store::{Store, User};
+use crate::store::Store;
 
 pub const SESSION_COOKIE: &str = "connect_session";
 

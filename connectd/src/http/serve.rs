@@ -19,10 +19,10 @@ use super::content::may_view;
 use super::pages::{escape, page};
 use super::{AppState, Viewer, SESSION_COOKIE};
 use crate::bundle::{self, AppMode};
-use crate::content::Content;
+use crate::model::Content;
+use crate::model::User;
 use crate::proxy::{self, Forward, ProxyError};
 use crate::run::scheduler::AcquireError;
-use crate::store::User;
 
 fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
     (status, page(title, &format!("<p>{}</p>", escape(message)))).into_response()

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::{ApiError, AppState};
 use crate::identity::plausible_username;
-use crate::store::User;
+use crate::model::User;
 
 /// A Unix time as Connect's API writes it (RFC 3339, whole seconds).
 pub fn time(seconds: i64) -> String {

@@ -14,7 +14,7 @@ use super::{
     SignInMethod, Verified,
 };
 use crate::config::ProviderKind;
-use crate::store::GroupRef;
+use crate::model::GroupRef;
 
 /// Where the fake identity provider's "pages" live.
 pub const FAKE_IDP: &str = "https://idp.example/authorize";

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 
 use super::{AccountSource, AuthError, ExternalIdentity, IdentityProvider, SignInMethod, Verified};
 use crate::config::{LdapSettings, ProviderKind};
-use crate::store::GroupRef;
+use crate::model::GroupRef;
 
 /// LDAP result code for a failed bind (RFC 4511).
 const INVALID_CREDENTIALS: u32 = 49;

@@ -13,8 +13,9 @@ use crate::identity::{
     self, AccountSource, AuthError, Callback, ExternalIdentity, IdentityProvider, Redirect,
     Returned, Verified,
 };
+use crate::model::{GroupRef, User};
 use crate::roles::{self, Evidence, Role};
-use crate::store::{GroupRef, LoginRecord, Store, StoreError, User};
+use crate::store::{LoginRecord, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {

@@ -70,7 +70,7 @@ impl IdentityProvider for Refusing {
     }
 }
 
-use crate::store::GroupRef;
+use crate::model::GroupRef;
 
 /// Who the provider says signed in.
 #[derive(Debug, Clone, PartialEq, Eq)]

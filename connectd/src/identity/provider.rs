@@ -16,7 +16,7 @@ use axum::http::HeaderMap;
 
 use super::{AuthError, ExternalIdentity};
 use crate::config::ProviderKind;
-use crate::store::User;
+use crate::model::User;
 
 /// How a provider takes a viewer's proof of identity; the sign-in page
 /// and the request middleware ask this instead of the provider's name.

@@ -17,7 +17,7 @@ use super::{
     plausible_username, AccountSource, AuthError, ExternalIdentity, IdentityProvider, SignInMethod,
 };
 use crate::config::{ProviderKind, ProxySettings};
-use crate::store::GroupRef;
+use crate::model::GroupRef;
 
 /// `[ProxyAuth]`: the trusted proxies and the headers they set.
 pub struct ProxyProvider {

@@ -28,13 +28,14 @@ use tokio::sync::{watch, Notify};
 use crate::accounts::runas::{self, AccountRefusal, RunAccount};
 use crate::bundle::{self, Runtimes};
 use crate::config::{ProviderKind, SchedulerSettings, Settings};
-use crate::content::Content;
 use crate::identity::login::Authenticator;
 use crate::layout::{self, Layout};
+use crate::model::Content;
+use crate::model::{GroupRef, User};
 use crate::proxy::Upstream;
 use crate::run::local::pam_session::PamSession;
 use crate::run::local::sandbox::{self, Bind, Identity, Isolation, Launch, Spawner};
-use crate::store::{GroupRef, Store, User};
+use crate::store::Store;
 
 /// Files content processes write are group-readable (the shared group, as
 /// the working directory is setgid) and hidden from everyone else; the

@@ -5,7 +5,8 @@ use rusqlite::{params, OptionalExtension, Row};
 
 use super::{new_guid, now, Store, StoreError};
 use crate::bundle::AppMode;
-use crate::content::{AccessType, Content, ProcessSettings, Relation};
+use crate::model::{AccessType, Content, ProcessSettings, Relation};
+use crate::model::{Job, NewContent, Permission};
 
 const CONTENT_COLUMNS: &str = "c.id, c.guid, c.name, c.title, c.description, c.owner_id, \
      u.guid, c.access_type, c.app_mode, c.run_as, c.run_as_current_user, c.min_processes, \
@@ -44,46 +45,6 @@ fn content_from_row(row: &Row<'_>) -> rusqlite::Result<Content> {
         last_deployed_time: row.get(21)?,
         deployment: row.get(22)?,
     })
-}
-
-/// A content item as a create request describes it.
-#[derive(Debug, Clone)]
-pub struct NewContent {
-    pub name: String,
-    pub title: Option<String>,
-    pub description: String,
-    pub owner_id: i64,
-    pub access_type: AccessType,
-    pub run_as: Option<String>,
-    pub run_as_current_user: bool,
-    pub process: ProcessSettings,
-}
-
-/// One entry of a content item's access list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Permission {
-    pub id: i64,
-    pub guid: String,
-    pub principal_type: String,
-    pub principal_guid: String,
-    /// `viewer` or `owner` (a collaborator).
-    pub role: String,
-}
-
-/// A process connectd started for a content item: a build or an app.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Job {
-    pub key: String,
-    pub kind: String,
-    pub bundle_id: Option<i64>,
-    pub pid: Option<i64>,
-    pub unix_account: String,
-    pub uid: u32,
-    pub viewer_guid: Option<String>,
-    pub started_time: i64,
-    pub ended_time: Option<i64>,
-    pub exit_code: Option<i64>,
-    pub log_path: String,
 }
 
 impl Store {
