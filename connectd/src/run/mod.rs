@@ -1,6 +1,8 @@
-//! Running content: the scheduler's pools of content processes and the
-//! launchers that start them.
+//! Running content: the scheduler's pools of content processes, the
+//! Launcher seam they start through, and the local launcher.
 //!
+//! - [`launcher`]: the seam, [`launcher::Launcher`] and
+//!   [`launcher::Running`], with a backend-neutral launch spec;
 //! - [`scheduler`]: pools per content item and viewer, LoadFactor,
 //!   MaxProcesses, reaping and InitTimeout;
 //! - [`local`]: processes on this machine, in a private mount namespace,
@@ -9,5 +11,6 @@
 //! May import `config`, `content`, `bundle`, `layout`, `accounts`, `store`
 //! and `proxy` (a leaf); never `http` or `deploy`.
 
+pub mod launcher;
 pub mod local;
 pub mod scheduler;
