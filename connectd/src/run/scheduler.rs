@@ -26,20 +26,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 
 use crate::accounts::runas::{self, AccountRefusal, RunAccount};
-use crate::bundle::{self, Runtimes};
+use crate::bundle::{self, AppMode, Runtimes};
 use crate::config::{ProviderKind, SchedulerSettings, Settings};
 use crate::content::Content;
 use crate::identity::login::Authenticator;
-use crate::layout::{self, Layout};
+use crate::layout::Layout;
 use crate::proxy::Upstream;
-use crate::run::local::pam_session::PamSession;
-use crate::run::local::sandbox::{self, Bind, Identity, Isolation, Launch, Spawner};
+use crate::run::launcher::{
+    Endpoint, LaunchKind, LaunchSpec, Launcher, Mount, Running, SessionPlan,
+};
 use crate::store::{GroupRef, Store, User};
-
-/// Files content processes write are group-readable (the shared group, as
-/// the working directory is setgid) and hidden from everyone else; the
-/// group may read but not overwrite another viewer's files.
-pub const CONTENT_UMASK: u32 = 0o027;
 
 /// How long a process gets to leave after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -164,7 +160,7 @@ pub struct Scheduler {
     runtimes: Runtimes,
     server_url: String,
     pools: Mutex<Pools>,
-    spawner: Spawner,
+    launcher: Arc<dyn Launcher>,
 }
 
 #[derive(Default)]
@@ -179,14 +175,7 @@ struct RunIdentity {
     viewer_id: Option<i64>,
     keep_minimum: bool,
     /// `[PAM] UseSession`: the session to open for a viewer's process.
-    pam_session: Option<PamSessionPlan>,
-}
-
-#[derive(Clone)]
-struct PamSessionPlan {
-    service: String,
-    /// The viewer's password, kept from sign-in with `[PAM] ForwardPassword`.
-    password: Option<String>,
+    pam_session: Option<SessionPlan>,
 }
 
 /// What the launch task records about a process.
@@ -196,28 +185,16 @@ struct JobRecord {
     bundle_id: i64,
     viewer_id: Option<i64>,
     log_path: String,
-    pam_session: Option<PamSessionPlan>,
-}
-
-/// Closes a PAM session off the async threads (modules may block).
-fn close_pam(session: Option<PamSession>) {
-    if let Some(session) = session {
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = session.close() {
-                tracing::warn!("closing the PAM session failed: {e}");
-            }
-        });
-    }
 }
 
 impl Scheduler {
-    /// Must be called inside the runtime that will reap the processes.
+    /// Every content process starts through `launcher`.
     pub fn new(
         settings: Arc<Settings>,
         store: Arc<Store>,
         auth: Option<Arc<Authenticator>>,
-    ) -> std::io::Result<Arc<Self>> {
-        let spawner = Spawner::new(tokio::runtime::Handle::current())?;
+        launcher: Arc<dyn Launcher>,
+    ) -> Arc<Self> {
         let layout = Layout::new(&settings.data_dir);
         let runtimes = runtimes(&settings, &layout);
         let server_url = settings.address.clone().unwrap_or_else(|| {
@@ -229,7 +206,7 @@ impl Scheduler {
             };
             format!("http://{host}:{}", settings.listen.port())
         });
-        Ok(Arc::new(Self {
+        Arc::new(Self {
             settings,
             store,
             layout,
@@ -237,17 +214,17 @@ impl Scheduler {
             runtimes,
             server_url,
             pools: Mutex::new(Pools::default()),
-            spawner,
-        }))
+            launcher,
+        })
     }
 
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
 
-    /// Where every content process and build is forked.
-    pub fn spawner(&self) -> &Spawner {
-        &self.spawner
+    /// What starts every content process and build.
+    pub fn launcher(&self) -> &Arc<dyn Launcher> {
+        &self.launcher
     }
 
     pub fn runtimes(&self) -> &Runtimes {
@@ -305,7 +282,7 @@ impl Scheduler {
                 } else {
                     None
                 };
-                Some(PamSessionPlan {
+                Some(SessionPlan {
                     service: if password.is_some() {
                         pam.authenticated_session_service.clone()
                     } else {
@@ -544,7 +521,7 @@ impl Scheduler {
         }
     }
 
-    /// Spawns a process; called with the pools locked, so it only does
+    /// Starts a process; called with the pools locked, so it only does
     /// quick filesystem work and hands the waiting to tasks.
     fn start(
         self: &Arc<Self>,
@@ -556,15 +533,33 @@ impl Scheduler {
     ) -> Result<Arc<Process>, AcquireError> {
         let internal =
             |what: &str, e: std::io::Error| AcquireError::Internal(format!("{what}: {e}"));
+        let static_content = || AcquireError::Internal("static content runs no process".to_owned());
         let layout = &self.layout;
         let bundle_dir = layout.bundle_dir(&content.guid, bundle_id);
         let env_dir = layout.env_dir(&content.guid, deployment);
         let work_dir = layout.work_dir(&content.guid);
         let manifest = bundle::read_manifest(&bundle_dir)
             .map_err(|e| AcquireError::StartFailed(e.to_string()))?;
+        if manifest.app_mode == AppMode::Static {
+            return Err(static_content());
+        }
         let job = new_job_key();
-        let socket_dir = layout.socket_dir(&job);
-        let socket = socket_dir.join("app.sock");
+        let account = &identity.account;
+        let uid = account.account.uid;
+        let gid = account.account.gid;
+        let endpoint = self
+            .launcher
+            .endpoint(&job, uid, gid)
+            .map_err(|e| AcquireError::Internal(e.to_string()))?;
+        let socket = match &endpoint {
+            Endpoint::Unix(socket) => socket.clone(),
+            Endpoint::Tcp(address) => {
+                return Err(AcquireError::Internal(format!(
+                    "content processes are reached over Unix sockets only; the launcher \
+                     gave {address}"
+                )))
+            }
+        };
         let step = bundle::run_step(
             &manifest,
             &bundle_dir,
@@ -573,14 +568,8 @@ impl Scheduler {
             &socket,
             &self.runtimes,
         )
-        .ok_or_else(|| AcquireError::Internal("static content runs no process".to_owned()))?;
+        .ok_or_else(static_content)?;
 
-        let account = &identity.account;
-        let uid = account.account.uid;
-        let gid = account.account.gid;
-        // Only the process's own uid (and root) may enter it.
-        layout::prepare_dir(&socket_dir, uid, gid, 0o700)
-            .map_err(|e| internal("socket directory", e))?;
         let log_path = layout.log_file(&content.guid, &job);
         let log = open_log(&log_path).map_err(|e| internal("log file", e))?;
 
@@ -588,36 +577,34 @@ impl Scheduler {
         env.push(("CONNECT_SERVER".into(), self.server_url.clone().into()));
         env.push(("CONNECT_CONTENT_GUID".into(), content.guid.clone().into()));
         env.extend(step.env.iter().cloned());
-        let launch = Launch {
+        let spec = LaunchSpec {
+            job: job.clone(),
+            kind: LaunchKind::App,
+            account: account.account.name.clone(),
+            uid,
+            gid,
+            groups: account.groups.clone(),
             program: step.program.clone(),
             args: step.args.clone(),
             env,
             cwd: step.cwd.clone(),
-            identity: Identity {
-                uid,
-                gid,
-                groups: account.groups.clone(),
-            },
-            umask: CONTENT_UMASK,
-            isolation: self.isolation(vec![
-                Bind {
+            mounts: vec![
+                Mount {
                     path: bundle_dir,
                     writable: false,
                 },
-                Bind {
+                Mount {
                     path: env_dir,
                     writable: false,
                 },
-                Bind {
+                Mount {
                     path: work_dir,
                     writable: true,
                 },
-                Bind {
-                    path: socket_dir.clone(),
-                    writable: true,
-                },
-            ]),
+            ],
+            listen: Some(endpoint.clone()),
             log,
+            session: identity.pam_session.clone(),
         };
         let (state, _) = watch::channel(ProcessState::Starting);
         let process = Arc::new(Process {
@@ -627,7 +614,7 @@ impl Scheduler {
             account: account.account.name.clone(),
             bundle_id,
             deployment: deployment.to_owned(),
-            upstream: Upstream::new(socket.clone()),
+            upstream: Upstream::new(socket),
             pool,
             settings,
             keep_minimum: identity.keep_minimum,
@@ -643,31 +630,26 @@ impl Scheduler {
             bundle_id,
             viewer_id: identity.viewer_id,
             log_path: log_path.display().to_string(),
-            pam_session: identity.pam_session.clone(),
         };
         // Forking, and opening a PAM session (which may talk to a KDC),
         // happen outside the pools' lock; connections that arrive meanwhile
         // wait for this process instead of starting their own.
-        tokio::spawn(
-            self.clone()
-                .launch(process.clone(), launch, socket, socket_dir, record),
-        );
+        tokio::spawn(self.clone().launch(process.clone(), spec, endpoint, record));
         Ok(process)
     }
 
     async fn launch(
         self: Arc<Self>,
         process: Arc<Process>,
-        mut launch: Launch,
-        socket: PathBuf,
-        socket_dir: PathBuf,
+        spec: LaunchSpec,
+        endpoint: Endpoint,
         record: JobRecord,
     ) {
         let record_start = |pid: Option<u32>| {
             self.store.start_job(
                 &process.job,
                 record.content_id,
-                "run",
+                LaunchKind::App.as_str(),
                 Some(record.bundle_id),
                 pid,
                 &process.account,
@@ -686,44 +668,12 @@ impl Scheduler {
             let _ = self.store.end_job(&process.job, None);
             process.state.send_replace(ProcessState::Exited(why));
             self.forget(&process);
-            let _ = fs::remove_dir_all(&socket_dir);
         };
-        let mut session = None;
-        if let Some(pam) = &record.pam_session {
-            let (service, user, password) = (
-                pam.service.clone(),
-                process.account.clone(),
-                pam.password.clone(),
-            );
-            let opened = tokio::task::spawn_blocking(move || {
-                PamSession::open(&service, &user, password.as_deref())
-            })
-            .await;
-            match opened {
-                Ok(Ok(opened)) => {
-                    // PAM's variables (KRB5CCNAME, …) win over ours but
-                    // never replace the account's identity.
-                    for (key, value) in opened.environment() {
-                        if !["HOME", "USER", "LOGNAME", "PATH"].contains(&key.as_str()) {
-                            launch.env.retain(|(k, _)| k != key.as_str());
-                            launch.env.push((key.into(), value.into()));
-                        }
-                    }
-                    session = Some(opened);
-                }
-                Ok(Err(e)) => return fail(format!("the PAM session could not be opened: {e}")),
-                Err(e) => return fail(e.to_string()),
-            }
-        }
-        let spawned = self.spawner.spawn(launch).await;
-        let child = match spawned {
-            Ok(child) => child,
-            Err(e) => {
-                close_pam(session);
-                return fail(e.to_string());
-            }
+        let running = match self.launcher.start(spec).await {
+            Ok(running) => running,
+            Err(e) => return fail(e.to_string()),
         };
-        let pid = child.id().unwrap_or(0);
+        let pid = running.pid().unwrap_or(0);
         process.pid.store(pid, Ordering::Release);
         tracing::info!(
             content = %record.content_guid,
@@ -736,9 +686,9 @@ impl Scheduler {
         if let Err(e) = record_start(Some(pid)) {
             tracing::error!(job = %process.job, "could not record the process: {e}");
         }
-        tokio::spawn(watch_readiness(process.clone(), socket));
-        self.supervise(process, child, socket_dir).await;
-        close_pam(session);
+        let endpoint = running.endpoint().cloned().unwrap_or(endpoint);
+        tokio::spawn(watch_readiness(process.clone(), endpoint));
+        self.supervise(process, running).await;
     }
 
     /// Takes an ended process out of its pool.
@@ -755,53 +705,13 @@ impl Scheduler {
         }
     }
 
-    /// What every content process and build sees: nothing of connectd's
-    /// data or configuration, a private /tmp, and `expose`.
-    pub fn isolation(&self, expose: Vec<Bind>) -> Isolation {
-        let mut hide = vec![self.layout.data_dir().to_path_buf()];
-        hide.extend(layout::dedicated_config_dir(&self.settings.config_path));
-        let default_config = Path::new(crate::config::DEFAULT_CONFIG_PATH);
-        if let Some(dir) = default_config.parent() {
-            if dir.exists() && !hide.iter().any(|h| h == dir) {
-                hide.push(dir.to_path_buf());
-            }
-        }
-        Isolation {
-            hide,
-            expose,
-            private_tmp: true,
-        }
-    }
-
-    /// Owns the child: records its end, or stops it when asked.
-    async fn supervise(
-        &self,
-        process: Arc<Process>,
-        mut child: tokio::process::Child,
-        socket_dir: PathBuf,
-    ) {
-        let status = tokio::select! {
-            status = child.wait() => status.ok(),
-            _ = process.stop.notified() => {
-                sandbox::terminate(&mut child, STOP_GRACE).await;
-                child.try_wait().ok().flatten()
-            }
+    /// Owns the process: records its end, or stops it when asked.
+    async fn supervise(&self, process: Arc<Process>, mut running: Box<dyn Running>) {
+        let exit = tokio::select! {
+            exit = running.wait() => exit,
+            _ = process.stop.notified() => running.stop(STOP_GRACE).await,
         };
-        // Whatever the leader left behind in its process group (a worker,
-        // a `sleep &`) goes with it: it would otherwise run on as the
-        // viewer, outside any session or supervision. The group id cannot
-        // have been reused while members remain.
-        let pid = process.pid.load(Ordering::Acquire);
-        if pid > 0 {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
-        }
-        let code = status.and_then(|s| s.code());
-        let why = match status {
-            Some(s) if s.success() => "the process exited".to_owned(),
-            Some(s) => format!("the process ended ({s})"),
-            None => "the process ended".to_owned(),
-        };
+        let why = exit.reason();
         tracing::info!(
             job = %process.job,
             pid = process.pid.load(Ordering::Acquire),
@@ -809,10 +719,9 @@ impl Scheduler {
         );
         process.state.send_replace(ProcessState::Exited(why));
         self.forget(&process);
-        if let Err(e) = self.store.end_job(&process.job, code) {
+        if let Err(e) = self.store.end_job(&process.job, exit.code) {
             tracing::error!(job = %process.job, "could not record the process's end: {e}");
         }
-        let _ = fs::remove_dir_all(&socket_dir);
     }
 
     /// Stops processes that have been idle for their IdleTimeout, and
@@ -916,7 +825,7 @@ impl Scheduler {
 /// A process that never listens within InitTimeout is stopped, whether or
 /// not anyone is still waiting for it (else abandoned starts would pile up
 /// against MaxTotalProcesses).
-async fn watch_readiness(process: Arc<Process>, socket: PathBuf) {
+async fn watch_readiness(process: Arc<Process>, endpoint: Endpoint) {
     // Every millisecond for the first second (a connect to a socket that
     // is not there yet costs microseconds), then backing off: a viewer's
     // first byte should follow the app's readiness, not a polling step.
@@ -937,7 +846,7 @@ async fn watch_readiness(process: Arc<Process>, socket: PathBuf) {
             process.stop_now();
             return;
         }
-        if tokio::net::UnixStream::connect(&socket).await.is_ok() {
+        if listens(&endpoint).await {
             process.state.send_if_modified(|s| {
                 if *s == ProcessState::Starting {
                     *s = ProcessState::Ready;
@@ -952,6 +861,14 @@ async fn watch_readiness(process: Arc<Process>, socket: PathBuf) {
         if started.elapsed() > Duration::from_secs(1) {
             delay = (delay * 2).min(Duration::from_millis(50));
         }
+    }
+}
+
+/// Whether something accepts connections at `endpoint`.
+async fn listens(endpoint: &Endpoint) -> bool {
+    match endpoint {
+        Endpoint::Unix(socket) => tokio::net::UnixStream::connect(socket).await.is_ok(),
+        Endpoint::Tcp(address) => tokio::net::TcpStream::connect(address).await.is_ok(),
     }
 }
 
