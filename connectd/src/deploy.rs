@@ -24,8 +24,9 @@ use crate::bundle::{self, AppMode, Limits, Runtimes};
 use crate::config::Settings;
 use crate::content::{Content, Refusal};
 use crate::layout;
+use crate::run::jobs;
 use crate::run::launcher::{LaunchKind, LaunchSpec, Launcher, Mount};
-use crate::run::scheduler::{self, Scheduler};
+use crate::run::scheduler::Scheduler;
 use crate::store::Store;
 
 /// How long finished tasks stay readable.
@@ -332,7 +333,7 @@ impl Deployer {
                     return Err(internal(e.to_string()));
                 }
             };
-            let job = scheduler::new_job_key();
+            let job = jobs::new_job_key();
             let log_path = layout.log_file(&content.guid, &job);
             let _ = self.store.start_job(
                 &job,
@@ -348,7 +349,7 @@ impl Deployer {
             let mut result = Ok(());
             for step in steps {
                 task.line(format!("$ {}", step.description));
-                let mut env = scheduler::base_environment(account);
+                let mut env = jobs::base_environment(account);
                 // Builds write caches, not the account's home.
                 env.retain(|(k, _)| k != "HOME");
                 env.push(("HOME".into(), cache.clone().into()));
@@ -379,7 +380,7 @@ impl Deployer {
                         },
                     ],
                     listen: None,
-                    log: scheduler::open_log(&log_path)
+                    log: jobs::open_log(&log_path)
                         .map_err(|e| internal(format!("{}: {e}", log_path.display())))?,
                     session: None,
                 };
