@@ -25,3 +25,6 @@ pub mod launcher;
 pub mod local;
 mod pool;
 pub mod scheduler;
+
+#[cfg(test)]
+mod fake;

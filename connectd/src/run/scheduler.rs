@@ -575,3 +575,6 @@ async fn listens(endpoint: &Endpoint) -> bool {
         Endpoint::Tcp(address) => tokio::net::TcpStream::connect(address).await.is_ok(),
     }
 }
+
+#[cfg(test)]
+mod tests;
