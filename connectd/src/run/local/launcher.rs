@@ -266,3 +266,206 @@ fn close_pam(session: Option<PamSession>) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::time::Instant;
+
+    use connect_gcfg::Config;
+
+    use super::*;
+
+    const NOBODY: u32 = 65534;
+
+    /// Namespaces and set*id need root; as anyone else these say so and
+    /// pass without checking anything (as the sandbox's own tests do).
+    fn root() -> bool {
+        // SAFETY: no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        if !root {
+            eprintln!("local launcher tests need root: skipped");
+        }
+        root
+    }
+
+    fn launcher(data: &Path) -> LocalLauncher {
+        let config = Config::parse("", "test.gcfg").expect("empty config");
+        let mut settings = Settings::from_config(&config).expect("defaults");
+        settings.data_dir = data.to_path_buf();
+        LocalLauncher::new(&settings).expect("spawner")
+    }
+
+    fn spec(kind: LaunchKind, script: &str, listen: Option<Endpoint>, log: &Path) -> LaunchSpec {
+        LaunchSpec {
+            job: "job".to_owned(),
+            kind,
+            account: "nobody".to_owned(),
+            uid: NOBODY,
+            gid: NOBODY,
+            groups: vec![NOBODY],
+            program: PathBuf::from("/bin/sh"),
+            args: vec!["-c".into(), script.into()],
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            cwd: PathBuf::from("/"),
+            mounts: vec![],
+            listen,
+            log: fs::File::create(log).expect("log"),
+            session: None,
+        }
+    }
+
+    /// Running (not a zombie, not gone).
+    fn alive(pid: u32) -> bool {
+        fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+            !state.starts_with(['Z', 'X', 'x'])
+        })
+    }
+
+    /// The pid the script wrote on the log's first line.
+    async fn background_pid(log: &Path) -> u32 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = fs::read_to_string(log).unwrap_or_default();
+            if let Some(pid) = text.lines().next().and_then(|l| l.trim().parse().ok()) {
+                return pid;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the script wrote no pid: {text:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn gone(pid: u32) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive(pid) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    #[tokio::test]
+    async fn an_app_gets_a_private_socket_directory_and_takes_its_group_along() {
+        if !root() {
+            return;
+        }
+        let data = tempfile::tempdir().expect("data dir");
+        let local = launcher(data.path());
+        let endpoint = local.endpoint("job", NOBODY, NOBODY).expect("endpoint");
+        let Endpoint::Unix(socket) = &endpoint else {
+            panic!("not a Unix socket: {endpoint}")
+        };
+        let dir = socket.parent().expect("its directory").to_path_buf();
+        assert_eq!(dir, data.path().join("run/job"));
+        let meta = fs::metadata(&dir).expect("socket directory");
+        assert_eq!((meta.uid(), meta.gid()), (NOBODY, NOBODY));
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o700);
+        let log = data.path().join("app.log");
+        // The socket directory is writable inside the sandbox; a worker
+        // is left behind when the leader exits.
+        let script = format!(
+            "sleep 600 & echo $!; touch {}/written && exit 0",
+            dir.display()
+        );
+        let mut running = local
+            .start(spec(LaunchKind::App, &script, Some(endpoint.clone()), &log))
+            .await
+            .expect("start");
+        assert_eq!(running.endpoint(), Some(&endpoint));
+        assert!(running.pid().is_some());
+        let worker = background_pid(&log).await;
+        let exit = tokio::time::timeout(Duration::from_secs(10), running.wait())
+            .await
+            .expect("it ended");
+        assert_eq!(exit.code, Some(0), "{exit:?}; log: {:?}", fs::read(&log));
+        assert_eq!(exit.reason(), "the process exited");
+        assert!(gone(worker).await, "the app's worker outlived it");
+        assert!(!dir.exists(), "the socket directory was left behind");
+    }
+
+    #[tokio::test]
+    async fn stop_ends_an_app_with_sigterm() {
+        if !root() {
+            return;
+        }
+        let data = tempfile::tempdir().expect("data dir");
+        let local = launcher(data.path());
+        let endpoint = local.endpoint("job", NOBODY, NOBODY).expect("endpoint");
+        let log = data.path().join("app.log");
+        let mut running = local
+            .start(spec(
+                LaunchKind::App,
+                "echo $$; exec sleep 600",
+                Some(endpoint),
+                &log,
+            ))
+            .await
+            .expect("start");
+        let pid = background_pid(&log).await;
+        let exit = running.stop(Duration::from_secs(5)).await;
+        assert_eq!(exit.code, None);
+        assert_eq!(exit.reason(), "the process ended (signal: 15 (SIGTERM))");
+        assert!(gone(pid).await);
+        assert!(!data.path().join("run/job").exists());
+    }
+
+    #[tokio::test]
+    async fn a_build_step_keeps_what_it_left_running_as_before() {
+        if !root() {
+            return;
+        }
+        let data = tempfile::tempdir().expect("data dir");
+        let local = launcher(data.path());
+        let log = data.path().join("build.log");
+        let mut running = local
+            .start(spec(
+                LaunchKind::Build,
+                "sleep 600 & echo $!; exit 3",
+                None,
+                &log,
+            ))
+            .await
+            .expect("start");
+        assert_eq!(running.endpoint(), None);
+        let straggler = background_pid(&log).await;
+        let exit = running.wait().await;
+        assert_eq!(exit.code, Some(3));
+        assert!(!exit.success);
+        assert_eq!(exit.status.as_deref(), Some("exit status: 3"));
+        assert_eq!(exit.reason(), "the process ended (exit status: 3)");
+        // Builds were never group-killed when their step ended.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let survived = alive(straggler);
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(straggler as libc::pid_t, libc::SIGKILL) };
+        assert!(survived, "a build step's background process was killed");
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_fails_the_start_and_cleans_up() {
+        if !root() {
+            return;
+        }
+        let data = tempfile::tempdir().expect("data dir");
+        let local = launcher(data.path());
+        let endpoint = local.endpoint("job", NOBODY, NOBODY).expect("endpoint");
+        let log = data.path().join("app.log");
+        let mut missing = spec(LaunchKind::App, "", Some(endpoint), &log);
+        missing.program = PathBuf::from("/nonexistent/app");
+        let error = match local.start(missing).await {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("a missing program started"),
+        };
+        assert!(
+            error.starts_with("cannot start /nonexistent/app"),
+            "{error}"
+        );
+        assert!(!data.path().join("run/job").exists());
+    }
+}
