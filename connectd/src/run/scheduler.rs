@@ -13,8 +13,8 @@
 //! machine. Processes idle for `IdleTimeout` are stopped (pools of shared
 //! content keep `MinProcesses`).
 //!
-//! The rules are in [`crate::run::pool`], the account decisions in
-//! [`crate::run::account`]; this module applies them, builds launch specs,
+//! The rules are in `run::pool`, the account decisions in
+//! `run::account`; this module applies them, builds launch specs,
 //! starts processes through the [`Launcher`], watches them become ready
 //! and supervises them until they end.
 
