@@ -25,8 +25,9 @@ use crate::config::Settings;
 use crate::content::Refusal;
 use crate::layout;
 use crate::model::Content;
-use crate::run::local::sandbox::{Bind, Identity, Launch, Spawner};
-use crate::run::scheduler::{self, Scheduler};
+use crate::run::jobs;
+use crate::run::launcher::{LaunchKind, LaunchSpec, Launcher, Mount};
+use crate::run::scheduler::Scheduler;
 use crate::store::Store;
 
 /// How long finished tasks stay readable.
@@ -333,12 +334,12 @@ impl Deployer {
                     return Err(internal(e.to_string()));
                 }
             };
-            let job = scheduler::new_job_key();
+            let job = jobs::new_job_key();
             let log_path = layout.log_file(&content.guid, &job);
             let _ = self.store.start_job(
                 &job,
                 content.id,
-                "build",
+                LaunchKind::Build.as_str(),
                 Some(bundle_id),
                 None,
                 &account.name,
@@ -349,40 +350,43 @@ impl Deployer {
             let mut result = Ok(());
             for step in steps {
                 task.line(format!("$ {}", step.description));
-                let mut env = scheduler::base_environment(account);
+                let mut env = jobs::base_environment(account);
                 // Builds write caches, not the account's home.
                 env.retain(|(k, _)| k != "HOME");
                 env.push(("HOME".into(), cache.clone().into()));
                 env.extend(step.env.iter().cloned());
-                let launch = Launch {
+                let spec = LaunchSpec {
+                    job: job.clone(),
+                    kind: LaunchKind::Build,
+                    account: account.name.clone(),
+                    uid: account.uid,
+                    gid: account.gid,
+                    groups: run_as.groups.clone(),
                     program: step.program.clone(),
                     args: step.args.clone(),
                     env,
                     cwd: step.cwd.clone(),
-                    identity: Identity {
-                        uid: account.uid,
-                        gid: account.gid,
-                        groups: run_as.groups.clone(),
-                    },
-                    umask: 0o022,
-                    isolation: self.scheduler.isolation(vec![
-                        Bind {
+                    mounts: vec![
+                        Mount {
                             path: bundle_dir.clone(),
                             writable: false,
                         },
-                        Bind {
+                        Mount {
                             path: env_dir.clone(),
                             writable: true,
                         },
-                        Bind {
+                        Mount {
                             path: cache.clone(),
                             writable: true,
                         },
-                    ]),
-                    log: scheduler::open_log(&log_path)
+                    ],
+                    listen: None,
+                    log: jobs::open_log(&log_path)
                         .map_err(|e| internal(format!("{}: {e}", log_path.display())))?,
+                    session: None,
                 };
-                if let Err(e) = run_step(self.scheduler.spawner(), launch, &log_path, task).await {
+                let launcher = self.scheduler.launcher().as_ref();
+                if let Err(e) = run_step(launcher, spec, &log_path, task).await {
                     result = Err(internal(format!("{}: {e}", step.description)));
                     break;
                 }
@@ -457,18 +461,18 @@ impl Deployer {
 
 /// Runs one build step, copying its output into the task as it comes.
 async fn run_step(
-    spawner: &Spawner,
-    launch: Launch,
+    launcher: &dyn Launcher,
+    spec: LaunchSpec,
     log_path: &Path,
     task: &Arc<Task>,
 ) -> Result<(), String> {
     let (reader, writer) = std::io::pipe().map_err(|e| e.to_string())?;
-    let mut log = launch.log.try_clone().map_err(|e| e.to_string())?;
-    let launch = Launch {
+    let mut log = spec.log.try_clone().map_err(|e| e.to_string())?;
+    let spec = LaunchSpec {
         log: fs::File::from(std::os::fd::OwnedFd::from(writer)),
-        ..launch
+        ..spec
     };
-    let mut child = spawner.spawn(launch).await.map_err(|e| e.to_string())?;
+    let mut running = launcher.start(spec).await.map_err(|e| e.to_string())?;
     let copier = {
         let task = task.clone();
         tokio::task::spawn_blocking(move || {
@@ -479,14 +483,17 @@ async fn run_step(
             }
         })
     };
-    let status = child.wait().await.map_err(|e| e.to_string())?;
+    let exit = running.wait().await;
     let _ = copier.await;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!(
+    match exit.status {
+        _ if exit.success => Ok(()),
+        Some(status) => Err(format!(
             "exited with {status}; the build log is {}",
             log_path.display()
-        ))
+        )),
+        None => Err(format!(
+            "could not be waited for; the build log is {}",
+            log_path.display()
+        )),
     }
 }

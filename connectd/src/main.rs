@@ -14,6 +14,7 @@ use connectd::config::{Settings, DEFAULT_CONFIG_PATH};
 use connectd::deploy::Deployer;
 use connectd::http::{router, AppState};
 use connectd::identity::{self, login::Authenticator};
+use connectd::run::local::LocalLauncher;
 use connectd::run::scheduler::Scheduler;
 use connectd::store::Store;
 
@@ -106,8 +107,14 @@ async fn serve(settings: Settings) -> Result<(), String> {
         Err(e) => tracing::warn!("could not close the records of earlier processes: {e}"),
     }
     let _ = std::fs::remove_dir_all(settings.data_dir.join("run"));
-    let scheduler = Scheduler::new(settings.clone(), store.clone(), Some(auth.clone()))
+    let launcher = LocalLauncher::new(&settings)
         .map_err(|e| format!("cannot start the process spawner thread: {e}"))?;
+    let scheduler = Scheduler::new(
+        settings.clone(),
+        store.clone(),
+        Some(auth.clone()),
+        Arc::new(launcher),
+    );
     tokio::spawn(scheduler.clone().reap_forever());
     let deployer = Deployer::new(settings.clone(), store.clone(), scheduler.clone());
     let state = Arc::new(AppState::new(

@@ -1,13 +1,30 @@
-//! Running content: the scheduler's pools of content processes and the
-//! launchers that start them.
+//! Running content: the scheduler's pools of content processes, the
+//! Launcher seam they start through, and the local launcher.
 //!
-//! - [`scheduler`]: pools per content item and viewer, LoadFactor,
-//!   MaxProcesses, reaping and InitTimeout;
-//! - [`local`]: processes on this machine, in a private mount namespace,
-//!   under the viewer's or the RunAs account, with PAM sessions.
+//! - [`launcher`]: the seam, [`launcher::Launcher`] and
+//!   [`launcher::Running`], with a backend-neutral [`launcher::LaunchSpec`];
+//! - [`scheduler`]: applies the pool policy, starts processes through the
+//!   launcher, watches InitTimeout and supervises them; records job rows;
+//! - `pool`: the policy itself (pools per content item and viewer or
+//!   account, LoadFactor, MaxProcesses, MaxTotalProcesses, idle reaping);
+//! - `account`: which Unix account a request runs as, and its PAM plan;
+//! - [`jobs`]: what processes and builds share (job keys, base
+//!   environment, logs, runtimes); deploy borrows it;
+//! - [`local`]: the first launcher: processes on this machine, in a
+//!   private mount namespace, under the viewer's or the RunAs account,
+//!   with PAM sessions and Unix sockets.
 //!
-//! May import `config`, `content`, `bundle`, `layout`, `accounts`, `store`
-//! and `proxy` (a leaf); never `http` or `deploy`.
+//! May import `config`, `content`, `bundle`, `layout`, `accounts`,
+//! `identity::login` (forwarded passwords, provisioning), `store` and
+//! `proxy` (a leaf); never `http` or `deploy`. `launcher` imports nothing
+//! of connectd, so any backend can implement it.
 
+mod account;
+pub mod jobs;
+pub mod launcher;
 pub mod local;
+mod pool;
 pub mod scheduler;
+
+#[cfg(test)]
+mod fake;

@@ -12,125 +12,39 @@
 //! `[Scheduler] MaxTotalProcesses` processes, rather than exhausting the
 //! machine. Processes idle for `IdleTimeout` are stopped (pools of shared
 //! content keep `MinProcesses`).
+//!
+//! The rules are in `run::pool`, the account decisions in
+//! `run::account`; this module applies them, builds launch specs,
+//! starts processes through the [`Launcher`], watches them become ready
+//! and supervises them until they end.
 
-use std::collections::HashMap;
-use std::ffi::OsString;
-use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
 
-use crate::accounts::runas::{self, AccountRefusal, RunAccount};
-use crate::bundle::{self, Runtimes};
-use crate::config::{ProviderKind, SchedulerSettings, Settings};
+use crate::accounts::runas::AccountRefusal;
+use crate::bundle::{self, AppMode, Runtimes};
+use crate::config::{SchedulerSettings, Settings};
 use crate::identity::login::Authenticator;
-use crate::layout::{self, Layout};
+use crate::layout::Layout;
 use crate::model::Content;
-use crate::model::{GroupRef, User};
+use crate::model::User;
 use crate::proxy::Upstream;
-use crate::run::local::pam_session::PamSession;
-use crate::run::local::sandbox::{self, Bind, Identity, Isolation, Launch, Spawner};
+use crate::run::account::{AccountError, Accounts, RunIdentity};
+use crate::run::jobs::{base_environment, new_job_key, open_log, runtimes};
+use crate::run::launcher::{Endpoint, LaunchKind, LaunchSpec, Launcher, Mount, Running};
+use crate::run::pool::{self, Choice, PoolKey, Pools, ProcessState};
 use crate::store::Store;
 
-/// Files content processes write are group-readable (the shared group, as
-/// the working directory is setgid) and hidden from everyone else; the
-/// group may read but not overwrite another viewer's files.
-pub const CONTENT_UMASK: u32 = 0o027;
+pub use crate::run::account::provider_has_accounts;
+pub use crate::run::pool::{Lease, Process};
 
 /// How long a process gets to leave after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-
-/// Whose processes a pool holds: one viewer's (current-user content), or
-/// one account's shared by every viewer.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Principal {
-    Viewer(i64),
-    Account(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct PoolKey {
-    content_id: i64,
-    principal: Principal,
-}
-
-enum Choice {
-    Use(Arc<Process>),
-    Start,
-    ServerFull,
-    ContentFull,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum ProcessState {
-    Starting,
-    Ready,
-    Exited(String),
-}
-
-/// One running content process.
-pub struct Process {
-    pub job: String,
-    /// 0 until the process has been forked.
-    pub pid: AtomicU32,
-    pub uid: u32,
-    pub account: String,
-    pub bundle_id: i64,
-    /// The deployment (environment) it runs.
-    pub deployment: String,
-    pub upstream: Upstream,
-    pool: PoolKey,
-    settings: SchedulerSettings,
-    keep_minimum: bool,
-    connections: AtomicUsize,
-    idle_since: Mutex<Instant>,
-    state: watch::Sender<ProcessState>,
-    /// A newer bundle is live: take no new connections, stop when idle.
-    draining: AtomicBool,
-    stop: Notify,
-}
-
-impl Process {
-    pub fn connections(&self) -> usize {
-        self.connections.load(Ordering::Acquire)
-    }
-
-    /// Takes it out of rotation (no new connection lands on it) and asks
-    /// its supervisor to stop it.
-    fn stop_now(&self) {
-        self.draining.store(true, Ordering::Release);
-        self.stop.notify_one();
-    }
-}
-
-/// A connection's hold on a process; the process counts as busy until it
-/// is dropped (the proxy drops it when the response or WebSocket ends).
-pub struct Lease {
-    process: Arc<Process>,
-}
-
-impl Lease {
-    pub fn process(&self) -> &Arc<Process> {
-        &self.process
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if self.process.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
-            *self
-                .process
-                .idle_since
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Instant::now();
-        }
-    }
-}
 
 /// Why a viewer's request found no process.
 #[derive(Debug, thiserror::Error)]
@@ -157,37 +71,25 @@ pub enum AcquireError {
     Internal(String),
 }
 
+impl From<AccountError> for AcquireError {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::Refused(refusal) => AcquireError::Refused(refusal),
+            AccountError::Provisioning(why) => AcquireError::Provisioning(why),
+            AccountError::Internal(why) => AcquireError::Internal(why),
+        }
+    }
+}
+
 pub struct Scheduler {
     settings: Arc<Settings>,
     store: Arc<Store>,
     layout: Layout,
-    auth: Option<Arc<Authenticator>>,
+    accounts: Accounts,
     runtimes: Runtimes,
     server_url: String,
     pools: Mutex<Pools>,
-    spawner: Spawner,
-}
-
-#[derive(Default)]
-struct Pools {
-    by_key: HashMap<PoolKey, Vec<Arc<Process>>>,
-    total: usize,
-}
-
-/// Who a request runs as, decided before any process is chosen.
-struct RunIdentity {
-    account: RunAccount,
-    viewer_id: Option<i64>,
-    keep_minimum: bool,
-    /// `[PAM] UseSession`: the session to open for a viewer's process.
-    pam_session: Option<PamSessionPlan>,
-}
-
-#[derive(Clone)]
-struct PamSessionPlan {
-    service: String,
-    /// The viewer's password, kept from sign-in with `[PAM] ForwardPassword`.
-    password: Option<String>,
+    launcher: Arc<dyn Launcher>,
 }
 
 /// What the launch task records about a process.
@@ -197,28 +99,16 @@ struct JobRecord {
     bundle_id: i64,
     viewer_id: Option<i64>,
     log_path: String,
-    pam_session: Option<PamSessionPlan>,
-}
-
-/// Closes a PAM session off the async threads (modules may block).
-fn close_pam(session: Option<PamSession>) {
-    if let Some(session) = session {
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = session.close() {
-                tracing::warn!("closing the PAM session failed: {e}");
-            }
-        });
-    }
 }
 
 impl Scheduler {
-    /// Must be called inside the runtime that will reap the processes.
+    /// Every content process starts through `launcher`.
     pub fn new(
         settings: Arc<Settings>,
         store: Arc<Store>,
         auth: Option<Arc<Authenticator>>,
-    ) -> std::io::Result<Arc<Self>> {
-        let spawner = Spawner::new(tokio::runtime::Handle::current())?;
+        launcher: Arc<dyn Launcher>,
+    ) -> Arc<Self> {
         let layout = Layout::new(&settings.data_dir);
         let runtimes = runtimes(&settings, &layout);
         let server_url = settings.address.clone().unwrap_or_else(|| {
@@ -230,25 +120,29 @@ impl Scheduler {
             };
             format!("http://{host}:{}", settings.listen.port())
         });
-        Ok(Arc::new(Self {
+        Arc::new(Self {
+            accounts: Accounts {
+                settings: settings.clone(),
+                store: store.clone(),
+                auth,
+            },
             settings,
             store,
             layout,
-            auth,
             runtimes,
             server_url,
             pools: Mutex::new(Pools::default()),
-            spawner,
-        }))
+            launcher,
+        })
     }
 
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
 
-    /// Where every content process and build is forked.
-    pub fn spawner(&self) -> &Spawner {
-        &self.spawner
+    /// What starts every content process and build.
+    pub fn launcher(&self) -> &Arc<dyn Launcher> {
+        &self.launcher
     }
 
     pub fn runtimes(&self) -> &Runtimes {
@@ -261,107 +155,11 @@ impl Scheduler {
 
     /// Processes running now (starting or ready), for the API and tests.
     pub fn running(&self, content_id: i64) -> Vec<Arc<Process>> {
-        self.pools()
-            .by_key
-            .iter()
-            .filter(|(k, _)| k.content_id == content_id)
-            .flat_map(|(_, v)| v.iter().cloned())
-            .collect()
+        self.pools().of_content(content_id).cloned().collect()
     }
 
     pub fn total(&self) -> usize {
         self.pools().total
-    }
-
-    /// The account a request for `content` runs as: the viewer's own when
-    /// the content asks for it and the server permits it, else the
-    /// content's RunAs, else `Applications.RunAs` (also for anonymous
-    /// viewers of current-user content).
-    async fn identity(
-        &self,
-        content: &Content,
-        viewer: Option<&User>,
-    ) -> Result<RunIdentity, AcquireError> {
-        let current_user = content.run_as_current_user && self.settings.run_as_current_user;
-        let (name, viewer_id) = match viewer.filter(|_| current_user) {
-            Some(user) => (self.viewer_account(user).await?, Some(user.id)),
-            None => (
-                content
-                    .run_as
-                    .clone()
-                    .unwrap_or_else(|| self.settings.run_as.clone()),
-                None,
-            ),
-        };
-        let settings = self.settings.clone();
-        let account = tokio::task::spawn_blocking(move || runas::check_account(&settings, &name))
-            .await
-            .map_err(|e| AcquireError::Internal(e.to_string()))?
-            .map_err(AcquireError::Refused)?;
-        let pam = &self.settings.pam;
-        let pam_session = match viewer_id {
-            Some(id) if self.settings.provider == ProviderKind::Pam && pam.use_session => {
-                let password = if pam.forward_password {
-                    self.auth.as_ref().and_then(|a| a.forwarded_password(id))
-                } else {
-                    None
-                };
-                Some(PamSessionPlan {
-                    service: if password.is_some() {
-                        pam.authenticated_session_service.clone()
-                    } else {
-                        pam.session_service.clone()
-                    },
-                    password,
-                })
-            }
-            _ => None,
-        };
-        Ok(RunIdentity {
-            account,
-            viewer_id,
-            keep_minimum: viewer_id.is_none(),
-            pam_session,
-        })
-    }
-
-    /// The viewer's Unix account name: PAM users are accounts already;
-    /// others have the account the nameservice provisioned, which is
-    /// provisioned again now if that failed at sign-in.
-    async fn viewer_account(&self, user: &User) -> Result<String, AcquireError> {
-        if !self.settings.provider.needs_provisioning() {
-            return Ok(user.username.clone());
-        }
-        let known = self
-            .store
-            .unix_account(user.id)
-            .map_err(|e| AcquireError::Internal(e.to_string()))?;
-        if let (Some(name), false) = (&known, user.needs_provisioning) {
-            return Ok(name.clone());
-        }
-        let auth = self
-            .auth
-            .as_ref()
-            .ok_or_else(|| AcquireError::Provisioning("no nameservice is configured".to_owned()))?;
-        let groups: Vec<GroupRef> = self
-            .store
-            .groups_of(user.id)
-            .map_err(|e| AcquireError::Internal(e.to_string()))?
-            .into_iter()
-            .map(|g| GroupRef {
-                unique_id: g.unique_id,
-                name: g.name,
-            })
-            .collect();
-        if !auth.provision(user, &groups).await {
-            return Err(AcquireError::Provisioning(
-                "provisioning failed; the server log says why".to_owned(),
-            ));
-        }
-        self.store
-            .unix_account(user.id)
-            .map_err(|e| AcquireError::Internal(e.to_string()))?
-            .ok_or_else(|| AcquireError::Provisioning("no account was recorded".to_owned()))
     }
 
     /// Finds or starts a process for one connection of `viewer` to
@@ -377,7 +175,7 @@ impl Scheduler {
             return Err(AcquireError::NotDeployed);
         };
         let limits = content.process.effective(&self.settings.scheduler);
-        let key = self.pool_key(content, viewer);
+        let key = pool::pool_key(&self.settings, content, viewer);
         // Most requests find a process: no account lookups on that path.
         // The account is resolved (and checked) only to start one.
         let mut identity = None;
@@ -392,11 +190,12 @@ impl Scheduler {
             let lease = match step {
                 Some(lease) => lease,
                 None => {
-                    identity = Some(self.identity(content, viewer).await?);
+                    identity = Some(self.accounts.identity(content, viewer).await?);
                     continue;
                 }
             };
-            self.wait_ready(&lease.process, limits.init_timeout).await?;
+            self.wait_ready(lease.process(), limits.init_timeout)
+                .await?;
             return Ok(lease);
         }
     }
@@ -413,7 +212,8 @@ impl Scheduler {
         identity: Option<&RunIdentity>,
     ) -> Result<Option<Lease>, AcquireError> {
         let mut pools = self.pools();
-        let process = match self.choose(&pools, key, deployment, limits) {
+        let max_total = self.settings.scheduler.max_total_processes;
+        let process = match pools.choose(key, deployment, limits, max_total) {
             Choice::Use(process) => process,
             Choice::Start => {
                 let Some(identity) = identity else {
@@ -426,12 +226,7 @@ impl Scheduler {
                     *limits,
                     key.clone(),
                 )?;
-                pools
-                    .by_key
-                    .entry(key.clone())
-                    .or_default()
-                    .push(process.clone());
-                pools.total += 1;
+                pools.add(process.clone());
                 process
             }
             Choice::ServerFull => {
@@ -452,65 +247,7 @@ impl Scheduler {
                 })
             }
         };
-        process.connections.fetch_add(1, Ordering::AcqRel);
-        Ok(Some(Lease { process }))
-    }
-
-    /// The pool a request belongs to, without any lookup: each viewer's own
-    /// for current-user content, else the content's RunAs account's.
-    fn pool_key(&self, content: &Content, viewer: Option<&User>) -> PoolKey {
-        let current_user = content.run_as_current_user && self.settings.run_as_current_user;
-        let principal = match viewer.filter(|_| current_user) {
-            Some(user) => Principal::Viewer(user.id),
-            None => Principal::Account(
-                content
-                    .run_as
-                    .clone()
-                    .unwrap_or_else(|| self.settings.run_as.clone()),
-            ),
-        };
-        PoolKey {
-            content_id: content.id,
-            principal,
-        }
-    }
-
-    /// The scheduling rule, with the pools locked.
-    fn choose(
-        &self,
-        pools: &Pools,
-        key: &PoolKey,
-        deployment: &str,
-        limits: &SchedulerSettings,
-    ) -> Choice {
-        let total = pools.total;
-        let max_total = self.settings.scheduler.max_total_processes as usize;
-        let per_process = limits.max_conns_per_process as usize;
-        let empty = Vec::new();
-        let pool = pools.by_key.get(key).unwrap_or(&empty);
-        let live: Vec<&Arc<Process>> = pool
-            .iter()
-            .filter(|p| {
-                !p.draining.load(Ordering::Acquire)
-                    && p.deployment == deployment
-                    && !matches!(*p.state.borrow(), ProcessState::Exited(_))
-            })
-            .collect();
-        let connections: usize = live.iter().map(|p| p.connections()).sum();
-        let capacity = live.len() * per_process;
-        let least = live
-            .iter()
-            .min_by_key(|p| p.connections())
-            .filter(|p| p.connections() < per_process);
-        let wants_new =
-            live.is_empty() || (connections + 1) as f64 > limits.load_factor * capacity as f64;
-        let may_start = live.len() < limits.max_processes as usize && total < max_total;
-        match (wants_new && may_start, least) {
-            (true, _) => Choice::Start,
-            (false, Some(process)) => Choice::Use((*process).clone()),
-            (false, None) if total >= max_total => Choice::ServerFull,
-            (false, None) => Choice::ContentFull,
-        }
+        Ok(Some(Lease::take(process)))
     }
 
     async fn wait_ready(
@@ -545,7 +282,7 @@ impl Scheduler {
         }
     }
 
-    /// Spawns a process; called with the pools locked, so it only does
+    /// Starts a process; called with the pools locked, so it only does
     /// quick filesystem work and hands the waiting to tasks.
     fn start(
         self: &Arc<Self>,
@@ -557,15 +294,33 @@ impl Scheduler {
     ) -> Result<Arc<Process>, AcquireError> {
         let internal =
             |what: &str, e: std::io::Error| AcquireError::Internal(format!("{what}: {e}"));
+        let static_content = || AcquireError::Internal("static content runs no process".to_owned());
         let layout = &self.layout;
         let bundle_dir = layout.bundle_dir(&content.guid, bundle_id);
         let env_dir = layout.env_dir(&content.guid, deployment);
         let work_dir = layout.work_dir(&content.guid);
         let manifest = bundle::read_manifest(&bundle_dir)
             .map_err(|e| AcquireError::StartFailed(e.to_string()))?;
+        if manifest.app_mode == AppMode::Static {
+            return Err(static_content());
+        }
         let job = new_job_key();
-        let socket_dir = layout.socket_dir(&job);
-        let socket = socket_dir.join("app.sock");
+        let account = &identity.account;
+        let uid = account.account.uid;
+        let gid = account.account.gid;
+        let endpoint = self
+            .launcher
+            .endpoint(&job, uid, gid)
+            .map_err(|e| AcquireError::Internal(e.to_string()))?;
+        let socket = match &endpoint {
+            Endpoint::Unix(socket) => socket.clone(),
+            Endpoint::Tcp(address) => {
+                return Err(AcquireError::Internal(format!(
+                    "content processes are reached over Unix sockets only; the launcher \
+                     gave {address}"
+                )))
+            }
+        };
         let step = bundle::run_step(
             &manifest,
             &bundle_dir,
@@ -574,14 +329,8 @@ impl Scheduler {
             &socket,
             &self.runtimes,
         )
-        .ok_or_else(|| AcquireError::Internal("static content runs no process".to_owned()))?;
+        .ok_or_else(static_content)?;
 
-        let account = &identity.account;
-        let uid = account.account.uid;
-        let gid = account.account.gid;
-        // Only the process's own uid (and root) may enter it.
-        layout::prepare_dir(&socket_dir, uid, gid, 0o700)
-            .map_err(|e| internal("socket directory", e))?;
         let log_path = layout.log_file(&content.guid, &job);
         let log = open_log(&log_path).map_err(|e| internal("log file", e))?;
 
@@ -589,36 +338,34 @@ impl Scheduler {
         env.push(("CONNECT_SERVER".into(), self.server_url.clone().into()));
         env.push(("CONNECT_CONTENT_GUID".into(), content.guid.clone().into()));
         env.extend(step.env.iter().cloned());
-        let launch = Launch {
+        let spec = LaunchSpec {
+            job: job.clone(),
+            kind: LaunchKind::App,
+            account: account.account.name.clone(),
+            uid,
+            gid,
+            groups: account.groups.clone(),
             program: step.program.clone(),
             args: step.args.clone(),
             env,
             cwd: step.cwd.clone(),
-            identity: Identity {
-                uid,
-                gid,
-                groups: account.groups.clone(),
-            },
-            umask: CONTENT_UMASK,
-            isolation: self.isolation(vec![
-                Bind {
+            mounts: vec![
+                Mount {
                     path: bundle_dir,
                     writable: false,
                 },
-                Bind {
+                Mount {
                     path: env_dir,
                     writable: false,
                 },
-                Bind {
+                Mount {
                     path: work_dir,
                     writable: true,
                 },
-                Bind {
-                    path: socket_dir.clone(),
-                    writable: true,
-                },
-            ]),
+            ],
+            listen: Some(endpoint.clone()),
             log,
+            session: identity.pam_session.clone(),
         };
         let (state, _) = watch::channel(ProcessState::Starting);
         let process = Arc::new(Process {
@@ -628,7 +375,7 @@ impl Scheduler {
             account: account.account.name.clone(),
             bundle_id,
             deployment: deployment.to_owned(),
-            upstream: Upstream::new(socket.clone()),
+            upstream: Upstream::new(socket),
             pool,
             settings,
             keep_minimum: identity.keep_minimum,
@@ -644,31 +391,26 @@ impl Scheduler {
             bundle_id,
             viewer_id: identity.viewer_id,
             log_path: log_path.display().to_string(),
-            pam_session: identity.pam_session.clone(),
         };
         // Forking, and opening a PAM session (which may talk to a KDC),
         // happen outside the pools' lock; connections that arrive meanwhile
         // wait for this process instead of starting their own.
-        tokio::spawn(
-            self.clone()
-                .launch(process.clone(), launch, socket, socket_dir, record),
-        );
+        tokio::spawn(self.clone().launch(process.clone(), spec, endpoint, record));
         Ok(process)
     }
 
     async fn launch(
         self: Arc<Self>,
         process: Arc<Process>,
-        mut launch: Launch,
-        socket: PathBuf,
-        socket_dir: PathBuf,
+        spec: LaunchSpec,
+        endpoint: Endpoint,
         record: JobRecord,
     ) {
         let record_start = |pid: Option<u32>| {
             self.store.start_job(
                 &process.job,
                 record.content_id,
-                "run",
+                LaunchKind::App.as_str(),
                 Some(record.bundle_id),
                 pid,
                 &process.account,
@@ -686,45 +428,13 @@ impl Scheduler {
             let _ = record_start(None);
             let _ = self.store.end_job(&process.job, None);
             process.state.send_replace(ProcessState::Exited(why));
-            self.forget(&process);
-            let _ = fs::remove_dir_all(&socket_dir);
+            self.pools().forget(&process);
         };
-        let mut session = None;
-        if let Some(pam) = &record.pam_session {
-            let (service, user, password) = (
-                pam.service.clone(),
-                process.account.clone(),
-                pam.password.clone(),
-            );
-            let opened = tokio::task::spawn_blocking(move || {
-                PamSession::open(&service, &user, password.as_deref())
-            })
-            .await;
-            match opened {
-                Ok(Ok(opened)) => {
-                    // PAM's variables (KRB5CCNAME, …) win over ours but
-                    // never replace the account's identity.
-                    for (key, value) in opened.environment() {
-                        if !["HOME", "USER", "LOGNAME", "PATH"].contains(&key.as_str()) {
-                            launch.env.retain(|(k, _)| k != key.as_str());
-                            launch.env.push((key.into(), value.into()));
-                        }
-                    }
-                    session = Some(opened);
-                }
-                Ok(Err(e)) => return fail(format!("the PAM session could not be opened: {e}")),
-                Err(e) => return fail(e.to_string()),
-            }
-        }
-        let spawned = self.spawner.spawn(launch).await;
-        let child = match spawned {
-            Ok(child) => child,
-            Err(e) => {
-                close_pam(session);
-                return fail(e.to_string());
-            }
+        let running = match self.launcher.start(spec).await {
+            Ok(running) => running,
+            Err(e) => return fail(e.to_string()),
         };
-        let pid = child.id().unwrap_or(0);
+        let pid = running.pid().unwrap_or(0);
         process.pid.store(pid, Ordering::Release);
         tracing::info!(
             content = %record.content_guid,
@@ -737,83 +447,28 @@ impl Scheduler {
         if let Err(e) = record_start(Some(pid)) {
             tracing::error!(job = %process.job, "could not record the process: {e}");
         }
-        tokio::spawn(watch_readiness(process.clone(), socket));
-        self.supervise(process, child, socket_dir).await;
-        close_pam(session);
+        let endpoint = running.endpoint().cloned().unwrap_or(endpoint);
+        tokio::spawn(watch_readiness(process.clone(), endpoint));
+        self.supervise(process, running).await;
     }
 
-    /// Takes an ended process out of its pool.
-    fn forget(&self, process: &Arc<Process>) {
-        let mut pools = self.pools();
-        if let Some(pool) = pools.by_key.get_mut(&process.pool) {
-            let before = pool.len();
-            pool.retain(|p| !Arc::ptr_eq(p, process));
-            let removed = before - pool.len();
-            pools.total = pools.total.saturating_sub(removed);
-            if pools.by_key.get(&process.pool).is_some_and(Vec::is_empty) {
-                pools.by_key.remove(&process.pool);
-            }
-        }
-    }
-
-    /// What every content process and build sees: nothing of connectd's
-    /// data or configuration, a private /tmp, and `expose`.
-    pub fn isolation(&self, expose: Vec<Bind>) -> Isolation {
-        let mut hide = vec![self.layout.data_dir().to_path_buf()];
-        hide.extend(layout::dedicated_config_dir(&self.settings.config_path));
-        let default_config = Path::new(crate::config::DEFAULT_CONFIG_PATH);
-        if let Some(dir) = default_config.parent() {
-            if dir.exists() && !hide.iter().any(|h| h == dir) {
-                hide.push(dir.to_path_buf());
-            }
-        }
-        Isolation {
-            hide,
-            expose,
-            private_tmp: true,
-        }
-    }
-
-    /// Owns the child: records its end, or stops it when asked.
-    async fn supervise(
-        &self,
-        process: Arc<Process>,
-        mut child: tokio::process::Child,
-        socket_dir: PathBuf,
-    ) {
-        let status = tokio::select! {
-            status = child.wait() => status.ok(),
-            _ = process.stop.notified() => {
-                sandbox::terminate(&mut child, STOP_GRACE).await;
-                child.try_wait().ok().flatten()
-            }
+    /// Owns the process: records its end, or stops it when asked.
+    async fn supervise(&self, process: Arc<Process>, mut running: Box<dyn Running>) {
+        let exit = tokio::select! {
+            exit = running.wait() => exit,
+            _ = process.stop.notified() => running.stop(STOP_GRACE).await,
         };
-        // Whatever the leader left behind in its process group (a worker,
-        // a `sleep &`) goes with it: it would otherwise run on as the
-        // viewer, outside any session or supervision. The group id cannot
-        // have been reused while members remain.
-        let pid = process.pid.load(Ordering::Acquire);
-        if pid > 0 {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
-        }
-        let code = status.and_then(|s| s.code());
-        let why = match status {
-            Some(s) if s.success() => "the process exited".to_owned(),
-            Some(s) => format!("the process ended ({s})"),
-            None => "the process ended".to_owned(),
-        };
+        let why = exit.reason();
         tracing::info!(
             job = %process.job,
             pid = process.pid.load(Ordering::Acquire),
             "content process ended: {why}"
         );
         process.state.send_replace(ProcessState::Exited(why));
-        self.forget(&process);
-        if let Err(e) = self.store.end_job(&process.job, code) {
+        self.pools().forget(&process);
+        if let Err(e) = self.store.end_job(&process.job, exit.code) {
             tracing::error!(job = %process.job, "could not record the process's end: {e}");
         }
-        let _ = fs::remove_dir_all(&socket_dir);
     }
 
     /// Stops processes that have been idle for their IdleTimeout, and
@@ -828,38 +483,7 @@ impl Scheduler {
     }
 
     fn reap_once(&self) {
-        let pools = self.pools();
-        for processes in pools.by_key.values() {
-            let mut alive = processes
-                .iter()
-                .filter(|p| !p.draining.load(Ordering::Acquire))
-                .count();
-            for process in processes {
-                if process.connections() > 0 || *process.state.borrow() != ProcessState::Ready {
-                    continue;
-                }
-                let draining = process.draining.load(Ordering::Acquire);
-                let idle = process
-                    .idle_since
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .elapsed();
-                let keep = process.keep_minimum && alive <= process.settings.min_processes as usize;
-                if draining || (idle >= process.settings.idle_timeout && !keep) {
-                    tracing::info!(
-                        job = %process.job,
-                        pid = process.pid.load(Ordering::Acquire),
-                        idle_seconds = idle.as_secs(),
-                        draining,
-                        "stopping an idle content process"
-                    );
-                    if !draining {
-                        alive -= 1;
-                    }
-                    process.stop_now();
-                }
-            }
-        }
+        self.pools().reap();
     }
 
     /// The process could not be reached: it is gone or going, whatever its
@@ -871,28 +495,17 @@ impl Scheduler {
     /// A new bundle is live: processes of older ones finish what they
     /// serve and stop.
     pub fn drain_content(&self, content_id: i64, except: Option<&str>) {
-        let pools = self.pools();
-        for (key, processes) in &pools.by_key {
-            if key.content_id != content_id {
-                continue;
-            }
-            for process in processes {
-                if Some(process.deployment.as_str()) != except {
-                    process.draining.store(true, Ordering::Release);
-                }
+        for process in self.pools().of_content(content_id) {
+            if Some(process.deployment.as_str()) != except {
+                process.draining.store(true, Ordering::Release);
             }
         }
     }
 
     /// Stops every process of the content now (it is being deleted).
     pub fn stop_content(&self, content_id: i64) {
-        let pools = self.pools();
-        for (key, processes) in &pools.by_key {
-            if key.content_id == content_id {
-                for process in processes {
-                    process.stop_now();
-                }
-            }
+        for process in self.pools().of_content(content_id) {
+            process.stop_now();
         }
     }
 
@@ -917,7 +530,7 @@ impl Scheduler {
 /// A process that never listens within InitTimeout is stopped, whether or
 /// not anyone is still waiting for it (else abandoned starts would pile up
 /// against MaxTotalProcesses).
-async fn watch_readiness(process: Arc<Process>, socket: PathBuf) {
+async fn watch_readiness(process: Arc<Process>, endpoint: Endpoint) {
     // Every millisecond for the first second (a connect to a socket that
     // is not there yet costs microseconds), then backing off: a viewer's
     // first byte should follow the app's readiness, not a polling step.
@@ -938,7 +551,7 @@ async fn watch_readiness(process: Arc<Process>, socket: PathBuf) {
             process.stop_now();
             return;
         }
-        if tokio::net::UnixStream::connect(&socket).await.is_ok() {
+        if listens(&endpoint).await {
             process.state.send_if_modified(|s| {
                 if *s == ProcessState::Starting {
                     *s = ProcessState::Ready;
@@ -956,64 +569,13 @@ async fn watch_readiness(process: Arc<Process>, socket: PathBuf) {
     }
 }
 
-/// A process's (or build's) key: its socket directory and log are named by it.
-pub fn new_job_key() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..16].to_owned()
-}
-
-/// `HOME`, `USER`, `LOGNAME` from the passwd entry, a plain PATH and a
-/// UTF-8 locale; nothing from connectd's own environment.
-pub fn base_environment(account: &crate::accounts::unix::Account) -> Vec<(OsString, OsString)> {
-    vec![
-        ("HOME".into(), account.home.clone().into()),
-        ("USER".into(), account.name.clone().into()),
-        ("LOGNAME".into(), account.name.clone().into()),
-        ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
-        ("LANG".into(), "C.UTF-8".into()),
-        // The private /tmp of the process's namespace.
-        ("TMPDIR".into(), "/tmp".into()),
-    ]
-}
-
-fn runtimes(settings: &Settings, layout: &Layout) -> Runtimes {
-    let node = settings
-        .runtimes
-        .node
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/node"));
-    let npm = node
-        .parent()
-        .map(|d| d.join("npm"))
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/npm"));
-    Runtimes {
-        python: settings
-            .runtimes
-            .python
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/usr/bin/python3")),
-        node,
-        npm,
-        // Each build gets its content's own cache (see deploy).
-        cache_dir: layout.data_dir().join("cache"),
+/// Whether something accepts connections at `endpoint`.
+async fn listens(endpoint: &Endpoint) -> bool {
+    match endpoint {
+        Endpoint::Unix(socket) => tokio::net::UnixStream::connect(socket).await.is_ok(),
+        Endpoint::Tcp(address) => tokio::net::TcpStream::connect(address).await.is_ok(),
     }
 }
 
-/// Opens a process log: root's alone, read back through the API.
-pub fn open_log(path: &Path) -> std::io::Result<fs::File> {
-    if let Some(dir) = path.parent() {
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .recursive(true)
-            .create(dir)?;
-    }
-    fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-}
-
-/// Whether the provider gives viewers Unix accounts at all.
-pub fn provider_has_accounts(provider: ProviderKind) -> bool {
-    provider.needs_provisioning() || provider == ProviderKind::Pam
-}
+#[cfg(test)]
+mod tests;
