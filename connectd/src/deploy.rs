@@ -113,14 +113,18 @@ impl Task {
 
 pub struct Deployer {
     settings: Arc<Settings>,
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     scheduler: Arc<Scheduler>,
     tasks: Mutex<HashMap<String, Arc<Task>>>,
     locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Deployer {
-    pub fn new(settings: Arc<Settings>, store: Arc<Store>, scheduler: Arc<Scheduler>) -> Arc<Self> {
+    pub fn new(
+        settings: Arc<Settings>,
+        store: Arc<dyn Store>,
+        scheduler: Arc<Scheduler>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             settings,
             store,

@@ -16,7 +16,7 @@ use connectd::http::{router, AppState};
 use connectd::identity::{self, login::Authenticator};
 use connectd::run::local::LocalLauncher;
 use connectd::run::scheduler::Scheduler;
-use connectd::store::Store;
+use connectd::store::{SqliteStore, Store};
 
 /// EX_CONFIG from sysexits.h: systemd and administrators read it as
 /// "fix the configuration", and the unit does not restart in a loop.
@@ -88,8 +88,9 @@ async fn serve(settings: Settings) -> Result<(), String> {
     // Sessions and password hashes live here: nobody else may read it.
     let _ = std::fs::set_permissions(&settings.data_dir, std::fs::Permissions::from_mode(0o700));
     let db = settings.data_dir.join("connect.db");
-    let store = Arc::new(
-        Store::open(&db).map_err(|e| format!("cannot open the database {}: {e}", db.display()))?,
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&db)
+            .map_err(|e| format!("cannot open the database {}: {e}", db.display()))?,
     );
     let settings = Arc::new(settings);
     let auth = Arc::new(Authenticator::new(

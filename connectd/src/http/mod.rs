@@ -45,7 +45,7 @@ const KEY_CACHE_TTL: Duration = Duration::from_secs(60);
 
 pub struct AppState {
     pub settings: Arc<Settings>,
-    pub store: Arc<Store>,
+    pub store: Arc<dyn Store>,
     pub auth: Arc<Authenticator>,
     pub scheduler: Arc<Scheduler>,
     pub deployer: Arc<Deployer>,
@@ -81,7 +81,7 @@ impl LoginLimits {
 impl AppState {
     pub fn new(
         settings: Arc<Settings>,
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         auth: Arc<Authenticator>,
         scheduler: Arc<Scheduler>,
         deployer: Arc<Deployer>,

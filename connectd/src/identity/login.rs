@@ -41,7 +41,7 @@ impl From<StoreError> for LoginError {
 
 pub struct Authenticator {
     pub settings: Arc<Settings>,
-    pub store: Arc<Store>,
+    pub store: Arc<dyn Store>,
     provider: Arc<dyn IdentityProvider>,
     pub provisioner: Provisioner,
     /// `[PAM] ForwardPassword`: each PAM user's last password, in memory
@@ -81,7 +81,7 @@ impl Drop for ForwardedPasswords {
 impl Authenticator {
     pub fn new(
         settings: Arc<Settings>,
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         provider: Arc<dyn IdentityProvider>,
         provisioner: Provisioner,
     ) -> Self {
@@ -175,26 +175,28 @@ impl Authenticator {
             email: &identity.email,
             groups: identity.groups.as_deref(),
         };
-        let (user, created) = self.store.record_login(&record, |current, first_user| {
-            let fallback = if first_user {
-                Role::Administrator
-            } else {
-                settings.default_role
-            };
-            let decision = roles::decide(
-                &settings.mapping,
-                Evidence {
-                    groups: &groups,
-                    role_values: &identity.role_values,
-                    is_ldap: identity.is_ldap,
-                },
-                current,
-                fallback,
-                settings.default_role,
-            );
-            messages = decision.messages;
-            decision.role
-        })?;
+        let (user, created) = self
+            .store
+            .record_login(&record, &mut |current, first_user| {
+                let fallback = if first_user {
+                    Role::Administrator
+                } else {
+                    settings.default_role
+                };
+                let decision = roles::decide(
+                    &settings.mapping,
+                    Evidence {
+                        groups: &groups,
+                        role_values: &identity.role_values,
+                        is_ldap: identity.is_ldap,
+                    },
+                    current,
+                    fallback,
+                    settings.default_role,
+                );
+                messages = decision.messages;
+                decision.role
+            })?;
         for message in &messages {
             if identity.logging {
                 tracing::info!(user = %user.username, "{message}");

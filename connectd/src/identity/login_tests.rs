@@ -13,16 +13,16 @@ use super::{AccountSource, AuthError, Callback, SignInMethod};
 use crate::accounts::provision::Provisioner;
 use crate::config::Settings;
 use crate::roles::Role;
-use crate::store::Store;
+use crate::store::{SqliteStore, Store};
 
 const SETTINGS: &str = "[Authentication]\nProvider = ldap\n[LDAP \"corp\"]\n\
     ServerAddress = 127.0.0.1:389\nUserSearchBaseDN = ou=people,dc=x\n\
     [Authorization]\nUserRoleGroupMapping = true\nPublisherRoleMapping = Data-Science\n";
 
-fn authenticator(provider: FakeProvider) -> (Authenticator, Arc<Store>, Arc<FakeProvider>) {
+fn authenticator(provider: FakeProvider) -> (Authenticator, Arc<dyn Store>, Arc<FakeProvider>) {
     let config = Config::parse(SETTINGS, "connect.gcfg").expect("parse");
     let settings = Arc::new(Settings::from_config(&config).expect("settings"));
-    let store = Arc::new(Store::in_memory().expect("store"));
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().expect("store"));
     let provider = Arc::new(provider);
     let auth = Authenticator::new(
         settings,
@@ -41,7 +41,7 @@ fn people() -> FakeProvider {
         .with_person("bob", "bob-secret", &[])
 }
 
-fn user_count(store: &Store) -> u64 {
+fn user_count(store: &dyn Store) -> u64 {
     store.list_users(None, 0, 100).expect("list").1
 }
 
@@ -71,7 +71,7 @@ async fn a_known_person_is_recorded_with_their_mapped_role_and_groups() {
         .await
         .expect("again");
     assert_eq!(again.id, alice.id, "the same identity is the same user");
-    assert_eq!(user_count(&store), 2);
+    assert_eq!(user_count(store.as_ref()), 2);
 }
 
 #[tokio::test]
@@ -98,7 +98,7 @@ async fn a_refused_sign_in_writes_nothing() {
         matches!(down, Err(LoginError::Auth(AuthError::Unavailable(_)))),
         "a provider that is down is not a wrong password: {down:?}"
     );
-    assert_eq!(user_count(&store), 0);
+    assert_eq!(user_count(store.as_ref()), 0);
 }
 
 #[tokio::test]
@@ -170,7 +170,7 @@ async fn a_redirect_sign_in_returns_where_it_started_once() {
         matches!(replay, Err(LoginError::Auth(AuthError::Flow(_)))),
         "a replayed callback is refused: {replay:?}"
     );
-    assert_eq!(user_count(&store), 1);
+    assert_eq!(user_count(store.as_ref()), 1);
 }
 
 #[tokio::test]
@@ -184,7 +184,7 @@ async fn a_callback_without_a_state_we_issued_is_refused_and_writes_nothing() {
             "{query:?}: {result:?}"
         );
     }
-    assert_eq!(user_count(&store), 0);
+    assert_eq!(user_count(store.as_ref()), 0);
 }
 
 #[tokio::test]

@@ -36,7 +36,7 @@ use crate::config::{ProviderKind, Settings};
 use crate::store::Store;
 
 /// The provider `[Authentication] Provider` names, with its settings.
-pub fn from_settings(settings: &Settings, store: Arc<Store>) -> Arc<dyn IdentityProvider> {
+pub fn from_settings(settings: &Settings, store: Arc<dyn Store>) -> Arc<dyn IdentityProvider> {
     match settings.provider {
         ProviderKind::Password => Arc::new(password::PasswordProvider::new(store)),
         ProviderKind::Ldap => Arc::new(ldap::LdapProvider::new(settings.ldap.clone())),

@@ -14,11 +14,11 @@ use crate::secrets;
 use crate::store::Store;
 
 pub struct PasswordProvider {
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
 }
 
 impl PasswordProvider {
-    pub fn new(store: Arc<Store>) -> Self {
+    pub fn new(store: Arc<dyn Store>) -> Self {
         Self { store }
     }
 }

@@ -35,7 +35,7 @@ pub(super) enum AccountError {
 /// Resolves and checks accounts, with what it needs to provision them.
 pub(super) struct Accounts {
     pub(super) settings: Arc<Settings>,
-    pub(super) store: Arc<Store>,
+    pub(super) store: Arc<dyn Store>,
     pub(super) auth: Option<Arc<Authenticator>>,
 }
 

@@ -83,7 +83,7 @@ impl From<AccountError> for AcquireError {
 
 pub struct Scheduler {
     settings: Arc<Settings>,
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     layout: Layout,
     accounts: Accounts,
     runtimes: Runtimes,
@@ -105,7 +105,7 @@ impl Scheduler {
     /// Every content process starts through `launcher`.
     pub fn new(
         settings: Arc<Settings>,
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         auth: Option<Arc<Authenticator>>,
         launcher: Arc<dyn Launcher>,
     ) -> Arc<Self> {

@@ -14,7 +14,7 @@ use crate::model::{NewContent, User};
 use crate::roles::Role;
 use crate::run::fake::{Behaviour, FakeLauncher};
 use crate::run::pool::ProcessState;
-use crate::store::Store;
+use crate::store::{SqliteStore, Store};
 
 /// An account that passes the run-as checks on any Linux machine: it is
 /// the configured RunAs, so MinimumUid does not apply, and the shared group
@@ -23,7 +23,7 @@ const RUN_AS: &str = "nobody";
 
 struct World {
     _data: tempfile::TempDir,
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     fake: Arc<FakeLauncher>,
     scheduler: Arc<Scheduler>,
     content: Content,
@@ -37,7 +37,7 @@ fn world(configure: impl FnOnce(&mut Settings), run_as_current_user: bool) -> Wo
     settings.run_as = RUN_AS.to_owned();
     settings.shared_group = None;
     configure(&mut settings);
-    let store = Arc::new(Store::in_memory().expect("store"));
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().expect("store"));
     let owner = store
         .create_password_user("owner", "", "", "", "x", Role::Publisher)
         .expect("owner");

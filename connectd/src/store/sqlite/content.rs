@@ -3,10 +3,11 @@
 
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::{new_guid, now, Store, StoreError};
+use super::{new_guid, SqliteStore};
 use crate::bundle::AppMode;
 use crate::model::{AccessType, Content, ProcessSettings, Relation};
 use crate::model::{Job, NewContent, Permission};
+use crate::store::{now, ContentStore, StoreError};
 
 const CONTENT_COLUMNS: &str = "c.id, c.guid, c.name, c.title, c.description, c.owner_id, \
      u.guid, c.access_type, c.app_mode, c.run_as, c.run_as_current_user, c.min_processes, \
@@ -47,8 +48,8 @@ fn content_from_row(row: &Row<'_>) -> rusqlite::Result<Content> {
     })
 }
 
-impl Store {
-    pub fn create_content(&self, new: &NewContent) -> Result<Option<Content>, StoreError> {
+impl ContentStore for SqliteStore {
+    fn create_content(&self, new: &NewContent) -> Result<Option<Content>, StoreError> {
         let guid = new_guid();
         let inserted = self.conn().execute(
             "INSERT OR IGNORE INTO content (guid, name, title, description, owner_id, \
@@ -83,7 +84,7 @@ impl Store {
         self.content_by_guid(&guid)
     }
 
-    pub fn content_by_guid(&self, guid: &str) -> Result<Option<Content>, StoreError> {
+    fn content_by_guid(&self, guid: &str) -> Result<Option<Content>, StoreError> {
         // On every request to /content/: prepared once.
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
@@ -93,7 +94,7 @@ impl Store {
         Ok(stmt.query_row([guid], content_from_row).optional()?)
     }
 
-    pub fn list_content(&self) -> Result<Vec<Content>, StoreError> {
+    fn list_content(&self) -> Result<Vec<Content>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
             "SELECT {CONTENT_COLUMNS} FROM content c JOIN users u ON u.id = c.owner_id \
@@ -104,7 +105,7 @@ impl Store {
     }
 
     /// Writes every changeable field of `content`.
-    pub fn update_content(&self, content: &Content) -> Result<(), StoreError> {
+    fn update_content(&self, content: &Content) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE content SET name = ?2, title = ?3, description = ?4, access_type = ?5, \
              run_as = ?6, run_as_current_user = ?7, min_processes = ?8, max_processes = ?9, \
@@ -133,14 +134,14 @@ impl Store {
         Ok(())
     }
 
-    pub fn delete_content(&self, content_id: i64) -> Result<(), StoreError> {
+    fn delete_content(&self, content_id: i64) -> Result<(), StoreError> {
         self.conn()
             .execute("DELETE FROM content WHERE id = ?1", [content_id])?;
         Ok(())
     }
 
     /// What `user_id` (a member of `group_ids`) is to the content.
-    pub fn relation(
+    fn relation(
         &self,
         content: &Content,
         user_id: i64,
@@ -180,7 +181,7 @@ impl Store {
         Ok(best)
     }
 
-    pub fn permissions(&self, content_id: i64) -> Result<Vec<Permission>, StoreError> {
+    fn permissions(&self, content_id: i64) -> Result<Vec<Permission>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT p.id, p.guid, p.principal_type, \
@@ -202,7 +203,7 @@ impl Store {
     }
 
     /// Adds or replaces the entry for one principal.
-    pub fn set_permission(
+    fn set_permission(
         &self,
         content_id: i64,
         principal_type: &str,
@@ -224,14 +225,14 @@ impl Store {
         )?)
     }
 
-    pub fn delete_permission(&self, content_id: i64, guid: &str) -> Result<bool, StoreError> {
+    fn delete_permission(&self, content_id: i64, guid: &str) -> Result<bool, StoreError> {
         Ok(self.conn().execute(
             "DELETE FROM content_permissions WHERE content_id = ?1 AND guid = ?2",
             params![content_id, guid],
         )? > 0)
     }
 
-    pub fn group_id_by_guid(&self, guid: &str) -> Result<Option<i64>, StoreError> {
+    fn group_id_by_guid(&self, guid: &str) -> Result<Option<i64>, StoreError> {
         Ok(self
             .conn()
             .query_row("SELECT id FROM groups WHERE guid = ?1", [guid], |r| {
@@ -240,7 +241,7 @@ impl Store {
             .optional()?)
     }
 
-    pub fn create_bundle(&self, content_id: i64, size: u64) -> Result<i64, StoreError> {
+    fn create_bundle(&self, content_id: i64, size: u64) -> Result<i64, StoreError> {
         let conn = self.conn();
         conn.execute(
             "INSERT INTO bundles (content_id, created_time, size) VALUES (?1, ?2, ?3)",
@@ -249,7 +250,7 @@ impl Store {
         Ok(conn.last_insert_rowid())
     }
 
-    pub fn latest_bundle(&self, content_id: i64) -> Result<Option<i64>, StoreError> {
+    fn latest_bundle(&self, content_id: i64) -> Result<Option<i64>, StoreError> {
         Ok(self
             .conn()
             .query_row(
@@ -261,7 +262,7 @@ impl Store {
             .flatten())
     }
 
-    pub fn delete_bundle(&self, content_id: i64, bundle_id: i64) -> Result<(), StoreError> {
+    fn delete_bundle(&self, content_id: i64, bundle_id: i64) -> Result<(), StoreError> {
         self.conn().execute(
             "DELETE FROM bundles WHERE content_id = ?1 AND id = ?2",
             params![content_id, bundle_id],
@@ -269,7 +270,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn bundle_exists(&self, content_id: i64, bundle_id: i64) -> Result<bool, StoreError> {
+    fn bundle_exists(&self, content_id: i64, bundle_id: i64) -> Result<bool, StoreError> {
         Ok(self
             .conn()
             .query_row(
@@ -283,7 +284,7 @@ impl Store {
 
     /// The bundle is built (in the environment named `deployment`) and
     /// live: new processes run it.
-    pub fn mark_deployed(
+    fn mark_deployed(
         &self,
         content_id: i64,
         bundle_id: i64,
@@ -298,7 +299,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn set_unix_account(&self, user_id: i64, account: &str) -> Result<(), StoreError> {
+    fn set_unix_account(&self, user_id: i64, account: &str) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE users SET unix_account = ?2 WHERE id = ?1",
             params![user_id, account],
@@ -307,7 +308,7 @@ impl Store {
     }
 
     /// The account the nameservice provisioned for the user, if any.
-    pub fn unix_account(&self, user_id: i64) -> Result<Option<String>, StoreError> {
+    fn unix_account(&self, user_id: i64) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn()
             .query_row(
@@ -320,7 +321,7 @@ impl Store {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn start_job(
+    fn start_job(
         &self,
         key: &str,
         content_id: i64,
@@ -351,7 +352,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn end_job(&self, key: &str, exit_code: Option<i32>) -> Result<(), StoreError> {
+    fn end_job(&self, key: &str, exit_code: Option<i32>) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE jobs SET ended_time = ?2, exit_code = ?3 WHERE key = ?1",
             params![key, now(), exit_code],
@@ -360,14 +361,14 @@ impl Store {
     }
 
     /// Jobs that never ended: connectd stopped without reaping them.
-    pub fn end_unfinished_jobs(&self) -> Result<usize, StoreError> {
+    fn end_unfinished_jobs(&self) -> Result<usize, StoreError> {
         Ok(self.conn().execute(
             "UPDATE jobs SET ended_time = ?1 WHERE ended_time IS NULL",
             [now()],
         )?)
     }
 
-    pub fn jobs(&self, content_id: i64) -> Result<Vec<Job>, StoreError> {
+    fn jobs(&self, content_id: i64) -> Result<Vec<Job>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT j.key, j.kind, j.bundle_id, j.pid, j.unix_account, j.uid, u.guid, \

@@ -1,5 +1,5 @@
-//! connectd's database: users, provider groups, memberships, sessions and
-//! API keys, in SQLite under `Server.DataDir` (WAL, synchronous FULL,
+//! The SQLite store: users, provider groups, memberships, sessions, API
+//! keys, content and jobs, in SQLite under `Server.DataDir` (WAL, synchronous FULL,
 //! migrations by `user_version`).
 //!
 //! A login is one transaction: the role computation sees the user's current
@@ -8,11 +8,11 @@
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
-use crate::model::{ApiKey, Group, GroupRef, User};
+use super::{now, LoginRecord, StoreError, UserStore};
+use crate::model::{ApiKey, Group, User};
 use crate::roles::Role;
 
 mod content;
@@ -131,51 +131,13 @@ CREATE INDEX jobs_by_content ON jobs(content_id, started_time);
 "#,
 ];
 
-/// What went wrong, in terms every backend shares: callers never see the
-/// database library's own error type.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database failed (unreachable, full, damaged); the text is the
-    /// backend's, for the log.
-    #[error("database error: {0}")]
-    Backend(String),
-    #[error(
-        "the username {0:?} already belongs to another identity; rename one of them in the \
-         identity provider, or remove the old user"
-    )]
-    UsernameTaken(String),
-    #[error("this user is locked")]
-    Locked,
-}
-
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError::Backend(e.to_string())
     }
 }
 
-/// What a successful sign-in writes.
-#[derive(Debug, Clone)]
-pub struct LoginRecord<'a> {
-    pub provider: &'a str,
-    pub unique_id: &'a str,
-    pub username: &'a str,
-    pub first_name: &'a str,
-    pub last_name: &'a str,
-    pub email: &'a str,
-    /// `None`: the provider does not know groups (PAM, password); leave
-    /// memberships alone. `Some`: replace them with exactly these.
-    pub groups: Option<&'a [GroupRef]>,
-}
-
-pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-pub struct Store {
+pub struct SqliteStore {
     conn: Mutex<Connection>,
 }
 
@@ -223,7 +185,7 @@ fn new_guid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-impl Store {
+impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
         Self::with_connection(conn)
@@ -263,14 +225,16 @@ impl Store {
         // (transactions roll back on drop), so a poisoned lock is usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
 
+impl UserStore for SqliteStore {
     /// Records a successful sign-in. `decide_role(current, first_user_ever)`
     /// gives the role; a locked user is refused before anything is written.
     /// Returns the user and whether it was created.
-    pub fn record_login(
+    fn record_login(
         &self,
         login: &LoginRecord<'_>,
-        decide_role: impl FnOnce(Option<Role>, bool) -> Role,
+        decide_role: &mut dyn FnMut(Option<Role>, bool) -> Role,
     ) -> Result<(User, bool), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -367,7 +331,7 @@ impl Store {
 
     /// Creates a user of the built-in password provider. The first user ever
     /// is an administrator, whatever `role` says.
-    pub fn create_password_user(
+    fn create_password_user(
         &self,
         username: &str,
         first_name: &str,
@@ -415,7 +379,7 @@ impl Store {
     }
 
     /// The password hash of a password-provider user, by username.
-    pub fn password_hash(&self, username: &str) -> Result<Option<(User, String)>, StoreError> {
+    fn password_hash(&self, username: &str) -> Result<Option<(User, String)>, StoreError> {
         let conn = self.conn();
         let found = conn
             .query_row(
@@ -430,7 +394,7 @@ impl Store {
         Ok(found)
     }
 
-    pub fn mark_password_login(&self, user_id: i64) -> Result<(), StoreError> {
+    fn mark_password_login(&self, user_id: i64) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE users SET active_time = ?2 WHERE id = ?1",
             params![user_id, now()],
@@ -438,7 +402,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn user_by_guid(&self, guid: &str) -> Result<Option<User>, StoreError> {
+    fn user_by_guid(&self, guid: &str) -> Result<Option<User>, StoreError> {
         Ok(self
             .conn()
             .query_row(
@@ -449,7 +413,7 @@ impl Store {
             .optional()?)
     }
 
-    pub fn user_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
+    fn user_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
         Ok(self
             .conn()
             .query_row(
@@ -462,7 +426,7 @@ impl Store {
 
     /// Users in username order, optionally those whose username, first or
     /// last name starts with `prefix`; with the total that matched.
-    pub fn list_users(
+    fn list_users(
         &self,
         prefix: Option<&str>,
         offset: u32,
@@ -494,7 +458,7 @@ impl Store {
         Ok((users, total.max(0) as u64))
     }
 
-    pub fn count_administrators(&self) -> Result<u64, StoreError> {
+    fn count_administrators(&self) -> Result<u64, StoreError> {
         let count: i64 = self.conn().query_row(
             "SELECT COUNT(*) FROM users WHERE role = 'administrator' AND locked = 0",
             [],
@@ -503,7 +467,7 @@ impl Store {
         Ok(count.max(0) as u64)
     }
 
-    pub fn set_role(&self, user_id: i64, role: Role) -> Result<(), StoreError> {
+    fn set_role(&self, user_id: i64, role: Role) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE users SET role = ?2, updated_time = ?3 WHERE id = ?1",
             params![user_id, role.as_str(), now()],
@@ -512,7 +476,7 @@ impl Store {
     }
 
     /// Locks or unlocks; locking also ends the user's sessions.
-    pub fn set_locked(&self, user_id: i64, locked: bool) -> Result<(), StoreError> {
+    fn set_locked(&self, user_id: i64, locked: bool) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
@@ -526,7 +490,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn set_needs_provisioning(&self, user_id: i64, needed: bool) -> Result<(), StoreError> {
+    fn set_needs_provisioning(&self, user_id: i64, needed: bool) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE users SET needs_provisioning = ?2 WHERE id = ?1",
             params![user_id, needed],
@@ -534,7 +498,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn groups_of(&self, user_id: i64) -> Result<Vec<Group>, StoreError> {
+    fn groups_of(&self, user_id: i64) -> Result<Vec<Group>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT g.id, g.guid, g.provider, g.unique_id, g.name FROM groups g \
@@ -546,7 +510,7 @@ impl Store {
         Ok(groups)
     }
 
-    pub fn list_groups(&self, prefix: Option<&str>) -> Result<Vec<Group>, StoreError> {
+    fn list_groups(&self, prefix: Option<&str>) -> Result<Vec<Group>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT id, guid, provider, unique_id, name FROM groups \
@@ -558,7 +522,7 @@ impl Store {
         Ok(groups)
     }
 
-    pub fn group_by_guid(&self, guid: &str) -> Result<Option<Group>, StoreError> {
+    fn group_by_guid(&self, guid: &str) -> Result<Option<Group>, StoreError> {
         Ok(self
             .conn()
             .query_row(
@@ -569,7 +533,7 @@ impl Store {
             .optional()?)
     }
 
-    pub fn group_members(&self, group_id: i64) -> Result<Vec<User>, StoreError> {
+    fn group_members(&self, group_id: i64) -> Result<Vec<User>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
             "SELECT {USER_COLUMNS_U} FROM users u JOIN group_members m ON m.user_id = u.id \
@@ -581,7 +545,7 @@ impl Store {
         Ok(users)
     }
 
-    pub fn create_session(
+    fn create_session(
         &self,
         token_hash: &str,
         user_id: i64,
@@ -597,7 +561,7 @@ impl Store {
     }
 
     /// The user behind an unexpired session of an unlocked user.
-    pub fn session_user(&self, token_hash: &str) -> Result<Option<User>, StoreError> {
+    fn session_user(&self, token_hash: &str) -> Result<Option<User>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {USER_COLUMNS_U} FROM sessions s JOIN users u ON u.id = s.user_id \
@@ -608,7 +572,7 @@ impl Store {
             .optional()?)
     }
 
-    pub fn delete_session(&self, token_hash: &str) -> Result<(), StoreError> {
+    fn delete_session(&self, token_hash: &str) -> Result<(), StoreError> {
         self.conn().execute(
             "DELETE FROM sessions WHERE token_hash = ?1",
             params![token_hash],
@@ -616,14 +580,14 @@ impl Store {
         Ok(())
     }
 
-    pub fn delete_expired_sessions(&self) -> Result<usize, StoreError> {
+    fn delete_expired_sessions(&self) -> Result<usize, StoreError> {
         Ok(self.conn().execute(
             "DELETE FROM sessions WHERE expires_time <= ?1",
             params![now()],
         )?)
     }
 
-    pub fn create_api_key(
+    fn create_api_key(
         &self,
         user_id: i64,
         name: &str,
@@ -646,7 +610,7 @@ impl Store {
     }
 
     /// The stored hash and owner of an API key, by its public id part.
-    pub fn api_key(&self, key_id: &str) -> Result<Option<(String, User)>, StoreError> {
+    fn api_key(&self, key_id: &str) -> Result<Option<(String, User)>, StoreError> {
         Ok(self
             .conn()
             .query_row(
@@ -660,7 +624,7 @@ impl Store {
             .optional()?)
     }
 
-    pub fn touch_api_key(&self, key_id: &str) -> Result<(), StoreError> {
+    fn touch_api_key(&self, key_id: &str) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE api_keys SET last_used_time = ?2 WHERE key_id = ?1",
             params![key_id, now()],
@@ -668,7 +632,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn list_api_keys(&self, user_id: i64) -> Result<Vec<ApiKey>, StoreError> {
+    fn list_api_keys(&self, user_id: i64) -> Result<Vec<ApiKey>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT guid, name, created_time, last_used_time FROM api_keys \
@@ -688,7 +652,7 @@ impl Store {
     }
 
     /// Deletes one of the user's keys; false if they have no such key.
-    pub fn delete_api_key(&self, user_id: i64, guid: &str) -> Result<bool, StoreError> {
+    fn delete_api_key(&self, user_id: i64, guid: &str) -> Result<bool, StoreError> {
         Ok(self.conn().execute(
             "DELETE FROM api_keys WHERE user_id = ?1 AND guid = ?2",
             params![user_id, guid],
@@ -699,6 +663,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::GroupRef;
 
     fn login<'a>(
         unique_id: &'a str,
@@ -718,9 +683,9 @@ mod tests {
 
     #[test]
     fn first_login_creates_then_updates_the_same_user() {
-        let store = Store::in_memory().expect("store");
+        let store = SqliteStore::in_memory().expect("store");
         let (u, created) = store
-            .record_login(&login("u1", "alice", None), |current, first| {
+            .record_login(&login("u1", "alice", None), &mut |current, first| {
                 assert_eq!(current, None);
                 assert!(first);
                 Role::Administrator
@@ -729,7 +694,7 @@ mod tests {
         assert!(created);
         assert_eq!(u.role, Role::Administrator);
         let (again, created) = store
-            .record_login(&login("u1", "alice2", None), |current, first| {
+            .record_login(&login("u1", "alice2", None), &mut |current, first| {
                 assert_eq!(current, Some(Role::Administrator));
                 assert!(!first);
                 Role::Publisher
@@ -740,7 +705,7 @@ mod tests {
         assert_eq!(again.username, "alice2", "renames follow the provider");
         assert_eq!(again.role, Role::Publisher);
         let (bob, _) = store
-            .record_login(&login("u2", "bob", None), |_, first| {
+            .record_login(&login("u2", "bob", None), &mut |_, first| {
                 assert!(!first, "only the very first user is first");
                 Role::Viewer
             })
@@ -750,12 +715,12 @@ mod tests {
 
     #[test]
     fn a_username_belongs_to_one_identity() {
-        let store = Store::in_memory().expect("store");
+        let store = SqliteStore::in_memory().expect("store");
         store
-            .record_login(&login("u1", "alice", None), |_, _| Role::Viewer)
+            .record_login(&login("u1", "alice", None), &mut |_, _| Role::Viewer)
             .expect("alice");
         let err = store
-            .record_login(&login("u9", "ALICE", None), |_, _| Role::Viewer)
+            .record_login(&login("u9", "ALICE", None), &mut |_, _| Role::Viewer)
             .expect_err("same name, other identity");
         assert!(matches!(err, StoreError::UsernameTaken(_)), "{err}");
         assert_eq!(store.list_users(None, 0, 100).expect("list").1, 1);
@@ -763,9 +728,9 @@ mod tests {
 
     #[test]
     fn locked_users_are_refused_before_any_write() {
-        let store = Store::in_memory().expect("store");
+        let store = SqliteStore::in_memory().expect("store");
         let (u, _) = store
-            .record_login(&login("u1", "alice", None), |_, _| Role::Viewer)
+            .record_login(&login("u1", "alice", None), &mut |_, _| Role::Viewer)
             .expect("alice");
         store.create_session("t", u.id, 60).expect("session");
         store.set_locked(u.id, true).expect("lock");
@@ -774,7 +739,7 @@ mod tests {
             "sessions end"
         );
         let err = store
-            .record_login(&login("u1", "alice", None), |_, _| Role::Administrator)
+            .record_login(&login("u1", "alice", None), &mut |_, _| Role::Administrator)
             .expect_err("locked");
         assert!(matches!(err, StoreError::Locked));
         let u = store.user_by_guid(&u.guid).expect("q").expect("user");
@@ -783,14 +748,16 @@ mod tests {
 
     #[test]
     fn groups_are_replaced_at_each_login() {
-        let store = Store::in_memory().expect("store");
+        let store = SqliteStore::in_memory().expect("store");
         let g = |id: &str, name: &str| GroupRef {
             unique_id: id.into(),
             name: name.into(),
         };
         let first = [g("g1", "Sales"), g("g2", "IT")];
         let (u, _) = store
-            .record_login(&login("u1", "alice", Some(&first)), |_, _| Role::Viewer)
+            .record_login(&login("u1", "alice", Some(&first)), &mut |_, _| {
+                Role::Viewer
+            })
             .expect("login");
         let names: Vec<_> = store
             .groups_of(u.id)
@@ -801,7 +768,9 @@ mod tests {
         assert_eq!(names, ["IT", "Sales"]);
         let renamed = [g("g2", "IT-Administrators")];
         store
-            .record_login(&login("u1", "alice", Some(&renamed)), |_, _| Role::Viewer)
+            .record_login(&login("u1", "alice", Some(&renamed)), &mut |_, _| {
+                Role::Viewer
+            })
             .expect("login");
         let names: Vec<_> = store
             .groups_of(u.id)
@@ -815,9 +784,9 @@ mod tests {
 
     #[test]
     fn api_keys_resolve_to_their_owner() {
-        let store = Store::in_memory().expect("store");
+        let store = SqliteStore::in_memory().expect("store");
         let (u, _) = store
-            .record_login(&login("u1", "alice", None), |_, _| Role::Viewer)
+            .record_login(&login("u1", "alice", None), &mut |_, _| Role::Viewer)
             .expect("login");
         let key = store
             .create_api_key(u.id, "ci", "kid", "hash")
@@ -835,12 +804,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("connect.db");
         {
-            let store = Store::open(&path).expect("open");
+            let store = SqliteStore::open(&path).expect("open");
             store
                 .create_password_user("admin", "", "", "", "h", Role::Viewer)
                 .expect("create");
         }
-        let store = Store::open(&path).expect("reopen");
+        let store = SqliteStore::open(&path).expect("reopen");
         let (u, _) = store.password_hash("admin").expect("q").expect("user");
         assert_eq!(u.role, Role::Administrator, "the first user ever");
     }
