@@ -107,19 +107,39 @@ pub fn artifacts() -> &'static Artifacts {
 pub fn harness_binary() -> &'static Path {
     static HARNESS: OnceLock<PathBuf> = OnceLock::new();
     HARNESS.get_or_init(|| {
-        let root = workspace_root();
-        let harness = root.join("target/e2e/nss_harness");
-        std::fs::create_dir_all(root.join("target/e2e")).expect("mkdir target/e2e");
-        run_checked(
-            Command::new("gcc")
-                .args(["-O1", "-Wall", "-Wextra", "-Werror", "-pthread", "-o"])
-                .arg(&harness)
-                .arg(root.join("tests/c/nss_harness.c"))
-                .arg("-ldl"),
-            "gcc tests/c/nss_harness.c",
-        );
-        harness
+        compile_c(
+            &workspace_root().join("tests/c/nss_harness.c"),
+            "nss_harness",
+            &["-O1", "-ldl"],
+        )
     })
+}
+
+/// Compiles one C file into `target/e2e/NAME` and returns its path.
+///
+/// Several copies of the suite (or a benchmark beside it) may compile the
+/// same program while another copy runs it: gcc writes its output in
+/// place, so a process exec'ing the file mid-write gets EACCES or ETXTBSY.
+/// Each compile therefore writes a file of its own and renames it into
+/// place, which is atomic: a runner sees the old program or the new one.
+pub fn compile_c(source: &Path, name: &str, flags: &[&str]) -> PathBuf {
+    let dir = workspace_root().join("target/e2e");
+    std::fs::create_dir_all(&dir).expect("mkdir target/e2e");
+    let out = dir.join(name);
+    let partial = dir.join(format!(".{name}.{}.partial", std::process::id()));
+    let (libs, options): (Vec<&str>, Vec<&str>) = flags.iter().partition(|f| f.starts_with("-l"));
+    run_checked(
+        Command::new("gcc")
+            .args(["-Wall", "-Wextra", "-Werror", "-pthread"])
+            .args(&options)
+            .arg("-o")
+            .arg(&partial)
+            .arg(source)
+            .args(&libs),
+        &format!("gcc {}", source.display()),
+    );
+    std::fs::rename(&partial, &out).expect("move the compiled program into place");
+    out
 }
 
 /// Accounts and groups that installing the product adds to a host

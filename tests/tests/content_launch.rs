@@ -87,15 +87,18 @@ fn content_runs_as_the_viewer_the_runas_account_or_its_own_account() {
         assert_eq!(r.status, 403, "{hidden} must be hidden: {}", r.body);
         assert_eq!(r.json()["errno"], 2, "hidden means absent: {}", r.body);
     }
-    std::fs::write("/tmp/connect-host-tmp-marker", "host").expect("marker");
+    // Named per process: a second copy of the suite removes only its own.
+    let marker_name = format!("connect-host-tmp-marker-{}", std::process::id());
+    let marker = std::path::Path::new("/tmp").join(&marker_name);
+    std::fs::write(&marker, "host").expect("marker");
     let r = server.open(&guid, "list?path=/tmp", Some(&viewer));
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(
-        !r.body.contains("connect-host-tmp-marker"),
+        !r.body.contains(&marker_name),
         "the host's /tmp is hidden: {}",
         r.body
     );
-    let _ = std::fs::remove_file("/tmp/connect-host-tmp-marker");
+    let _ = std::fs::remove_file(&marker);
 
     // connectd's session cookie never reaches the app; the identity does.
     let r = server.open(&guid, "headers", Some(&viewer));

@@ -111,17 +111,11 @@ struct Bench {
 
 /// Compiles `bench/c/NAME.c` into target/e2e/NAME.
 fn compile(name: &str) -> PathBuf {
-    let root = workspace_root();
-    let out = root.join("target/e2e").join(name);
-    std::fs::create_dir_all(root.join("target/e2e")).expect("mkdir");
-    let status = Command::new("gcc")
-        .args(["-O2", "-Wall", "-Wextra", "-Werror", "-pthread", "-o"])
-        .arg(&out)
-        .arg(root.join("bench/c").join(format!("{name}.c")))
-        .status()
-        .expect("gcc");
-    assert!(status.success(), "gcc bench/c/{name}.c failed");
-    out
+    compile_c(
+        &workspace_root().join("bench/c").join(format!("{name}.c")),
+        name,
+        &["-O2"],
+    )
 }
 
 impl Bench {
