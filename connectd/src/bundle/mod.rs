@@ -28,6 +28,10 @@
 //!
 //! The runners are put in place by build steps (run as the build user, like
 //! every other write to `env_dir`), not by connectd itself.
+//!
+//! `unpack`, `manifest` and `steps` hold one job each; this module keeps
+//! the types they share. Imports nothing else of connectd, so the
+//! scheduler, deployments and the store may all use it.
 
 use std::fmt;
 use std::io;

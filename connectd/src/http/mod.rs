@@ -4,6 +4,11 @@
 //! in order: an API key (`Authorization: Key …`), the session cookie, or,
 //! with proxied authentication, the trusted proxy's headers. Handlers get
 //! the result as a [`Viewer`] extension and decide what it may do.
+//!
+//! The top layer: may import every other module (identity for sign-in,
+//! run for the scheduler, deploy, store, content, model); none imports it.
+//! `shapes` holds what the API and the pages share, so neither imports the
+//! other.
 
 mod api;
 mod content;
