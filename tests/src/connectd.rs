@@ -8,16 +8,30 @@ use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use crate::{artifacts, isolated_command, Sandbox};
 
 /// A free TCP port on loopback (the OS picks; a tiny race is acceptable in tests).
+/// A loopback port free at this moment. Another process may take it
+/// before the caller binds it: only for servers that cannot report the port
+/// they bound (connectd itself listens on port 0, see [`Connectd::start`]).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// The `address=` of the first "connectd listening" line of a log.
+fn listening_address(log: &str) -> Option<SocketAddr> {
+    log.lines()
+        .find(|l| l.contains("connectd listening"))?
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("address="))?
+        .parse()
+        .ok()
 }
 
 /// One running connectd with its own data directory and log.
@@ -42,12 +56,11 @@ impl Connectd {
     /// installed nameservice ([`isolated_command`]): with no sandbox of its
     /// own, its provisioning finds no daemon, as on a host without one.
     pub fn start(dir: &Path, body: &str) -> Connectd {
-        let port = free_port();
         let config = dir.join("connectd.gcfg");
-        fs::write(&config, connectd_config(dir, port, body)).expect("write config");
+        fs::write(&config, connectd_config(dir, 0, body)).expect("write config");
         let mut command = isolated_command(dir, &artifacts().connectd);
         command.arg("--config").arg(&config);
-        Self::spawn(command, dir, port, config)
+        Self::spawn(command, dir, config)
     }
 
     /// Starts connectd inside the sandbox's private mount namespace (its
@@ -60,21 +73,25 @@ impl Connectd {
     /// [`Connectd::start_in`] with `env` added to connectd's own
     /// environment (e.g. a marker that content must never see).
     pub fn start_in_with_env(sandbox: &Sandbox, body: &str, env: &[(&str, &str)]) -> Connectd {
-        let port = free_port();
         let dir = sandbox.dir.path();
         let mut text = fs::read_to_string(&sandbox.config).expect("sandbox config");
-        text.push_str(&connectd_config(dir, port, body));
+        text.push_str(&connectd_config(dir, 0, body));
         fs::write(&sandbox.config, text).expect("write config");
         let mut command = sandbox.command(
             &artifacts().connectd,
             &["--config", sandbox.config.to_str().expect("utf-8 path")],
         );
         command.envs(env.iter().copied());
-        Self::spawn(command, dir, port, sandbox.config.clone())
+        Self::spawn(command, dir, sandbox.config.clone())
     }
 
-    fn spawn(mut command: Command, dir: &Path, port: u16, config: PathBuf) -> Connectd {
-        let log = dir.join(format!("connectd-{port}.log"));
+    /// Starts connectd (configured with `Listen = 127.0.0.1:0`) and learns
+    /// its port from its own "connectd listening" log line. A port picked in
+    /// advance could be taken by another server first (a second copy of the
+    /// suite, a test's slapd), and the test would then talk to that server.
+    fn spawn(mut command: Command, dir: &Path, config: PathBuf) -> Connectd {
+        static STARTS: AtomicUsize = AtomicUsize::new(0);
+        let log = dir.join(format!("connectd-{}.log", STARTS.fetch_add(1, SeqCst)));
         let file = fs::File::create(&log).expect("log file");
         command
             .stdin(Stdio::null())
@@ -91,22 +108,26 @@ impl Connectd {
         let child = command.spawn().expect("spawn connectd");
         let mut server = Connectd {
             child: Some(child),
-            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
             log,
             config,
         };
-        server.wait_ready();
+        server.address = server.wait_ready();
         server
     }
 
-    fn wait_ready(&mut self) {
+    /// The address in connectd's "connectd listening" line, once it is
+    /// there and the address accepts connections.
+    fn wait_ready(&mut self) -> SocketAddr {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("connectd exited at start ({status}):\n{}", self.log_text());
             }
-            if std::net::TcpStream::connect(self.address).is_ok() {
-                return;
+            if let Some(address) = listening_address(&self.log_text()) {
+                if std::net::TcpStream::connect(address).is_ok() {
+                    return address;
+                }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
