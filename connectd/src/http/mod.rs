@@ -270,7 +270,7 @@ async fn resolve_viewer(
     }
     // Proxied authentication: the headers are the truth on every request;
     // a session only saves redoing the sign-in while they stay the same.
-    let identity = match app.auth.with_headers(peer, headers).await {
+    let identity = match app.auth.with_headers(peer, headers) {
         Ok(identity) => identity,
         Err(AuthError::UntrustedProxy(address)) => {
             tracing::warn!(

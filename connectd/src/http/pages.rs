@@ -147,7 +147,14 @@ pub async fn login_callback(
     // The provider hands back what `begin` was given, checked there; check
     // again so that no provider can turn this into an open redirect.
     let target = safe_target(Some(&target)).to_owned();
-    let mut response = (StatusCode::SEE_OTHER, [(LOCATION, target)]).into_response();
+    with_cookie(
+        (StatusCode::SEE_OTHER, [(LOCATION, target)]).into_response(),
+        &cookie,
+    )
+}
+
+/// `response` with `Set-Cookie: cookie` added (a session started or ended).
+fn with_cookie(mut response: Response, cookie: &str) -> Response {
     if let Ok(value) = cookie.parse() {
         response.headers_mut().append(SET_COOKIE, value);
     }
@@ -243,15 +250,12 @@ pub async fn login(
         Ok(cookie) => cookie,
         Err(e) => return fail(e, &form.username),
     };
-    let mut response = if json {
+    let response = if json {
         Json(user_json(&user, true)).into_response()
     } else {
         (StatusCode::SEE_OTHER, [(LOCATION, target)]).into_response()
     };
-    if let Ok(value) = cookie.parse() {
-        response.headers_mut().append(SET_COOKIE, value);
-    }
-    response
+    with_cookie(response, &cookie)
 }
 
 pub async fn logout(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
@@ -260,11 +264,10 @@ pub async fn logout(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Res
             return ApiError::from(e).into_response();
         }
     }
-    let mut response = (StatusCode::SEE_OTHER, [(LOCATION, "/__login__")]).into_response();
-    if let Ok(value) = app.clear_cookie().parse() {
-        response.headers_mut().append(SET_COOKIE, value);
-    }
-    response
+    with_cookie(
+        (StatusCode::SEE_OTHER, [(LOCATION, "/__login__")]).into_response(),
+        &app.clear_cookie(),
+    )
 }
 
 pub async fn home(
@@ -394,13 +397,10 @@ pub async fn signup(
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let mut response = if json {
+    let response = if json {
         (StatusCode::CREATED, Json(user_json(&user, true))).into_response()
     } else {
         (StatusCode::SEE_OTHER, [(LOCATION, "/")]).into_response()
     };
-    if let Ok(value) = cookie.parse() {
-        response.headers_mut().append(SET_COOKIE, value);
-    }
-    response
+    with_cookie(response, &cookie)
 }

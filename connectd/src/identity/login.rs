@@ -124,9 +124,9 @@ impl Authenticator {
         Ok(user)
     }
 
-    /// The identity a trusted proxy's headers assert, recorded like any
-    /// sign-in; `Ok(None)` when the request carries none.
-    pub async fn with_headers(
+    /// The identity a trusted proxy's headers assert, `Ok(None)` when the
+    /// request carries none; [`complete`](Self::complete) records it.
+    pub fn with_headers(
         &self,
         peer: std::net::IpAddr,
         headers: &axum::http::HeaderMap,
