@@ -110,7 +110,8 @@ pub fn harness_binary() -> &'static Path {
         compile_c(
             &workspace_root().join("tests/c/nss_harness.c"),
             "nss_harness",
-            &["-O1", "-ldl"],
+            &["-O1"],
+            &["-ldl"],
         )
     })
 }
@@ -122,20 +123,21 @@ pub fn harness_binary() -> &'static Path {
 /// place, so a process exec'ing the file mid-write gets EACCES or ETXTBSY.
 /// Each compile therefore writes a file of its own and renames it into
 /// place, which is atomic: a runner sees the old program or the new one.
-pub fn compile_c(source: &Path, name: &str, flags: &[&str]) -> PathBuf {
+/// `flags` go before the source, `libs` (`-l...`) after it, where the
+/// linker needs them.
+pub fn compile_c(source: &Path, name: &str, flags: &[&str], libs: &[&str]) -> PathBuf {
     let dir = workspace_root().join("target/e2e");
     std::fs::create_dir_all(&dir).expect("mkdir target/e2e");
     let out = dir.join(name);
     let partial = dir.join(format!(".{name}.{}.partial", std::process::id()));
-    let (libs, options): (Vec<&str>, Vec<&str>) = flags.iter().partition(|f| f.starts_with("-l"));
     run_checked(
         Command::new("gcc")
             .args(["-Wall", "-Wextra", "-Werror", "-pthread"])
-            .args(&options)
+            .args(flags)
             .arg("-o")
             .arg(&partial)
             .arg(source)
-            .args(&libs),
+            .args(libs),
         &format!("gcc {}", source.display()),
     );
     std::fs::rename(&partial, &out).expect("move the compiled program into place");

@@ -115,6 +115,7 @@ fn compile(name: &str) -> PathBuf {
         &workspace_root().join("bench/c").join(format!("{name}.c")),
         name,
         &["-O2"],
+        &[],
     )
 }
 
