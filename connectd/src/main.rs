@@ -113,7 +113,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     let scheduler = Scheduler::new(
         settings.clone(),
         store.clone(),
-        Some(auth.clone()),
+        auth.clone(),
         Arc::new(launcher),
     );
     tokio::spawn(scheduler.clone().reap_forever());
