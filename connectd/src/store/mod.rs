@@ -9,10 +9,13 @@
 //! - [`TaskStore`]: deployment tasks and their output;
 //! - [`Store`]: all three, what the rest of connectd holds (`Arc<dyn Store>`);
 //! - [`sqlite`]: the implementation, in one SQLite file under
-//!   `Server.DataDir` (PostgreSQL, for several nodes, goes beside it).
+//!   `Server.DataDir` (PostgreSQL, for several nodes, goes beside it);
+//! - `fake` (tests only): SQLite in memory that fails on demand.
 //!
 //! May import `model` and `roles`; nothing above them.
 
+#[cfg(test)]
+pub mod fake;
 pub mod sqlite;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -239,7 +242,8 @@ pub trait ContentStore: Send + Sync {
 /// Deployment tasks and their output, so that a restarted connectd, or
 /// another node, can report a deployment it did not run.
 pub trait TaskStore: Send + Sync {
-    /// Records a new task deploying `content_id` on this node.
+    /// Records a new task deploying `content_id` on this node; recording
+    /// it again changes nothing.
     fn create_task(&self, id: &str, content_id: i64, started: i64) -> Result<(), StoreError>;
 
     /// Writes output lines `first..first + lines.len()`; lines already

@@ -10,7 +10,8 @@ use crate::store::{now, StoreError, TaskStore};
 impl TaskStore for SqliteStore {
     fn create_task(&self, id: &str, content_id: i64, started: i64) -> Result<(), StoreError> {
         self.conn().execute(
-            "INSERT INTO tasks (id, content_id, node, started_time) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT OR IGNORE INTO tasks (id, content_id, node, started_time) \
+             VALUES (?1, ?2, ?3, ?4)",
             params![id, content_id, self.node, started],
         )?;
         Ok(())
