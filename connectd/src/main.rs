@@ -119,6 +119,14 @@ async fn serve(settings: Settings) -> Result<(), String> {
     );
     tokio::spawn(scheduler.clone().reap_forever());
     let deployer = Deployer::new(settings.clone(), store.clone(), scheduler.clone());
+    match deployer.end_interrupted_tasks() {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            "{n} deployments of an earlier run were not seen to finish; they are marked failed \
+             and must be deployed again"
+        ),
+        Err(e) => tracing::warn!("could not close the records of earlier deployments: {e}"),
+    }
     let state = Arc::new(AppState::new(
         settings.clone(),
         store.clone(),
