@@ -2,10 +2,15 @@
 //! as anyone else they say so and pass), and the pure parts alone: mount
 //! ordering, `/proc/self/fd` paths, process states.
 
+use super::child::{open_dir_nofollow, ProcFdPath};
+use super::mounts::{resolve, Mount};
+use super::stop::process_state;
 use super::*;
+use std::ffi::CStr;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::time::{Duration, Instant};
 
 const NOBODY: u32 = 65534;
 /// An extra supplementary group ("users" on Debian; any number works).
