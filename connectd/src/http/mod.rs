@@ -1,6 +1,7 @@
 //! HTTP transport: the login pages and the JSON API under `/__api__/`.
 //!
-//! Every request passes through [`identify`], which finds the viewer from,
+//! Every request passes through [`identify`], which first refuses
+//! requests forged by pages on other origins (`csrf`), then finds the viewer from,
 //! in order: an API key (`Authorization: Key …`), the session cookie, or,
 //! with proxied authentication, the trusted proxy's headers. Handlers get
 //! the result as a [`Viewer`] extension and decide what it may do.
@@ -12,6 +13,7 @@
 
 mod api;
 mod content;
+mod csrf;
 mod error;
 mod pages;
 mod serve;
@@ -232,6 +234,17 @@ async fn identify(
     mut request: Request,
     next: Next,
 ) -> Response {
+    let has_session = cookie_value(request.headers(), SESSION_COOKIE).is_some();
+    if let Some(why) = csrf::refusal(
+        request.method(),
+        request.uri().path(),
+        request.headers(),
+        has_session,
+        app.settings.address.as_deref(),
+    ) {
+        tracing::warn!(client = %peer.ip(), path = %request.uri().path(), "{why}");
+        return ApiError::forbidden(why).into_response();
+    }
     let mut set_cookie = None;
     let viewer = match resolve_viewer(&app, peer.ip(), request.headers(), &mut set_cookie).await {
         Ok(viewer) => viewer,

@@ -400,3 +400,82 @@ async fn a_publisher_uploads_and_deploys_a_bundle_and_reads_its_task() {
     assert_eq!(content.json["bundle_id"], bundle_id.as_str());
     assert_eq!(content.json["app_mode"], "static");
 }
+
+#[tokio::test]
+async fn a_page_on_another_origin_cannot_act_with_the_viewers_cookie() {
+    let server = server();
+    let ada = server.session("ada", "secret").await;
+    let forged = |path: &str, origin: &str| {
+        Request::post(path)
+            .header(COOKIE, &ada)
+            .header("host", "connect.example:3939")
+            .header("origin", origin)
+            .header(CONTENT_TYPE, "application/json")
+            .body(Body::from(r#"{"name": "stolen"}"#))
+            .expect("request")
+    };
+    for path in ["/__api__/v1/keys", "/__logout__"] {
+        let answer = server.send(forged(path, "https://evil.example")).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::FORBIDDEN,
+            "{path}: {}",
+            answer.json
+        );
+        assert!(
+            answer.json["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("https://evil.example")),
+            "{}",
+            answer.json
+        );
+    }
+    // The session survived the forged logout.
+    let me = server.get("/__api__/v1/user", &ada).await;
+    assert_eq!(me.status, StatusCode::OK);
+    let ada_id = server
+        .store
+        .user_by_username("ada")
+        .expect("read")
+        .expect("ada")
+        .id;
+    let keys = || {
+        server
+            .store
+            .inner()
+            .list_api_keys(ada_id)
+            .expect("keys")
+            .len()
+    };
+    assert_eq!(keys(), 0);
+
+    // Login CSRF: signing the victim in as the attacker.
+    let login = server
+        .send(
+            Request::post("/__login__")
+                .header("host", "connect.example:3939")
+                .header("sec-fetch-site", "cross-site")
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from("username=bob&password=hunter2"))
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(login.status, StatusCode::FORBIDDEN);
+    assert!(login.set_cookie.is_none());
+
+    // The server's own pages, and clients that are not browsers, go on.
+    let own = server
+        .send(forged("/__api__/v1/keys", "http://connect.example:3939"))
+        .await;
+    assert_eq!(own.status, StatusCode::CREATED, "{}", own.json);
+    assert_eq!(keys(), 1);
+    let plain = server
+        .send(
+            Request::post("/__logout__")
+                .header(COOKIE, &ada)
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(plain.status, StatusCode::SEE_OTHER);
+}
