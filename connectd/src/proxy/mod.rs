@@ -1,4 +1,5 @@
-//! The reverse proxy from /content/{guid}/ to a content process on its Unix socket.
+//! The reverse proxy from /content/{guid}/ to a content process on its Unix
+//! socket or TCP address.
 //!
 //! [`forward`] sends one viewer request to the content process behind an
 //! [`Upstream`] and gives back the process's response, streaming both bodies.
@@ -47,7 +48,7 @@ mod body;
 mod headers;
 mod upstream;
 
-pub use upstream::Upstream;
+pub use upstream::{Target, Upstream};
 
 #[cfg(test)]
 mod headers_tests;
@@ -96,7 +97,8 @@ pub struct Forward {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    /// The socket is missing or refuses connections: the process is gone.
+    /// The socket is missing or refuses connections, or nothing listens at
+    /// the TCP address: the process is gone.
     #[error("cannot connect to the content process: {0}")]
     Connect(io::Error),
     /// No response head within `read_timeout`.

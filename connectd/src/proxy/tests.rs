@@ -1,5 +1,5 @@
 //! `forward` through the whole chain: a viewer's hyper client, an axum
-//! server that forwards, and a hyper app on a Unix socket. The harness is
+//! server that forwards, and a hyper app on a Unix socket (or a TCP port). The harness is
 //! shared with `upstream_tests`.
 
 use std::convert::Infallible;
@@ -41,7 +41,7 @@ use crate::http::SESSION_COOKIE;
 
 pub(super) const GUID: &str = "3f2a9c1e-0b7d-4e55-9a61-2c8f0d4b7e10";
 const ANON_GUID: &str = "0a0a0a0a-1b1b-4c4c-8d8d-2e2e2e2e2e2e";
-const CREDS: &str = r#"{"user": "alice", "groups": ["g1"]}"#;
+pub(super) const CREDS: &str = r#"{"user": "alice", "groups": ["g1"]}"#;
 const HOST_NAME: &str = "viewer.example:3939";
 pub(super) const WAIT: Duration = Duration::from_secs(10);
 
@@ -101,20 +101,41 @@ pub(super) async fn start_app(socket: &Path) -> Arc<App> {
     let state = app.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            state.connections.fetch_add(1, SeqCst);
-            let state = state.clone();
-            tokio::spawn(async move {
-                let app = state.clone();
-                let service = service_fn(move |req| app_service(app.clone(), req));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades()
-                    .await;
-                state.closed.fetch_add(1, SeqCst);
-            });
+            serve_app(&state, stream);
         }
     });
     app
+}
+
+/// The same app on a TCP port of 127.0.0.1, as a pod would listen.
+pub(super) async fn start_tcp_app() -> (SocketAddr, Arc<App>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a port");
+    let address = listener.local_addr().expect("the app's address");
+    let app = Arc::new(App::default());
+    let state = app.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            serve_app(&state, stream);
+        }
+    });
+    (address, app)
+}
+
+fn serve_app<S>(state: &Arc<App>, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    state.connections.fetch_add(1, SeqCst);
+    let state = state.clone();
+    tokio::spawn(async move {
+        let app = state.clone();
+        let service = service_fn(move |req| app_service(app.clone(), req));
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades()
+            .await;
+        state.closed.fetch_add(1, SeqCst);
+    });
 }
 
 async fn app_service(
@@ -200,7 +221,7 @@ impl Seen {
         Seen { target, headers }
     }
 
-    fn all(&self, name: &str) -> Vec<&str> {
+    pub(super) fn all(&self, name: &str) -> Vec<&str> {
         self.headers
             .iter()
             .filter(|(n, _)| n == name)
@@ -320,7 +341,7 @@ pub(super) async fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("app.sock");
     let app = start_app(&socket).await;
-    let (addr, dropped) = start_proxy(Upstream::new(socket.clone())).await;
+    let (addr, dropped) = start_proxy(Upstream::unix(socket.clone())).await;
     Setup {
         _dir: dir,
         socket,
@@ -545,7 +566,7 @@ async fn a_slow_upload_does_not_count_against_the_read_timeout() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("app.sock");
     let _app = start_app(&socket).await;
-    let upstream = Upstream::new(socket);
+    let upstream = Upstream::unix(socket);
     let dropped = Arc::new(AtomicUsize::new(0));
 
     let (tx, body) = channel_body(1);
@@ -690,7 +711,7 @@ async fn a_silent_app_times_out() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("app.sock");
     let _app = start_app(&socket).await;
-    let upstream = Upstream::new(socket);
+    let upstream = Upstream::unix(socket);
     let dropped = Arc::new(AtomicUsize::new(0));
     let read_timeout = Duration::from_millis(300);
 

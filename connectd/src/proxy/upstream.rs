@@ -1,11 +1,13 @@
-//! The pooled HTTP/1.1 connections to one content process: connecting,
-//! keeping idle ones, and sending a request (its body an [`OutBody`]) with
-//! one replay when a kept-alive connection turns out dead.
+//! The pooled HTTP/1.1 connections to one content process: connecting (to a
+//! Unix socket or a TCP address, see [`Target`]), keeping idle ones, and
+//! sending a request (its body an [`OutBody`]) with one replay when a
+//! kept-alive connection turns out dead.
 
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll};
@@ -16,7 +18,8 @@ use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::net::UnixStream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::oneshot;
 
 use super::{Chain, ProxyError};
@@ -91,9 +94,34 @@ fn drive(driver: &mut Option<Driver>, cx: &mut Context<'_>) -> bool {
     driver.is_some()
 }
 
-/// One content process's socket, with a small pool of idle keep-alive
-/// HTTP/1.1 connections, so proxied requests do not pay a connect and a
-/// handshake each time. Cheap to clone (an `Arc` inside); all clones share
+/// Where a content process listens, as the proxy reaches it. The proxy's
+/// own type, not the launcher's: it imports nothing of connectd, and the
+/// scheduler maps one onto the other.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// What the local launcher gives: a socket in a directory only the
+    /// process's account and connectd may enter.
+    Unix(PathBuf),
+    /// A pod's address, say. Whoever hands it out must make sure only
+    /// connectd can reach it: apps trust the credentials header and
+    /// X-Forwarded-For of whoever connects.
+    Tcp(SocketAddr),
+}
+
+/// The socket's path, as logs and errors have always named it, or
+/// `host:port`.
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Unix(socket) => write!(f, "{}", socket.display()),
+            Target::Tcp(address) => write!(f, "{address}"),
+        }
+    }
+}
+
+/// One content process's socket or address, with a small pool of idle
+/// keep-alive HTTP/1.1 connections, so proxied requests do not pay a connect
+/// and a handshake each time. Cheap to clone (an `Arc` inside); all clones share
 /// the pool. Dropping the last clone closes the idle connections.
 #[derive(Clone)]
 pub struct Upstream {
@@ -101,7 +129,7 @@ pub struct Upstream {
 }
 
 struct Shared {
-    socket: PathBuf,
+    target: Target,
     /// Used as a stack: the most recently used connection is the likeliest
     /// to be alive and the others age out when the app closes them.
     idle: Mutex<Vec<Conn>>,
@@ -110,24 +138,32 @@ struct Shared {
 impl fmt::Debug for Upstream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Upstream")
-            .field("socket", &self.inner.socket)
+            .field("target", &self.inner.target)
             .field("idle", &self.idle().len())
             .finish()
     }
 }
 
 impl Upstream {
-    pub fn new(socket: PathBuf) -> Self {
+    pub fn new(target: Target) -> Self {
         Upstream {
             inner: Arc::new(Shared {
-                socket,
+                target,
                 idle: Mutex::new(Vec::new()),
             }),
         }
     }
 
-    pub fn socket(&self) -> &Path {
-        &self.inner.socket
+    pub fn unix(socket: PathBuf) -> Self {
+        Self::new(Target::Unix(socket))
+    }
+
+    pub fn tcp(address: SocketAddr) -> Self {
+        Self::new(Target::Tcp(address))
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.inner.target
     }
 
     fn idle(&self) -> MutexGuard<'_, Vec<Conn>> {
@@ -170,22 +206,25 @@ impl Upstream {
     }
 
     async fn connect(&self) -> Result<Conn, ProxyError> {
-        let socket = &self.inner.socket;
-        let stream = UnixStream::connect(socket).await.map_err(|e| {
-            // Keep the kind (NotFound, ConnectionRefused) for the caller and
-            // name the socket for the log.
-            ProxyError::Connect(io::Error::new(
-                e.kind(),
-                format!("{}: {e}", socket.display()),
-            ))
-        })?;
-        let (sender, connection) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ProxyError::Upstream(e.into()))?;
-        Ok(Conn {
-            sender,
-            driver: Some(Box::pin(connection.with_upgrades())),
-        })
+        let target = &self.inner.target;
+        // Keep the kind (NotFound, ConnectionRefused) for the caller and
+        // name the socket for the log.
+        let failed =
+            |e: io::Error| ProxyError::Connect(io::Error::new(e.kind(), format!("{target}: {e}")));
+        match target {
+            Target::Unix(socket) => {
+                handshake(UnixStream::connect(socket).await.map_err(failed)?).await
+            }
+            Target::Tcp(address) => {
+                let stream = TcpStream::connect(address).await.map_err(failed)?;
+                // A request head, a WebSocket frame: small writes that must
+                // leave at once, not wait for the app's ACK of the last one.
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(%address, error = %e, "could not set TCP_NODELAY");
+                }
+                handshake(stream).await
+            }
+        }
     }
 
     /// Sends the request and waits for the response head.
@@ -216,7 +255,7 @@ impl Upstream {
                     return Err(ProxyError::Upstream(failed.into_error().into()));
                 };
                 tracing::debug!(
-                    socket = %self.inner.socket.display(),
+                    socket = %self.inner.target,
                     error = %Chain(failed.error()),
                     "reused connection to content process failed; retrying on a new one"
                 );
@@ -230,6 +269,20 @@ impl Upstream {
             }
         }
     }
+}
+
+/// An HTTP/1.1 connection over `stream`, upgrades allowed.
+async fn handshake<S>(stream: S) -> Result<Conn, ProxyError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ProxyError::Upstream(e.into()))?;
+    Ok(Conn {
+        sender,
+        driver: Some(Box::pin(connection.with_upgrades())),
+    })
 }
 
 /// The request body on its way to the app: tells `forward` when it has

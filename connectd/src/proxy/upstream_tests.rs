@@ -1,5 +1,5 @@
 //! The connection pool through `forward`: reuse, recovery from connections
-//! the app closed, and processes that are gone.
+//! the app closed, processes that are gone, and apps on a TCP port.
 
 use std::io;
 use std::path::Path;
@@ -8,10 +8,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::http::header::COOKIE;
 use axum::http::StatusCode;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixListener;
+use tokio::net::{TcpStream, UnixListener};
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::Message;
 
 use super::tests::*;
 use super::*;
@@ -66,7 +71,7 @@ async fn idle_connections_close_with_the_upstream() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("app.sock");
     let app = start_app(&socket).await;
-    let upstream = Upstream::new(socket);
+    let upstream = Upstream::unix(socket);
     let dropped = Arc::new(AtomicUsize::new(0));
     for _ in 0..3 {
         let req = request("GET", &format!("/content/{GUID}/"))
@@ -135,7 +140,7 @@ async fn recovers_when_the_app_closes_kept_alive_connections() {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("app.sock");
         let methods = start_flaky_app(&socket, read_one_more).await;
-        let (addr, _) = start_proxy(Upstream::new(socket)).await;
+        let (addr, _) = start_proxy(Upstream::unix(socket)).await;
         let mut client = client(addr).await;
         for i in 0..10 {
             let req = request("GET", &format!("/content/{GUID}/r{i}"))
@@ -189,7 +194,7 @@ async fn a_missing_process_is_a_connect_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dropped = Arc::new(AtomicUsize::new(0));
 
-    let missing = Upstream::new(dir.path().join("missing.sock"));
+    let missing = Upstream::unix(dir.path().join("missing.sock"));
     let req = request("GET", &format!("/content/{GUID}/"))
         .body(Body::empty())
         .expect("request");
@@ -210,7 +215,7 @@ async fn a_missing_process_is_a_connect_error() {
         .body(Body::empty())
         .expect("request");
     let err = forward(
-        &Upstream::new(stale),
+        &Upstream::unix(stale),
         req,
         forward_for(GUID, WAIT, &dropped),
     )
@@ -220,4 +225,88 @@ async fn a_missing_process_is_a_connect_error() {
         matches!(&err, ProxyError::Connect(e) if e.kind() == io::ErrorKind::ConnectionRefused),
         "{err:?}"
     );
+}
+
+// ----- A content process on a TCP port, as a pod would listen. -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_to_a_tcp_upstream_and_reuses_its_connections() {
+    let (address, app) = start_tcp_app().await;
+    let upstream = Upstream::tcp(address);
+    assert_eq!(upstream.target(), &Target::Tcp(address));
+    let (addr, dropped) = start_proxy(upstream).await;
+    let mut client = client(addr).await;
+    for i in 0..5 {
+        let req = request("GET", &format!("/content/{GUID}/t?i={i}"))
+            .header(COOKIE, "a=1; connect_session=secret")
+            .body(empty())
+            .expect("request");
+        let (status, _, body) = send(&mut client, req).await;
+        assert_eq!(status, StatusCode::OK, "{body:?}");
+        let seen = Seen::parse(&body);
+        assert_eq!(seen.target, format!("/t?i={i}"));
+        assert_eq!(seen.all("cookie"), ["a=1"]);
+        assert_eq!(seen.all("rstudio-connect-credentials"), [CREDS]);
+        assert_eq!(seen.all("x-forwarded-for"), ["127.0.0.1"]);
+    }
+    let req = request("POST", &format!("/content/{GUID}/echo"))
+        .body(full("over tcp"))
+        .expect("request");
+    let (status, _, body) = send(&mut client, req).await;
+    assert_eq!((status, body), (StatusCode::OK, Bytes::from("over tcp")));
+    // All six went over one kept-alive connection.
+    assert_eq!(app.connections.load(SeqCst), 1);
+    eventually("all guards to drop", || dropped.load(SeqCst) == 6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_websockets_to_a_tcp_upstream() {
+    let (address, app) = start_tcp_app().await;
+    let (addr, dropped) = start_proxy(Upstream::tcp(address)).await;
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let url = format!("ws://{addr}/content/{GUID}/ws");
+    let (mut ws, response) = timeout(WAIT, tokio_tungstenite::client_async(url, stream))
+        .await
+        .expect("handshake in time")
+        .expect("websocket handshake");
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(
+        app.ws_credentials.lock().expect("lock").as_deref(),
+        Some(CREDS)
+    );
+    ws.send(Message::text("hello")).await.expect("send text");
+    let echo = timeout(WAIT, ws.next()).await.expect("echo in time");
+    assert_eq!(echo.expect("message").expect("ok"), Message::text("hello"));
+    assert_eq!(
+        dropped.load(SeqCst),
+        0,
+        "guard dropped while the websocket is open"
+    );
+    drop(ws);
+    eventually("the guard to drop", || dropped.load(SeqCst) == 1).await;
+    assert_eq!(app.connections.load(SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_tcp_port_is_a_connect_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address");
+    drop(listener);
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let req = request("GET", &format!("/content/{GUID}/"))
+        .body(Body::empty())
+        .expect("request");
+    let err = forward(
+        &Upstream::tcp(address),
+        req,
+        forward_for(GUID, WAIT, &dropped),
+    )
+    .await
+    .expect_err("nobody listening");
+    assert!(
+        matches!(&err, ProxyError::Connect(e) if e.kind() == io::ErrorKind::ConnectionRefused),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&address.to_string()), "{err}");
+    assert_eq!(dropped.load(SeqCst), 1);
 }

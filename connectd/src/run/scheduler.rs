@@ -375,7 +375,7 @@ impl Scheduler {
             account: account.account.name.clone(),
             bundle_id,
             deployment: deployment.to_owned(),
-            upstream: Upstream::new(socket),
+            upstream: Upstream::unix(socket),
             pool,
             settings,
             keep_minimum: identity.keep_minimum,
