@@ -88,8 +88,9 @@ async fn serve(settings: Settings) -> Result<(), String> {
     // Sessions and password hashes live here: nobody else may read it.
     let _ = std::fs::set_permissions(&settings.data_dir, std::fs::Permissions::from_mode(0o700));
     let db = settings.data_dir.join("connect.db");
+    let node = node_name();
     let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&db)
+        SqliteStore::open(&db, &node)
             .map_err(|e| format!("cannot open the database {}: {e}", db.display()))?,
     );
     let settings = Arc::new(settings);
@@ -113,11 +114,19 @@ async fn serve(settings: Settings) -> Result<(), String> {
     let scheduler = Scheduler::new(
         settings.clone(),
         store.clone(),
-        Some(auth.clone()),
+        auth.clone(),
         Arc::new(launcher),
     );
     tokio::spawn(scheduler.clone().reap_forever());
     let deployer = Deployer::new(settings.clone(), store.clone(), scheduler.clone());
+    match deployer.end_interrupted_tasks() {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            "{n} deployments of an earlier run were not seen to finish; they are marked failed \
+             and must be deployed again"
+        ),
+        Err(e) => tracing::warn!("could not close the records of earlier deployments: {e}"),
+    }
     let state = Arc::new(AppState::new(
         settings.clone(),
         store.clone(),
@@ -168,4 +177,18 @@ async fn shutdown() {
         _ = tokio::signal::ctrl_c() => {},
     }
     tracing::info!("stopping: finishing requests in flight");
+}
+
+/// The name this node's jobs and deployment tasks are recorded under: the
+/// host name, as each node of a cluster has its own.
+fn node_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at
+    // most that many bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..len]) {
+        Ok(name) if rc == 0 && !name.is_empty() => name.to_owned(),
+        _ => "localhost".to_owned(),
+    }
 }

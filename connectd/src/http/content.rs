@@ -504,13 +504,14 @@ pub async fn task(
     Query(query): Query<TaskQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let me = viewer.require()?;
-    let task = app
+    let mut task = app
         .deployer
         .task(&id)
+        .await?
         .ok_or_else(|| ApiError::not_found("task"))?;
     // Build output can name paths and packages: only for those who may
     // change the content.
-    load_editable(&app, &task.content_guid, me)?;
+    load_editable(&app, task.content_guid(), me)?;
     let first = query.first.unwrap_or(0);
     if let Some(wait) = query.wait {
         task.wait_for(first, Duration::from_secs(wait.min(30)))
@@ -519,7 +520,7 @@ pub async fn task(
     let state = task.snapshot();
     let output: Vec<&String> = state.output.iter().skip(first).collect();
     Ok(Json(json!({
-        "id": task.id,
+        "id": task.id(),
         "output": output,
         "finished": state.finished,
         "code": state.code,

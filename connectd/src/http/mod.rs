@@ -16,6 +16,8 @@ mod error;
 mod pages;
 mod serve;
 mod shapes;
+#[cfg(test)]
+mod tests;
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;

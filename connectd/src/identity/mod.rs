@@ -22,7 +22,7 @@ pub mod provider;
 pub mod proxy;
 
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 #[cfg(test)]
 mod login_tests;
 

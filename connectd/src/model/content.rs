@@ -144,3 +144,23 @@ pub struct Job {
     pub exit_code: Option<i64>,
     pub log_path: String,
 }
+
+/// A deployment's progress, as the tasks API reports it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TaskState {
+    pub output: Vec<String>,
+    pub finished: bool,
+    pub code: i32,
+    pub error: String,
+    pub started: Option<i64>,
+}
+
+/// A deployment task as stored: whose content it deploys and which node
+/// runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTask {
+    pub id: String,
+    pub content_guid: String,
+    pub node: String,
+    pub state: TaskState,
+}

@@ -8,5 +8,8 @@
 pub mod content;
 pub mod users;
 
-pub use content::{AccessType, Content, Job, NewContent, Permission, ProcessSettings, Relation};
+pub use content::{
+    AccessType, Content, Job, NewContent, Permission, ProcessSettings, Relation, StoredTask,
+    TaskState,
+};
 pub use users::{ApiKey, Group, GroupRef, User};

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use crate::accounts::runas::{self, AccountRefusal, RunAccount};
-use crate::config::{ProviderKind, Settings};
+use crate::config::Settings;
 use crate::identity::login::Authenticator;
+use crate::identity::AccountSource;
 use crate::model::Content;
 use crate::model::{GroupRef, User};
 use crate::run::launcher::SessionPlan;
@@ -36,7 +37,7 @@ pub(super) enum AccountError {
 pub(super) struct Accounts {
     pub(super) settings: Arc<Settings>,
     pub(super) store: Arc<dyn Store>,
-    pub(super) auth: Option<Arc<Authenticator>>,
+    pub(super) auth: Arc<Authenticator>,
 }
 
 impl Accounts {
@@ -66,10 +67,13 @@ impl Accounts {
             .map_err(|e| AccountError::Internal(e.to_string()))?
             .map_err(AccountError::Refused)?;
         let pam = &self.settings.pam;
+        // `[PAM] UseSession` is for viewers who are host accounts, which
+        // only the PAM provider signs in.
+        let host_account = self.auth.provider().accounts() == AccountSource::Host;
         let pam_session = match viewer_id {
-            Some(id) if self.settings.provider == ProviderKind::Pam && pam.use_session => {
+            Some(id) if host_account && pam.use_session => {
                 let password = if pam.forward_password {
-                    self.auth.as_ref().and_then(|a| a.forwarded_password(id))
+                    self.auth.forwarded_password(id)
                 } else {
                     None
                 };
@@ -92,11 +96,14 @@ impl Accounts {
         })
     }
 
-    /// The viewer's Unix account name: PAM users are accounts already;
-    /// others have the account the nameservice provisioned, which is
-    /// provisioned again now if that failed at sign-in.
+    /// The viewer's Unix account name: host accounts (PAM) are named by
+    /// the username; provisioned ones were recorded when the nameservice
+    /// provisioned them, and are provisioned again now if that failed at
+    /// sign-in. connectd's own users have no account, and the server
+    /// refuses RunAsCurrentUser for them at start-up, so their username
+    /// fails the run-as checks with the usual message.
     async fn viewer_account(&self, user: &User) -> Result<String, AccountError> {
-        if !self.settings.provider.needs_provisioning() {
+        if self.auth.provider().accounts() != AccountSource::Provisioned {
             return Ok(user.username.clone());
         }
         let known = self
@@ -106,10 +113,6 @@ impl Accounts {
         if let (Some(name), false) = (&known, user.needs_provisioning) {
             return Ok(name.clone());
         }
-        let auth = self
-            .auth
-            .as_ref()
-            .ok_or_else(|| AccountError::Provisioning("no nameservice is configured".to_owned()))?;
         let groups: Vec<GroupRef> = self
             .store
             .groups_of(user.id)
@@ -120,7 +123,7 @@ impl Accounts {
                 name: g.name,
             })
             .collect();
-        if !auth.provision(user, &groups).await {
+        if !self.auth.provision(user, &groups).await {
             return Err(AccountError::Provisioning(
                 "provisioning failed; the server log says why".to_owned(),
             ));
@@ -130,9 +133,4 @@ impl Accounts {
             .map_err(|e| AccountError::Internal(e.to_string()))?
             .ok_or_else(|| AccountError::Provisioning("no account was recorded".to_owned()))
     }
-}
-
-/// Whether the provider gives viewers Unix accounts at all.
-pub fn provider_has_accounts(provider: ProviderKind) -> bool {
-    provider.needs_provisioning() || provider == ProviderKind::Pam
 }

@@ -27,4 +27,4 @@ mod pool;
 pub mod scheduler;
 
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;

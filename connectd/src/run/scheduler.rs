@@ -40,7 +40,6 @@ use crate::run::launcher::{Endpoint, LaunchKind, LaunchSpec, Launcher, Mount, Ru
 use crate::run::pool::{self, Choice, PoolKey, Pools, ProcessState};
 use crate::store::Store;
 
-pub use crate::run::account::provider_has_accounts;
 pub use crate::run::pool::{Lease, Process};
 
 /// How long a process gets to leave after SIGTERM before SIGKILL.
@@ -106,7 +105,7 @@ impl Scheduler {
     pub fn new(
         settings: Arc<Settings>,
         store: Arc<dyn Store>,
-        auth: Option<Arc<Authenticator>>,
+        auth: Arc<Authenticator>,
         launcher: Arc<dyn Launcher>,
     ) -> Arc<Self> {
         let layout = Layout::new(&settings.data_dir);

@@ -4,19 +4,26 @@
 //!
 //! - [`UserStore`]: users, provider groups and memberships, sessions, API
 //!   keys; a sign-in is one transaction, so a failed one leaves nothing;
-//! - [`ContentStore`]: content items, access lists, bundles, jobs;
-//! - [`Store`]: both, what the rest of connectd holds (`Arc<dyn Store>`);
+//! - [`ContentStore`]: content items, access lists, bundles, jobs (each
+//!   node's own, so a node's start-up clean-up touches only its rows);
+//! - [`TaskStore`]: deployment tasks and their output;
+//! - [`Store`]: all three, what the rest of connectd holds (`Arc<dyn Store>`);
 //! - [`sqlite`]: the implementation, in one SQLite file under
-//!   `Server.DataDir` (PostgreSQL, for several nodes, goes beside it).
+//!   `Server.DataDir` (PostgreSQL, for several nodes, goes beside it);
+//! - `fake` (tests only): SQLite in memory that fails on demand.
 //!
 //! May import `model` and `roles`; nothing above them.
 
+#[cfg(test)]
+pub mod fake;
 pub mod sqlite;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::bundle::AppMode;
-use crate::model::{ApiKey, Content, Group, GroupRef, Job, NewContent, Permission, Relation, User};
+use crate::model::{
+    ApiKey, Content, Group, GroupRef, Job, NewContent, Permission, Relation, StoredTask, User,
+};
 use crate::roles::Role;
 
 pub use sqlite::SqliteStore;
@@ -225,13 +232,43 @@ pub trait ContentStore: Send + Sync {
 
     fn end_job(&self, key: &str, exit_code: Option<i32>) -> Result<(), StoreError>;
 
-    /// Jobs that never ended: connectd stopped without reaping them.
+    /// This node's jobs that never ended: connectd stopped without reaping
+    /// them. Other nodes' jobs sharing the database are left alone.
     fn end_unfinished_jobs(&self) -> Result<usize, StoreError>;
 
     fn jobs(&self, content_id: i64) -> Result<Vec<Job>, StoreError>;
 }
 
-/// Everything connectd stores.
-pub trait Store: UserStore + ContentStore {}
+/// Deployment tasks and their output, so that a restarted connectd, or
+/// another node, can report a deployment it did not run.
+pub trait TaskStore: Send + Sync {
+    /// Records a new task deploying `content_id` on this node; recording
+    /// it again changes nothing.
+    fn create_task(&self, id: &str, content_id: i64, started: i64) -> Result<(), StoreError>;
 
-impl<T: UserStore + ContentStore> Store for T {}
+    /// Writes output lines `first..first + lines.len()`; lines already
+    /// written are left as they are, so a retried write repeats nothing.
+    fn append_task_output(
+        &self,
+        id: &str,
+        first: usize,
+        lines: &[String],
+    ) -> Result<(), StoreError>;
+
+    /// Marks the task finished; `code` 0 and an empty `error` for success.
+    fn finish_task(&self, id: &str, code: i32, error: &str) -> Result<(), StoreError>;
+
+    fn task(&self, id: &str) -> Result<Option<StoredTask>, StoreError>;
+
+    /// Finishes this node's tasks that never finished (connectd stopped
+    /// during them) with `code` and `error`.
+    fn end_unfinished_tasks(&self, code: i32, error: &str) -> Result<usize, StoreError>;
+
+    /// Forgets tasks that finished before `before` (seconds since 1970).
+    fn delete_finished_tasks(&self, before: i64) -> Result<usize, StoreError>;
+}
+
+/// Everything connectd stores.
+pub trait Store: UserStore + ContentStore + TaskStore {}
+
+impl<T: UserStore + ContentStore + TaskStore> Store for T {}

@@ -7,7 +7,11 @@ use std::time::{Duration, Instant};
 use connect_gcfg::Config;
 
 use super::{AcquireError, Lease, Scheduler, STOP_GRACE};
-use crate::config::{ProviderKind, Settings};
+use crate::accounts::provision::Provisioner;
+use crate::config::Settings;
+use crate::identity::fake::FakeProvider;
+use crate::identity::login::Authenticator;
+use crate::identity::{AccountSource, SignInMethod};
 use crate::layout::Layout;
 use crate::model::{AccessType, Content, ProcessSettings};
 use crate::model::{NewContent, User};
@@ -30,6 +34,15 @@ struct World {
 }
 
 fn world(configure: impl FnOnce(&mut Settings), run_as_current_user: bool) -> World {
+    world_with(configure, run_as_current_user, AccountSource::None)
+}
+
+/// A world whose sign-in provider gives viewers accounts from `accounts`.
+fn world_with(
+    configure: impl FnOnce(&mut Settings),
+    run_as_current_user: bool,
+    accounts: AccountSource,
+) -> World {
     let data = tempfile::tempdir().expect("data dir");
     let config = Config::parse("", "test.gcfg").expect("empty config");
     let mut settings = Settings::from_config(&config).expect("defaults");
@@ -74,8 +87,19 @@ fn world(configure: impl FnOnce(&mut Settings), run_as_current_user: bool) -> Wo
         .content_by_guid(&content.guid)
         .expect("read back")
         .expect("exists");
+    let settings = Arc::new(settings);
+    let mut provider = FakeProvider::new(SignInMethod::Password);
+    provider.accounts = accounts;
+    let auth = Arc::new(Authenticator::new(
+        settings.clone(),
+        store.clone(),
+        Arc::new(provider),
+        // Viewers' accounts are in the store already: a socket that does
+        // not exist would say so if something tried to provision.
+        Provisioner::new("/nonexistent/provision.sock".into(), Duration::from_secs(1)),
+    ));
     let fake = FakeLauncher::new();
-    let scheduler = Scheduler::new(Arc::new(settings), store.clone(), None, fake.clone());
+    let scheduler = Scheduler::new(settings, store.clone(), auth, fake.clone());
     World {
         _data: data,
         store,
@@ -342,14 +366,14 @@ async fn a_launch_failure_is_reported_in_the_log_and_the_job_row() {
 
 #[tokio::test]
 async fn current_user_content_never_shares_a_process_across_viewers() {
-    let w = world(
+    let w = world_with(
         |s| {
             limits(s, 1, 20, 1.0);
             s.run_as_current_user = true;
-            // Viewers' accounts come from the store, as provisioned.
-            s.provider = ProviderKind::Ldap;
         },
         true,
+        // Viewers' accounts come from the store, as provisioned.
+        AccountSource::Provisioned,
     );
     let alice = w.viewer("alice");
     let bob = w.viewer("bob");

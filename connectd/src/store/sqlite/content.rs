@@ -335,7 +335,8 @@ impl ContentStore for SqliteStore {
     ) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT INTO jobs (key, content_id, kind, bundle_id, pid, unix_account, uid, \
-             viewer_id, started_time, log_path) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             viewer_id, started_time, log_path, node) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 key,
                 content_id,
@@ -346,7 +347,8 @@ impl ContentStore for SqliteStore {
                 uid,
                 viewer_id,
                 now(),
-                log_path
+                log_path,
+                self.node
             ],
         )?;
         Ok(())
@@ -360,11 +362,12 @@ impl ContentStore for SqliteStore {
         Ok(())
     }
 
-    /// Jobs that never ended: connectd stopped without reaping them.
+    /// This node's jobs that never ended: it stopped without reaping
+    /// them. Rows without a node predate node names and are this node's.
     fn end_unfinished_jobs(&self) -> Result<usize, StoreError> {
         Ok(self.conn().execute(
-            "UPDATE jobs SET ended_time = ?1 WHERE ended_time IS NULL",
-            [now()],
+            "UPDATE jobs SET ended_time = ?1 WHERE ended_time IS NULL AND node IN (?2, '')",
+            params![now(), self.node],
         )?)
     }
 

@@ -16,6 +16,7 @@ use crate::model::{ApiKey, Group, User};
 use crate::roles::Role;
 
 mod content;
+mod tasks;
 
 /// Migrations in order; `user_version` counts how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -129,6 +130,28 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_by_content ON jobs(content_id, started_time);
 "#,
+    // Several nodes may share one database: each node's start-up clean-up
+    // must touch only its own jobs. Rows from before are this node's.
+    r#"
+ALTER TABLE jobs ADD COLUMN node TEXT NOT NULL DEFAULT '';
+CREATE INDEX jobs_unfinished ON jobs(node) WHERE ended_time IS NULL;
+CREATE TABLE tasks (
+    id TEXT PRIMARY KEY,
+    content_id INTEGER NOT NULL REFERENCES content(id) ON DELETE CASCADE,
+    node TEXT NOT NULL,
+    started_time INTEGER NOT NULL,
+    finished_time INTEGER,
+    code INTEGER NOT NULL DEFAULT 0,
+    error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX tasks_unfinished ON tasks(node) WHERE finished_time IS NULL;
+CREATE TABLE task_output (
+    task_id TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    line TEXT NOT NULL,
+    PRIMARY KEY (task_id, seq)
+) WITHOUT ROWID;
+"#,
 ];
 
 impl From<rusqlite::Error> for StoreError {
@@ -139,6 +162,8 @@ impl From<rusqlite::Error> for StoreError {
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// The node whose jobs and tasks this connectd records and cleans up.
+    node: String,
 }
 
 const USER_COLUMNS: &str = "id, guid, provider, unique_id, username, first_name, last_name, \
@@ -186,16 +211,19 @@ fn new_guid() -> String {
 }
 
 impl SqliteStore {
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Opens (creating and migrating) the database at `path` for `node`,
+    /// the name this connectd's jobs and tasks are recorded under.
+    pub fn open(path: &Path, node: &str) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
-        Self::with_connection(conn)
+        Self::with_connection(conn, node)
     }
 
+    /// A private database for unit tests.
     pub fn in_memory() -> Result<Self, StoreError> {
-        Self::with_connection(Connection::open_in_memory()?)
+        Self::with_connection(Connection::open_in_memory()?, "this-node")
     }
 
-    fn with_connection(mut conn: Connection) -> Result<Self, StoreError> {
+    fn with_connection(mut conn: Connection, node: &str) -> Result<Self, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -217,6 +245,7 @@ impl SqliteStore {
         tx.commit()?;
         Ok(Self {
             conn: Mutex::new(conn),
+            node: node.to_owned(),
         })
     }
 
@@ -661,156 +690,4 @@ impl UserStore for SqliteStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::GroupRef;
-
-    fn login<'a>(
-        unique_id: &'a str,
-        username: &'a str,
-        groups: Option<&'a [GroupRef]>,
-    ) -> LoginRecord<'a> {
-        LoginRecord {
-            provider: "ldap/corp",
-            unique_id,
-            username,
-            first_name: "F",
-            last_name: "L",
-            email: "e@x",
-            groups,
-        }
-    }
-
-    #[test]
-    fn first_login_creates_then_updates_the_same_user() {
-        let store = SqliteStore::in_memory().expect("store");
-        let (u, created) = store
-            .record_login(&login("u1", "alice", None), &mut |current, first| {
-                assert_eq!(current, None);
-                assert!(first);
-                Role::Administrator
-            })
-            .expect("login");
-        assert!(created);
-        assert_eq!(u.role, Role::Administrator);
-        let (again, created) = store
-            .record_login(&login("u1", "alice2", None), &mut |current, first| {
-                assert_eq!(current, Some(Role::Administrator));
-                assert!(!first);
-                Role::Publisher
-            })
-            .expect("login");
-        assert!(!created);
-        assert_eq!(again.id, u.id);
-        assert_eq!(again.username, "alice2", "renames follow the provider");
-        assert_eq!(again.role, Role::Publisher);
-        let (bob, _) = store
-            .record_login(&login("u2", "bob", None), &mut |_, first| {
-                assert!(!first, "only the very first user is first");
-                Role::Viewer
-            })
-            .expect("bob");
-        assert_eq!(bob.role, Role::Viewer);
-    }
-
-    #[test]
-    fn a_username_belongs_to_one_identity() {
-        let store = SqliteStore::in_memory().expect("store");
-        store
-            .record_login(&login("u1", "alice", None), &mut |_, _| Role::Viewer)
-            .expect("alice");
-        let err = store
-            .record_login(&login("u9", "ALICE", None), &mut |_, _| Role::Viewer)
-            .expect_err("same name, other identity");
-        assert!(matches!(err, StoreError::UsernameTaken(_)), "{err}");
-        assert_eq!(store.list_users(None, 0, 100).expect("list").1, 1);
-    }
-
-    #[test]
-    fn locked_users_are_refused_before_any_write() {
-        let store = SqliteStore::in_memory().expect("store");
-        let (u, _) = store
-            .record_login(&login("u1", "alice", None), &mut |_, _| Role::Viewer)
-            .expect("alice");
-        store.create_session("t", u.id, 60).expect("session");
-        store.set_locked(u.id, true).expect("lock");
-        assert!(
-            store.session_user("t").expect("query").is_none(),
-            "sessions end"
-        );
-        let err = store
-            .record_login(&login("u1", "alice", None), &mut |_, _| Role::Administrator)
-            .expect_err("locked");
-        assert!(matches!(err, StoreError::Locked));
-        let u = store.user_by_guid(&u.guid).expect("q").expect("user");
-        assert_eq!(u.role, Role::Viewer);
-    }
-
-    #[test]
-    fn groups_are_replaced_at_each_login() {
-        let store = SqliteStore::in_memory().expect("store");
-        let g = |id: &str, name: &str| GroupRef {
-            unique_id: id.into(),
-            name: name.into(),
-        };
-        let first = [g("g1", "Sales"), g("g2", "IT")];
-        let (u, _) = store
-            .record_login(&login("u1", "alice", Some(&first)), &mut |_, _| {
-                Role::Viewer
-            })
-            .expect("login");
-        let names: Vec<_> = store
-            .groups_of(u.id)
-            .expect("groups")
-            .into_iter()
-            .map(|g| g.name)
-            .collect();
-        assert_eq!(names, ["IT", "Sales"]);
-        let renamed = [g("g2", "IT-Administrators")];
-        store
-            .record_login(&login("u1", "alice", Some(&renamed)), &mut |_, _| {
-                Role::Viewer
-            })
-            .expect("login");
-        let names: Vec<_> = store
-            .groups_of(u.id)
-            .expect("groups")
-            .into_iter()
-            .map(|g| g.name)
-            .collect();
-        assert_eq!(names, ["IT-Administrators"]);
-        assert_eq!(store.list_groups(None).expect("all").len(), 2);
-    }
-
-    #[test]
-    fn api_keys_resolve_to_their_owner() {
-        let store = SqliteStore::in_memory().expect("store");
-        let (u, _) = store
-            .record_login(&login("u1", "alice", None), &mut |_, _| Role::Viewer)
-            .expect("login");
-        let key = store
-            .create_api_key(u.id, "ci", "kid", "hash")
-            .expect("key");
-        let (hash, owner) = store.api_key("kid").expect("q").expect("found");
-        assert_eq!(hash, "hash");
-        assert_eq!(owner, u);
-        assert_eq!(store.list_api_keys(u.id).expect("list").len(), 1);
-        assert!(store.delete_api_key(u.id, &key.guid).expect("delete"));
-        assert!(store.api_key("kid").expect("q").is_none());
-    }
-
-    #[test]
-    fn migrations_survive_reopening() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("connect.db");
-        {
-            let store = SqliteStore::open(&path).expect("open");
-            store
-                .create_password_user("admin", "", "", "", "h", Role::Viewer)
-                .expect("create");
-        }
-        let store = SqliteStore::open(&path).expect("reopen");
-        let (u, _) = store.password_hash("admin").expect("q").expect("user");
-        assert_eq!(u.role, Role::Administrator, "the first user ever");
-    }
-}
+mod tests;

@@ -3,15 +3,24 @@
 //! Section and key names are Connect's. Every refusal names the file, the
 //! line and the key, and says what to write instead; the daemon prints it and
 //! exits 78 (EX_CONFIG) before it opens a socket or a database.
+//!
+//! Here: the file's known keys, [`Settings`] and the reader of every
+//! section but the identity providers' own; `providers` holds those
+//! (`[LDAP "name"]`, `[PAM]`, `[ProxyAuth]`) and adds their readers to the
+//! same reader. May import only `roles` (the role mapping's types):
+//! config sits below every module that reads settings.
+
+mod providers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use connect_gcfg::{Config, ConfigError, Key};
-use ipnet::IpNet;
 
 use crate::roles::{Mapping, Role, RoleTable};
+
+pub use providers::{LdapSettings, PamSettings, ProxySettings};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/connect/connect.gcfg";
 
@@ -186,60 +195,6 @@ impl ProviderKind {
             ProviderKind::Ldap | ProviderKind::OAuth2 | ProviderKind::Saml
         )
     }
-}
-
-#[derive(Debug, Clone)]
-pub struct LdapSettings {
-    /// The `[LDAP "name"]` subsection; part of every user's identity.
-    pub name: String,
-    pub server_address: String,
-    pub tls: bool,
-    pub start_tls: bool,
-    pub ca_certificate: Option<PathBuf>,
-    pub insecure: bool,
-    pub bind_dn: Option<String>,
-    pub bind_password: Option<String>,
-    pub user_search_base: String,
-    pub user_object_class: String,
-    pub user_filter_base: Option<String>,
-    pub username_attribute: String,
-    pub unique_id_attribute: String,
-    pub first_name_attribute: String,
-    pub last_name_attribute: String,
-    pub email_attribute: String,
-    pub group_search_base: Option<String>,
-    pub group_object_class: String,
-    pub group_filter_base: Option<String>,
-    pub group_name_attribute: String,
-    pub group_unique_id_attribute: String,
-    pub group_member_attribute: String,
-    pub role_attribute: Option<String>,
-    pub timeout: Duration,
-    pub logging: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct PamSettings {
-    pub service: String,
-    pub use_session: bool,
-    pub session_service: String,
-    pub forward_password: bool,
-    pub authenticated_session_service: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct ProxySettings {
-    pub username_header: String,
-    pub unique_id_header: Option<String>,
-    pub groups_header: Option<String>,
-    pub groups_separator: String,
-    pub role_header: Option<String>,
-    pub email_header: Option<String>,
-    pub first_name_header: Option<String>,
-    pub last_name_header: Option<String>,
-    /// Peers (the front proxy's addresses) whose identity headers are believed.
-    pub trusted: Vec<IpNet>,
-    pub logging: bool,
 }
 
 /// `[Scheduler]`: how many processes each content item gets and how long
@@ -706,156 +661,6 @@ impl Reader<'_> {
         })
     }
 
-    fn ldap_sections(&self) -> Result<Vec<LdapSettings>, SettingsError> {
-        let names = self.config.subsections("LDAP");
-        if names.is_empty() {
-            return Err(self.refuse(
-                Some(Key::new("Authentication", "Provider")),
-                "[Authentication] Provider = ldap needs at least one [LDAP \"name\"] section \
-                 with ServerAddress and UserSearchBaseDN"
-                    .into(),
-            ));
-        }
-        names.iter().map(|name| self.ldap_section(name)).collect()
-    }
-
-    fn ldap_section(&self, name: &str) -> Result<LdapSettings, SettingsError> {
-        let key = |k: &'static str| Key::sub("LDAP", name, k);
-        let header = format!("[LDAP \"{name}\"]");
-        let required = |k: &'static str| {
-            self.string(key(k)).ok_or_else(|| {
-                self.refuse(
-                    None,
-                    format!("{header} {k} is missing: every LDAP section needs it"),
-                )
-            })
-        };
-        let server_address = required("ServerAddress")?;
-        let user_search_base = required("UserSearchBaseDN")?;
-        let tls = self.bool_or(key("TLS"), false)?;
-        let start_tls = self.bool_or(key("StartTLS"), false)?;
-        if tls && start_tls {
-            return Err(self.refuse(
-                Some(key("StartTLS")),
-                format!(
-                    "{header} TLS and StartTLS are both true: use TLS for ldaps:// (port 636) \
-                     or StartTLS for ldap:// (port 389), not both"
-                ),
-            ));
-        }
-        let bind_dn = self.string(key("BindDN"));
-        let bind_password = self.config.string(key("BindPassword"));
-        if bind_dn.is_some() && bind_password.as_deref().unwrap_or("").is_empty() {
-            return Err(self.refuse(
-                Some(key("BindDN")),
-                format!(
-                    "{header} BindDN is set without BindPassword: an empty password is an \
-                     unauthenticated bind; set BindPassword, or remove BindDN for anonymous \
-                     search"
-                ),
-            ));
-        }
-        let role_attribute = self
-            .string(key("UserRoleAttribute"))
-            .or_else(|| self.string(key("UserAttributeRole")));
-        Ok(LdapSettings {
-            name: name.to_owned(),
-            server_address,
-            tls,
-            start_tls,
-            ca_certificate: self.string(key("TLSCACertificate")).map(PathBuf::from),
-            insecure: self.bool_or(key("ServerTLSInsecure"), false)?,
-            bind_dn,
-            bind_password,
-            user_search_base,
-            user_object_class: self.string_or(key("UserObjectClass"), "person"),
-            user_filter_base: self.string(key("UserFilterBase")),
-            username_attribute: self.string_or(key("UsernameAttribute"), "uid"),
-            unique_id_attribute: self.string_or(key("UniqueIdAttribute"), "entryUUID"),
-            first_name_attribute: self.string_or(key("UserFirstNameAttribute"), "givenName"),
-            last_name_attribute: self.string_or(key("UserLastNameAttribute"), "sn"),
-            email_attribute: self.string_or(key("UserEmailAttribute"), "mail"),
-            group_search_base: self.string(key("GroupSearchBaseDN")),
-            group_object_class: self.string_or(key("GroupObjectClass"), "groupOfNames"),
-            group_filter_base: self.string(key("GroupFilterBase")),
-            group_name_attribute: self.string_or(key("GroupNameAttribute"), "cn"),
-            group_unique_id_attribute: self.string_or(key("GroupUniqueIdAttribute"), "entryUUID"),
-            group_member_attribute: self.string_or(key("GroupMemberAttribute"), "member"),
-            role_attribute,
-            timeout: self
-                .config
-                .duration(key("Timeout"))?
-                .unwrap_or(Duration::from_secs(10)),
-            logging: self.bool_or(key("Logging"), false)?,
-        })
-    }
-
-    fn pam(&self, run_as_current_user: bool) -> Result<PamSettings, SettingsError> {
-        let key = |k: &'static str| Key::new("PAM", k);
-        let use_session = self.bool_or(key("UseSession"), false)?;
-        let forward_password = self.bool_or(key("ForwardPassword"), false)?;
-        if forward_password && !(use_session && run_as_current_user) {
-            return Err(self.refuse(
-                Some(key("ForwardPassword")),
-                "[PAM] ForwardPassword = true needs [PAM] UseSession = true and \
-                 [Applications] RunAsCurrentUser = true: the password is only forwarded to \
-                 the session of the viewer's own process"
-                    .into(),
-            ));
-        }
-        Ok(PamSettings {
-            service: self.string_or(key("Service"), "connect"),
-            use_session,
-            session_service: self.string_or(key("SessionService"), "connect-session"),
-            forward_password,
-            authenticated_session_service: self.string_or(key("AuthenticatedSessionService"), "su"),
-        })
-    }
-
-    fn proxy(&self, provider: ProviderKind) -> Result<ProxySettings, SettingsError> {
-        let key = |k: &'static str| Key::new("ProxyAuth", k);
-        let trusted_key = key("TrustedProxy");
-        let mut trusted = Vec::new();
-        for text in self.config.strings(trusted_key) {
-            for item in text.split([',', ' ']).filter(|s| !s.is_empty()) {
-                let net = item
-                    .parse::<IpNet>()
-                    .or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .map_err(|_| {
-                        self.refuse(
-                            Some(trusted_key),
-                            format!(
-                                "[ProxyAuth] TrustedProxy = {item:?}: not an address or \
-                                 network; write e.g. 127.0.0.1 or 10.0.0.0/24"
-                            ),
-                        )
-                    })?;
-                trusted.push(net);
-            }
-        }
-        if provider == ProviderKind::Proxy && trusted.is_empty() {
-            return Err(self.refuse(
-                Some(Key::new("Authentication", "Provider")),
-                "[Authentication] Provider = proxy needs [ProxyAuth] TrustedProxy: the \
-                 addresses of the front proxy whose identity headers connectd may believe \
-                 (e.g. TrustedProxy = 127.0.0.1). Anyone else could claim to be anyone"
-                    .into(),
-            ));
-        }
-        Ok(ProxySettings {
-            username_header: self.string_or(key("UsernameHeader"), "X-Auth-Username"),
-            unique_id_header: self.string(key("UniqueIdHeader")),
-            groups_header: self.string(key("GroupsHeader")),
-            groups_separator: self.string_or(key("GroupsHeaderSeparator"), ","),
-            role_header: self.string(key("RoleHeader")),
-            email_header: self.string(key("EmailHeader")),
-            first_name_header: self.string(key("FirstNameHeader")),
-            last_name_header: self.string(key("LastNameHeader")),
-            trusted,
-            logging: self.bool_or(key("Logging"), false)?,
-        })
-    }
-
     fn unknown_keys(&self) -> Vec<String> {
         let origin = self.config.origin();
         self.config
@@ -894,148 +699,4 @@ fn parse_listen(text: &str) -> Option<SocketAddr> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn load(text: &str) -> Result<Settings, SettingsError> {
-        let config = Config::parse(text, "connect.gcfg").map_err(SettingsError::from)?;
-        Settings::from_config(&config)
-    }
-
-    fn refusal(text: &str) -> String {
-        match load(text) {
-            Ok(_) => panic!("accepted:\n{text}"),
-            Err(e) => e.to_string(),
-        }
-    }
-
-    const LDAP: &str = "[Authentication]\nProvider = ldap\n[LDAP \"corp\"]\n\
-                        ServerAddress = 127.0.0.1:389\nUserSearchBaseDN = ou=people,dc=x\n";
-
-    #[test]
-    fn defaults_are_connects() {
-        let s = load("").expect("empty file is fine");
-        assert_eq!(s.provider, ProviderKind::Password);
-        assert_eq!(s.default_role, Role::Viewer);
-        assert_eq!(s.mapping, Mapping::Off);
-        assert_eq!(s.listen, "0.0.0.0:3939".parse().expect("addr"));
-        assert!(!s.run_as_current_user);
-        assert!(!s.secure_cookies());
-    }
-
-    #[test]
-    fn both_mappings_are_refused_naming_the_line() {
-        let e = refusal(&format!(
-            "{LDAP}[Authorization]\nUserRoleGroupMapping = true\nUserRoleMapping = true\n"
-        ));
-        assert!(e.starts_with("connect.gcfg:8: "), "{e}");
-        assert!(e.contains("both true"), "{e}");
-    }
-
-    #[test]
-    fn run_as_current_user_needs_accounts() {
-        for provider in ["password", "proxy"] {
-            let e = refusal(&format!(
-                "[Authentication]\nProvider = {provider}\n[ProxyAuth]\nTrustedProxy = \
-                 127.0.0.1\n[Applications]\nRunAsCurrentUser = true\n"
-            ));
-            assert!(e.starts_with("connect.gcfg:6: "), "{e}");
-            assert!(e.contains(&format!("Provider = {provider}")), "{e}");
-        }
-        let ok = load(&format!("{LDAP}[Applications]\nRunAsCurrentUser = true\n"));
-        assert!(ok.is_ok());
-    }
-
-    #[test]
-    fn administrator_is_never_the_default() {
-        let e = refusal("[Authorization]\nDefaultUserRole = administrator\n");
-        assert!(e.starts_with("connect.gcfg:2: "), "{e}");
-        assert!(e.contains("viewer or publisher"), "{e}");
-        let e = refusal("[Authorization]\nDefaultUserRole = boss\n");
-        assert!(e.contains("not a role"), "{e}");
-        let s = load("[Authorization]\nDefaultUserRole = publisher\n").expect("publisher");
-        assert_eq!(s.default_role, Role::Publisher);
-    }
-
-    #[test]
-    fn malformed_values_name_the_line() {
-        let e = refusal("[Authorization]\n; comment\nUserRoleMapping = maybe\n");
-        assert!(e.starts_with("connect.gcfg:3: "), "{e}");
-        let e = refusal("[Authentication]\nProvider = kerberos\n");
-        assert!(
-            e.starts_with("connect.gcfg:2: ") && e.contains("unknown provider"),
-            "{e}"
-        );
-        let e = refusal("[Server]\nAddress = \"https://x\n");
-        assert!(e.starts_with("connect.gcfg:2"), "{e}");
-    }
-
-    #[test]
-    fn mapping_kinds_follow_the_keys() {
-        let s = load(&format!(
-            "{LDAP}UserAttributeRole = Department\n[Authorization]\nUserRoleMapping = true\n\
-             PublisherRoleMapping = Engineering\nAdministratorRoleMapping = IT\n"
-        ))
-        .expect("attribute mapping");
-        match s.mapping {
-            Mapping::Attribute(t) => {
-                assert_eq!(t.publisher, ["Engineering"]);
-                assert_eq!(t.administrator, ["IT"]);
-            }
-            other => panic!("{other:?}"),
-        }
-        let direct = load(&format!("{LDAP}UserRoleAttribute = RSC-Role\n")).expect("direct");
-        assert_eq!(direct.mapping, Mapping::Direct);
-        let e = refusal(&format!("{LDAP}[Authorization]\nUserRoleMapping = true\n"));
-        assert!(e.contains("UserRoleAttribute"), "{e}");
-        let e = refusal(
-            "[Authentication]\nProvider = pam\n[Authorization]\nUserRoleGroupMapping = on\n",
-        );
-        assert!(e.contains("not available"), "{e}");
-    }
-
-    #[test]
-    fn proxy_needs_trusted_peers() {
-        let e = refusal("[Authentication]\nProvider = proxy\n");
-        assert!(e.contains("TrustedProxy"), "{e}");
-        let e =
-            refusal("[Authentication]\nProvider = proxy\n[ProxyAuth]\nTrustedProxy = nowhere\n");
-        assert!(e.starts_with("connect.gcfg:4: "), "{e}");
-        let s = load(
-            "[Authentication]\nProvider = proxy\n[ProxyAuth]\nTrustedProxy = 127.0.0.1, 10.0.0.0/8\n",
-        )
-        .expect("proxy");
-        assert_eq!(s.proxy.trusted.len(), 2);
-    }
-
-    #[test]
-    fn unknown_keys_and_sections_are_listed() {
-        let s = load("[Authorization]\nDefaultUserRol = viewer\n[Nameservice]\nUidRange = 1-2\n[Bogus]\nX = 1\n")
-            .expect("warnings only");
-        assert_eq!(
-            s.unknown_keys,
-            [
-                "connect.gcfg:2: [Authorization] DefaultUserRol",
-                "connect.gcfg:6: [Bogus] X (unknown section)",
-            ]
-        );
-    }
-
-    #[test]
-    fn ldap_sections_are_checked() {
-        let e = refusal("[Authentication]\nProvider = ldap\n");
-        assert!(e.contains("[LDAP \"name\"]"), "{e}");
-        let e = refusal("[Authentication]\nProvider = ldap\n[LDAP \"a\"]\nServerAddress = x:389\n");
-        assert!(e.contains("UserSearchBaseDN is missing"), "{e}");
-        let e = refusal(&format!("{LDAP}BindDN = cn=reader\n"));
-        assert!(e.contains("without BindPassword"), "{e}");
-        let two = load(&format!(
-            "{LDAP}[LDAP \"partners\"]\nServerAddress = 10.0.0.1:636\nTLS = true\n\
-             UserSearchBaseDN = ou=p\n"
-        ))
-        .expect("two directories");
-        assert_eq!(two.ldap.len(), 2);
-        assert_eq!(two.ldap[1].name, "partners");
-        assert!(two.ldap[1].tls);
-    }
-}
+mod tests;

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::Notify;
 
 use crate::accounts::runas;
 use crate::bundle::{self, AppMode, Limits, Runtimes};
@@ -28,10 +27,12 @@ use crate::model::Content;
 use crate::run::jobs;
 use crate::run::launcher::{LaunchKind, LaunchSpec, Launcher, Mount};
 use crate::run::scheduler::Scheduler;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
-/// How long finished tasks stay readable.
-const TASK_RETENTION: Duration = Duration::from_secs(3600);
+mod task;
+
+use task::TASK_RETENTION;
+pub use task::{Task, TaskView, INTERRUPTED};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
@@ -46,69 +47,6 @@ pub enum UploadError {
     Body(String),
     #[error("internal error: {0}")]
     Internal(String),
-}
-
-#[derive(Debug, Default, Clone)]
-pub struct TaskState {
-    pub output: Vec<String>,
-    pub finished: bool,
-    pub code: i32,
-    pub error: String,
-    pub started: Option<i64>,
-}
-
-pub struct Task {
-    pub id: String,
-    /// Its output is for those who may change this content.
-    pub content_guid: String,
-    state: Mutex<TaskState>,
-    changed: Notify,
-    created: Instant,
-}
-
-impl Task {
-    pub fn snapshot(&self) -> TaskState {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn line(&self, line: impl Into<String>) {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .output
-            .push(line.into());
-        self.changed.notify_waiters();
-    }
-
-    fn finish(&self, error: Option<(i32, String)>) {
-        {
-            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            state.finished = true;
-            if let Some((code, message)) = error {
-                state.code = code;
-                state.error = message;
-            }
-        }
-        self.changed.notify_waiters();
-    }
-
-    /// Waits until the task has more than `seen` lines or finished, at most
-    /// `wait`.
-    pub async fn wait_for(&self, seen: usize, wait: Duration) {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let notified = self.changed.notified();
-            {
-                let state = self.snapshot();
-                if state.finished || state.output.len() > seen {
-                    return;
-                }
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return;
-            }
-        }
-    }
 }
 
 pub struct Deployer {
@@ -134,10 +72,32 @@ impl Deployer {
         })
     }
 
-    pub fn task(&self, id: &str) -> Option<Arc<Task>> {
+    /// The task `id`: this node's own while it keeps it in memory, else
+    /// as stored (another node's, or one from before a restart).
+    pub async fn task(&self, id: &str) -> Result<Option<TaskView>, StoreError> {
+        if let Some(task) = self.live_task(id) {
+            return Ok(Some(TaskView::Live(task)));
+        }
+        let (store, id) = (self.store.clone(), id.to_owned());
+        let stored = tokio::task::spawn_blocking(move || store.task(&id))
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))??;
+        Ok(stored.map(|task| TaskView::Stored {
+            task,
+            store: self.store.clone(),
+        }))
+    }
+
+    fn live_task(&self, id: &str) -> Option<Arc<Task>> {
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         tasks.retain(|_, t| !t.snapshot().finished || t.created.elapsed() < TASK_RETENTION);
         tasks.get(id).cloned()
+    }
+
+    /// Ends the tasks this node was running when it last stopped, so that
+    /// readers see them fail instead of waiting for ever.
+    pub fn end_interrupted_tasks(&self) -> Result<usize, StoreError> {
+        self.store.end_unfinished_tasks(1, INTERRUPTED)
     }
 
     /// Streams the upload to disk (bounded by MaxBundleSize), then unpacks
@@ -231,20 +191,15 @@ impl Deployer {
 
     /// Starts deploying `bundle_id`; the task id is returned at once.
     pub fn deploy(self: &Arc<Self>, content: Content, bundle_id: i64) -> Arc<Task> {
-        let task = Arc::new(Task {
-            id: uuid::Uuid::new_v4().simple().to_string(),
-            content_guid: content.guid.clone(),
-            state: Mutex::new(TaskState {
-                started: Some(crate::store::now()),
-                ..TaskState::default()
-            }),
-            changed: Notify::new(),
-            created: Instant::now(),
-        });
+        let task = Arc::new(Task::new(&content.guid, crate::store::now()));
         self.tasks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(task.id.clone(), task.clone());
+        tokio::spawn(task::persist(task.clone(), content.id, self.store.clone()));
+        let store = self.store.clone();
+        let expired = crate::store::now() - TASK_RETENTION.as_secs() as i64;
+        tokio::task::spawn_blocking(move || store.delete_finished_tasks(expired));
         let (this, t) = (self.clone(), task.clone());
         tokio::spawn(async move {
             let lock = this.deploy_lock(content.id);

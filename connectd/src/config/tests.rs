@@ -1,0 +1,146 @@
+//! Settings read from gcfg text: Connect's defaults, and each refusal with
+//! the line it names.
+
+use super::*;
+
+fn load(text: &str) -> Result<Settings, SettingsError> {
+    let config = Config::parse(text, "connect.gcfg").map_err(SettingsError::from)?;
+    Settings::from_config(&config)
+}
+
+fn refusal(text: &str) -> String {
+    match load(text) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+const LDAP: &str = "[Authentication]\nProvider = ldap\n[LDAP \"corp\"]\n\
+                    ServerAddress = 127.0.0.1:389\nUserSearchBaseDN = ou=people,dc=x\n";
+
+#[test]
+fn defaults_are_connects() {
+    let s = load("").expect("empty file is fine");
+    assert_eq!(s.provider, ProviderKind::Password);
+    assert_eq!(s.default_role, Role::Viewer);
+    assert_eq!(s.mapping, Mapping::Off);
+    assert_eq!(s.listen, "0.0.0.0:3939".parse().expect("addr"));
+    assert!(!s.run_as_current_user);
+    assert!(!s.secure_cookies());
+}
+
+#[test]
+fn both_mappings_are_refused_naming_the_line() {
+    let e = refusal(&format!(
+        "{LDAP}[Authorization]\nUserRoleGroupMapping = true\nUserRoleMapping = true\n"
+    ));
+    assert!(e.starts_with("connect.gcfg:8: "), "{e}");
+    assert!(e.contains("both true"), "{e}");
+}
+
+#[test]
+fn run_as_current_user_needs_accounts() {
+    for provider in ["password", "proxy"] {
+        let e = refusal(&format!(
+            "[Authentication]\nProvider = {provider}\n[ProxyAuth]\nTrustedProxy = \
+             127.0.0.1\n[Applications]\nRunAsCurrentUser = true\n"
+        ));
+        assert!(e.starts_with("connect.gcfg:6: "), "{e}");
+        assert!(e.contains(&format!("Provider = {provider}")), "{e}");
+    }
+    let ok = load(&format!("{LDAP}[Applications]\nRunAsCurrentUser = true\n"));
+    assert!(ok.is_ok());
+}
+
+#[test]
+fn administrator_is_never_the_default() {
+    let e = refusal("[Authorization]\nDefaultUserRole = administrator\n");
+    assert!(e.starts_with("connect.gcfg:2: "), "{e}");
+    assert!(e.contains("viewer or publisher"), "{e}");
+    let e = refusal("[Authorization]\nDefaultUserRole = boss\n");
+    assert!(e.contains("not a role"), "{e}");
+    let s = load("[Authorization]\nDefaultUserRole = publisher\n").expect("publisher");
+    assert_eq!(s.default_role, Role::Publisher);
+}
+
+#[test]
+fn malformed_values_name_the_line() {
+    let e = refusal("[Authorization]\n; comment\nUserRoleMapping = maybe\n");
+    assert!(e.starts_with("connect.gcfg:3: "), "{e}");
+    let e = refusal("[Authentication]\nProvider = kerberos\n");
+    assert!(
+        e.starts_with("connect.gcfg:2: ") && e.contains("unknown provider"),
+        "{e}"
+    );
+    let e = refusal("[Server]\nAddress = \"https://x\n");
+    assert!(e.starts_with("connect.gcfg:2"), "{e}");
+}
+
+#[test]
+fn mapping_kinds_follow_the_keys() {
+    let s = load(&format!(
+        "{LDAP}UserAttributeRole = Department\n[Authorization]\nUserRoleMapping = true\n\
+         PublisherRoleMapping = Engineering\nAdministratorRoleMapping = IT\n"
+    ))
+    .expect("attribute mapping");
+    match s.mapping {
+        Mapping::Attribute(t) => {
+            assert_eq!(t.publisher, ["Engineering"]);
+            assert_eq!(t.administrator, ["IT"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    let direct = load(&format!("{LDAP}UserRoleAttribute = RSC-Role\n")).expect("direct");
+    assert_eq!(direct.mapping, Mapping::Direct);
+    let e = refusal(&format!("{LDAP}[Authorization]\nUserRoleMapping = true\n"));
+    assert!(e.contains("UserRoleAttribute"), "{e}");
+    let e =
+        refusal("[Authentication]\nProvider = pam\n[Authorization]\nUserRoleGroupMapping = on\n");
+    assert!(e.contains("not available"), "{e}");
+}
+
+#[test]
+fn proxy_needs_trusted_peers() {
+    let e = refusal("[Authentication]\nProvider = proxy\n");
+    assert!(e.contains("TrustedProxy"), "{e}");
+    let e = refusal("[Authentication]\nProvider = proxy\n[ProxyAuth]\nTrustedProxy = nowhere\n");
+    assert!(e.starts_with("connect.gcfg:4: "), "{e}");
+    let s = load(
+        "[Authentication]\nProvider = proxy\n[ProxyAuth]\nTrustedProxy = 127.0.0.1, 10.0.0.0/8\n",
+    )
+    .expect("proxy");
+    assert_eq!(s.proxy.trusted.len(), 2);
+}
+
+#[test]
+fn unknown_keys_and_sections_are_listed() {
+    let s = load(
+        "[Authorization]\nDefaultUserRol = viewer\n[Nameservice]\nUidRange = 1-2\n[Bogus]\nX = 1\n",
+    )
+    .expect("warnings only");
+    assert_eq!(
+        s.unknown_keys,
+        [
+            "connect.gcfg:2: [Authorization] DefaultUserRol",
+            "connect.gcfg:6: [Bogus] X (unknown section)",
+        ]
+    );
+}
+
+#[test]
+fn ldap_sections_are_checked() {
+    let e = refusal("[Authentication]\nProvider = ldap\n");
+    assert!(e.contains("[LDAP \"name\"]"), "{e}");
+    let e = refusal("[Authentication]\nProvider = ldap\n[LDAP \"a\"]\nServerAddress = x:389\n");
+    assert!(e.contains("UserSearchBaseDN is missing"), "{e}");
+    let e = refusal(&format!("{LDAP}BindDN = cn=reader\n"));
+    assert!(e.contains("without BindPassword"), "{e}");
+    let two = load(&format!(
+        "{LDAP}[LDAP \"partners\"]\nServerAddress = 10.0.0.1:636\nTLS = true\n\
+         UserSearchBaseDN = ou=p\n"
+    ))
+    .expect("two directories");
+    assert_eq!(two.ldap.len(), 2);
+    assert_eq!(two.ldap[1].name, "partners");
+    assert!(two.ldap[1].tls);
+}

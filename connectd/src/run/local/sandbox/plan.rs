@@ -1,0 +1,190 @@
+//! The child's program: every step between fork and exec, from the ordered
+//! mounts and the account, each with the words an error names it by.
+//! Built before the fork, so the child only runs what is prepared here.
+
+use std::ffi::CString;
+use std::path::Path;
+
+use super::child::Step;
+use super::mounts::{Mount, Ordered};
+use super::{cstring, Identity, LaunchError};
+
+/// The child's steps, with a description of each for error messages.
+pub(super) struct Plan {
+    pub(super) steps: Vec<Step>,
+    pub(super) descriptions: Vec<String>,
+    /// How many expose sources the child opens.
+    pub(super) sources: usize,
+}
+
+impl Plan {
+    pub(super) fn new(
+        mounts: &[Ordered],
+        identity: &Identity,
+        umask: u32,
+        cwd: CString,
+        cwd_path: &Path,
+    ) -> Result<Self, LaunchError> {
+        let mut plan = Plan {
+            steps: Vec::new(),
+            descriptions: Vec::new(),
+            sources: 0,
+        };
+        plan.push(Step::NewSession, "starting a new session (setsid)".into());
+        plan.push(
+            Step::CloexecInherited,
+            "marking inherited descriptors close-on-exec".into(),
+        );
+        plan.push(Step::ClearUmask, "clearing the umask".into());
+        plan.push(
+            Step::NewMountNamespace,
+            "creating a mount namespace (unshare CLONE_NEWNS)".into(),
+        );
+        plan.push(
+            Step::PrivatePropagation,
+            "making all mounts private to the namespace".into(),
+        );
+
+        // Sources are opened while the host's view is still intact: a
+        // directory under a hidden path is unreachable by name afterwards.
+        // Slots number the exposes in order; the loop below counts alike.
+        for m in mounts
+            .iter()
+            .filter(|m| matches!(m.mount, Mount::Expose { .. }))
+        {
+            plan.push(
+                Step::OpenSource {
+                    path: cstring("expose path", &m.path)?,
+                    slot: plan.sources,
+                },
+                format!(
+                    "opening {} to expose it (it must be a directory reached without symlinks)",
+                    m.path.display()
+                ),
+            );
+            plan.sources += 1;
+        }
+
+        let mut slot = 0;
+        for m in mounts {
+            let shown = m.path.display();
+            let path = cstring("isolation path", &m.path)?;
+            match m.mount {
+                Mount::Hide | Mount::PrivateTmp => {
+                    let hide = m.mount == Mount::Hide;
+                    let (flags, options, what) = if hide {
+                        (
+                            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                            c"mode=0755",
+                            format!("mounting an empty tmpfs over hidden {shown}"),
+                        )
+                    } else {
+                        (
+                            libc::MS_NOSUID | libc::MS_NODEV,
+                            c"mode=1777",
+                            format!("mounting a private tmpfs on {shown}"),
+                        )
+                    };
+                    plan.push(
+                        Step::MountTmpfs {
+                            path: path.clone(),
+                            flags,
+                            options: options.to_owned(),
+                        },
+                        what,
+                    );
+                    for dir in &m.mkdirs {
+                        plan.push(
+                            Step::MakeDir {
+                                path: cstring("isolation path", dir)?,
+                            },
+                            format!(
+                                "creating the mount point {} inside the tmpfs on {shown}",
+                                dir.display()
+                            ),
+                        );
+                    }
+                    // Read-only as soon as its mount points exist: nothing
+                    // is mounted on top yet, so the path still names it.
+                    if hide {
+                        plan.push(
+                            Step::RemountTmpfsReadOnly { path },
+                            format!("making the tmpfs over hidden {shown} read-only"),
+                        );
+                    }
+                }
+                Mount::Expose { writable } => {
+                    plan.push(
+                        Step::BindSource {
+                            slot,
+                            path: path.clone(),
+                        },
+                        format!("bind-mounting {shown} back into the namespace"),
+                    );
+                    slot += 1;
+                    if !writable {
+                        plan.push(
+                            Step::BindReadOnly { path },
+                            format!("making exposed {shown} read-only"),
+                        );
+                    }
+                }
+            }
+        }
+        plan.push(
+            Step::CloseSources,
+            "closing the exposed directories' descriptors".into(),
+        );
+
+        plan.push(
+            Step::NoNewPrivileges,
+            "setting no_new_privs (so setuid programs cannot regain root)".into(),
+        );
+        plan.push(
+            Step::SetGroups(identity.groups.clone()),
+            format!("setting supplementary groups {:?}", identity.groups),
+        );
+        plan.push(
+            Step::SetGid(identity.gid),
+            format!("setting gid {}", identity.gid),
+        );
+        plan.push(
+            Step::SetUid(identity.uid),
+            format!("setting uid {}", identity.uid),
+        );
+        plan.push(
+            Step::VerifyDropped {
+                uid: identity.uid,
+                gid: identity.gid,
+            },
+            format!(
+                "checking that uid {} gid {} holds no root privilege and cannot regain it \
+                 (a process that could is never started)",
+                identity.uid, identity.gid
+            ),
+        );
+        plan.push(
+            Step::DieWithParent {
+                // SAFETY: no preconditions.
+                parent: unsafe { libc::getpid() },
+            },
+            "arranging to be killed if connectd dies".into(),
+        );
+        plan.push(Step::Umask(umask), format!("setting umask {umask:03o}"));
+        plan.push(
+            Step::Chdir(cwd),
+            format!(
+                "entering the working directory {} as uid {} (it must exist inside the \
+                 sandbox and be searchable by that account)",
+                cwd_path.display(),
+                identity.uid
+            ),
+        );
+        Ok(plan)
+    }
+
+    fn push(&mut self, step: Step, description: String) {
+        self.steps.push(step);
+        self.descriptions.push(description);
+    }
+}
