@@ -9,7 +9,8 @@
 //! 2. [`read_manifest`]s it, which checks that the files it names exist;
 //! 3. runs the [`build_steps`] in order, as the build's user, to fill an
 //!    environment directory (`env_dir`: a Python venv, npm packages, runners);
-//! 4. starts processes with [`run_step`], each listening on a Unix socket.
+//! 4. starts processes with [`run_step`], each listening on a Unix socket
+//!    (or a TCP address, for a launcher whose processes run elsewhere).
 //!
 //! The functions that describe commands ([`build_steps`], [`run_step`]) only
 //! return [`Step`]s; running them (user, sandbox, PATH, HOME, limits, logs) is
@@ -39,7 +40,8 @@ use std::path::PathBuf;
 
 /// The WSGI server that runs python-api content (stdlib only; see its docstring).
 pub const WSGI_RUNNER: &str = include_str!("runtime/connect_wsgi.py");
-/// Starts a Streamlit app on a Unix socket, whatever the Streamlit version.
+/// Starts a Streamlit app on a Unix socket, whatever the Streamlit version,
+/// or on a TCP address.
 pub const STREAMLIT_RUNNER: &str = include_str!("runtime/connect_streamlit.py");
 /// Preloaded with `node --import`: registers [`NODE_ESM_HOOKS`].
 pub const NODE_ESM_REGISTER: &str = include_str!("runtime/connect_node_register.mjs");
@@ -238,6 +240,8 @@ fn manifest_error(problem: impl Into<String>) -> BundleError {
     }
 }
 
+#[cfg(test)]
+mod listen_tests;
 mod manifest;
 mod steps;
 #[cfg(test)]
@@ -245,5 +249,5 @@ mod tests;
 mod unpack;
 
 pub use manifest::read_manifest;
-pub use steps::{build_steps, run_step, Runtimes, Step};
+pub use steps::{build_steps, run_step, Listen, Runtimes, Step};
 pub use unpack::unpack;

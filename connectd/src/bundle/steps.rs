@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fs;
+use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -399,24 +400,48 @@ pub(super) fn file_url(path: &Path) -> OsString {
     OsString::from(url)
 }
 
-/// How to start one process of this app listening on the Unix socket
-/// `socket`; cwd = `work_dir` (writable, shared by all this content's
-/// processes; the app code stays in `bundle_dir`). None for static content.
+/// Where [`run_step`]'s process listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen<'a> {
+    /// A Unix socket (the local launcher's).
+    Unix(&'a Path),
+    /// A TCP address (a pod's, say). Every mode can: the Python runners and
+    /// uvicorn bind it; a Node.js app gets its port in `PORT` and, as
+    /// `server.listen(process.env.PORT)` does, listens on every address of
+    /// its machine (or pod) on that port.
+    Tcp(SocketAddr),
+}
+
+impl Listen<'_> {
+    /// `--socket PATH` or `--bind HOST:PORT`, as both runners take them.
+    fn runner_args(self) -> [OsString; 2] {
+        match self {
+            Listen::Unix(socket) => [os("--socket"), os(socket)],
+            // SocketAddr shows an IPv6 address in brackets, as they parse it.
+            Listen::Tcp(address) => [os("--bind"), os(address.to_string())],
+        }
+    }
+}
+
+/// How to start one process of this app listening at `listen`; cwd =
+/// `work_dir` (writable, shared by all this content's processes; the app
+/// code stays in `bundle_dir`). None for static content.
 ///
 /// The process reads `bundle_dir`, `env_dir` (and, through the venv, the
 /// interpreter [`Runtimes::python`] or [`Runtimes::node`]) and writes
 /// `work_dir` and the socket's directory. The socket must not exist or be a
 /// stale socket (the Python runners and uvicorn replace a stale socket; Node
-/// fails with EADDRINUSE). It appears some time after the start: connect
-/// with retries. The caller supplies PATH, HOME (Streamlit writes
-/// `~/.streamlit`), LANG and TMPDIR. All paths must be absolute (the process
-/// runs in `work_dir`); [`build_steps`] checks that for the same directories.
+/// fails with EADDRINUSE); a TCP port must be free. It listens some time
+/// after the start: connect with retries. The caller supplies PATH, HOME
+/// (Streamlit writes `~/.streamlit`), LANG and TMPDIR. All paths must be
+/// absolute (the process runs in `work_dir`); [`build_steps`] checks that
+/// for the same directories.
 pub fn run_step(
     m: &Manifest,
     bundle_dir: &Path,
     env_dir: &Path,
     work_dir: &Path,
-    socket: &Path,
+    listen: Listen<'_>,
     rt: &Runtimes,
 ) -> Option<Step> {
     let venv_python = env_dir.join("venv/bin/python");
@@ -432,64 +457,73 @@ pub fn run_step(
         cwd: work_dir.to_owned(),
         description,
     };
+    // Both runners take the same arguments.
+    let runner = |file: &str| {
+        let mut args = vec![os(env_dir.join(file))];
+        args.extend(listen.runner_args());
+        args.extend([
+            os("--app-dir"),
+            os(bundle_dir),
+            os("--entrypoint"),
+            os(&m.entrypoint),
+        ]);
+        args
+    };
     match m.app_mode {
         AppMode::Static => None,
         AppMode::PythonApi => Some(step(
             venv_python,
-            vec![
-                os(env_dir.join(WSGI_RUNNER_FILE)),
-                os("--socket"),
-                os(socket),
-                os("--app-dir"),
-                os(bundle_dir),
-                os("--entrypoint"),
-                os(&m.entrypoint),
-            ],
+            runner(WSGI_RUNNER_FILE),
             python_env,
             format!("serve the WSGI app {}", m.entrypoint),
         )),
-        AppMode::PythonFastapi | AppMode::PythonShiny => Some(step(
-            venv_python,
-            vec![
-                os("-m"),
-                os("uvicorn"),
-                os("--uds"),
-                os(socket),
+        AppMode::PythonFastapi | AppMode::PythonShiny => {
+            let mut args = vec![os("-m"), os("uvicorn")];
+            match listen {
+                Listen::Unix(socket) => args.extend([os("--uds"), os(socket)]),
+                // uvicorn takes an IPv6 host without brackets.
+                Listen::Tcp(address) => args.extend([
+                    os("--host"),
+                    os(address.ip().to_string()),
+                    os("--port"),
+                    os(address.port().to_string()),
+                ]),
+            }
+            args.extend([
                 os("--app-dir"),
                 os(bundle_dir),
                 // Only connectd's proxy can reach the socket, and a Unix
                 // socket's peer has no address to match: trust it with
-                // X-Forwarded-For/-Proto.
+                // X-Forwarded-For/-Proto. On TCP, connectd's address is not
+                // known in advance; whoever hands out the address keeps
+                // others from reaching it.
                 os("--proxy-headers"),
                 os("--forwarded-allow-ips"),
                 os("*"),
                 os(&m.entrypoint),
-            ],
-            python_env,
-            format!("serve the ASGI app {} with uvicorn", m.entrypoint),
-        )),
+            ]);
+            Some(step(
+                venv_python,
+                args,
+                python_env,
+                format!("serve the ASGI app {} with uvicorn", m.entrypoint),
+            ))
+        }
         AppMode::PythonStreamlit => Some(step(
             venv_python,
-            vec![
-                os(env_dir.join(STREAMLIT_RUNNER_FILE)),
-                os("--socket"),
-                os(socket),
-                os("--app-dir"),
-                os(bundle_dir),
-                os("--entrypoint"),
-                os(&m.entrypoint),
-            ],
+            runner(STREAMLIT_RUNNER_FILE),
             python_env,
             format!("run the Streamlit app {}", m.entrypoint),
         )),
         AppMode::Nodejs => {
             let mut args = Vec::new();
-            let mut env = vec![
+            let port = match listen {
                 // server.listen(process.env.PORT) listens on a Unix socket
                 // when PORT is not a number.
-                env_pair("PORT", socket),
-                env_pair("NODE_ENV", "production"),
-            ];
+                Listen::Unix(socket) => os(socket),
+                Listen::Tcp(address) => os(address.port().to_string()),
+            };
+            let mut env = vec![env_pair("PORT", port), env_pair("NODE_ENV", "production")];
             if m.package_json {
                 // require() finds the packages through NODE_PATH, import
                 // through the resolve hook.

@@ -437,7 +437,7 @@ fn bundle_with(files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
-fn manifest_json(mode: &str, extra_metadata: &str, rest: &str) -> String {
+pub(super) fn manifest_json(mode: &str, extra_metadata: &str, rest: &str) -> String {
     format!(
         r#"{{"version": 1, "metadata": {{"appmode": "{mode}"{extra_metadata}}}{rest}, "files": {{}}}}"#
     )
@@ -736,7 +736,7 @@ fn steps_have_the_documented_shape() {
         bundle.path(),
         env,
         Path::new("/work"),
-        Path::new("/s/app.sock"),
+        Listen::Unix(Path::new("/s/app.sock")),
         &rt,
     )
     .unwrap();
@@ -768,7 +768,7 @@ fn steps_have_the_documented_shape() {
     assert!(build_steps(&static_m, bundle.path(), env, &rt)
         .unwrap()
         .is_empty());
-    assert!(run_step(&static_m, bundle.path(), env, env, env, &rt).is_none());
+    assert!(run_step(&static_m, bundle.path(), env, env, Listen::Unix(env), &rt).is_none());
 }
 
 #[test]
@@ -833,7 +833,7 @@ impl App {
 
 fn start(m: &Manifest, bundle: &Path, env: &Path, work: &Path, rt: &Runtimes) -> App {
     let socket = work.join("app.sock");
-    let step = run_step(m, bundle, env, work, &socket, rt).unwrap();
+    let step = run_step(m, bundle, env, work, Listen::Unix(&socket), rt).unwrap();
     let log = work.join("app.log");
     let log_file = fs::File::create(&log).unwrap();
     let child = step
@@ -867,27 +867,27 @@ fn start(m: &Manifest, bundle: &Path, env: &Path, work: &Path, rt: &Runtimes) ->
     }
 }
 
-struct Response {
-    status: u16,
+pub(super) struct Response {
+    pub(super) status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
 
 impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
-    fn text(&self) -> String {
+    pub(super) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
 /// Reads one HTTP/1.1 response (Content-Length, chunked, or to the end).
-fn read_response(r: &mut impl BufRead) -> Response {
+pub(super) fn read_response(r: &mut impl BufRead) -> Response {
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
     let status: u16 = line
@@ -943,18 +943,18 @@ fn get(app: &App, path: &str) -> Response {
     read_response(&mut BufReader::new(s))
 }
 
-struct Deployed {
+pub(super) struct Deployed {
     _dirs: tempfile::TempDir,
-    bundle: PathBuf,
-    env: PathBuf,
-    work: PathBuf,
-    rt: Runtimes,
-    manifest: Manifest,
+    pub(super) bundle: PathBuf,
+    pub(super) env: PathBuf,
+    pub(super) work: PathBuf,
+    pub(super) rt: Runtimes,
+    pub(super) manifest: Manifest,
 }
 
 /// Packs `files` into a .tar.gz, unpacks, reads the manifest and builds:
 /// the whole deployment, as connectd does it.
-fn deploy(files: &[(&str, &str)]) -> Deployed {
+pub(super) fn deploy(files: &[(&str, &str)]) -> Deployed {
     let dirs = tempfile::tempdir().unwrap();
     let (bundle, env, work, cache) = (
         dirs.path().join("bundle"),
@@ -1089,7 +1089,7 @@ fn wsgi_app_that_fails_to_import_reports_it() {
         &d.bundle,
         &d.env,
         &d.work,
-        &d.work.join("s"),
+        Listen::Unix(&d.work.join("s")),
         &d.rt,
     )
     .unwrap();
@@ -1100,7 +1100,7 @@ fn wsgi_app_that_fails_to_import_reports_it() {
     assert!(!d.work.join("s").exists());
 }
 
-const FASTAPI_APP: &str = r#"
+pub(super) const FASTAPI_APP: &str = r#"
 from fastapi import FastAPI, Request, WebSocket
 
 app = FastAPI()

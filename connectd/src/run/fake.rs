@@ -1,9 +1,12 @@
 //! A fake [`Launcher`] for the scheduler's unit tests (after JupyterHub's
 //! MockSpawner): it runs nothing, records every spec, and "listens" on a
-//! real Unix socket so that readiness works as with a real process. Tests
-//! tell it how the next start behaves, and make a running one exit.
+//! real Unix socket (or, once told to, a real TCP port on 127.0.0.1, as a
+//! pod launcher would hand out) so that readiness works as with a real
+//! process. Tests tell it how the next start behaves, and make a running
+//! one exit.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -40,6 +43,7 @@ pub struct Started {
     pub gid: u32,
     pub groups: Vec<u32>,
     pub program: PathBuf,
+    pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub mounts: Vec<Mount>,
     pub listen: Option<Endpoint>,
@@ -54,6 +58,11 @@ struct State {
     stopped: Vec<(String, Duration)>,
     /// How to make a running job exit.
     exits: HashMap<String, watch::Sender<Option<Exit>>>,
+    /// Endpoints are TCP ports rather than Unix sockets.
+    tcp: bool,
+    /// The ports handed out and not started yet, bound so that no one else
+    /// takes them meanwhile.
+    ports: HashMap<String, TcpListener>,
 }
 
 pub struct FakeLauncher {
@@ -78,6 +87,11 @@ impl FakeLauncher {
     /// How the next start behaves (then [`Behaviour::Listen`] again).
     pub fn next(&self, behaviour: Behaviour) {
         self.state().next.push_back(behaviour);
+    }
+
+    /// From now on, endpoints are TCP ports on 127.0.0.1.
+    pub fn hand_out_tcp(&self) {
+        self.state().tcp = true;
     }
 
     /// Every spec started so far, in order.
@@ -124,22 +138,35 @@ fn exited(code: i32) -> Exit {
 
 impl Launcher for FakeLauncher {
     fn endpoint(&self, job: &str, _uid: u32, _gid: u32) -> Result<Endpoint, StartError> {
-        Ok(Endpoint::Unix(
-            self.sockets.path().join(format!("{job}.sock")),
-        ))
+        let mut state = self.state();
+        if !state.tcp {
+            return Ok(Endpoint::Unix(
+                self.sockets.path().join(format!("{job}.sock")),
+            ));
+        }
+        let port = TcpListener::bind("127.0.0.1:0").expect("the fake binds a port");
+        let address = port.local_addr().expect("the port's address");
+        state.ports.insert(job.to_owned(), port);
+        Ok(Endpoint::Tcp(address))
     }
 
     fn start(&self, spec: LaunchSpec) -> BoxFuture<'_, Result<Box<dyn Running>, StartError>> {
         Box::pin(async move {
-            let behaviour = self.state().next.pop_front().unwrap_or(Behaviour::Listen);
+            let (behaviour, port) = {
+                let mut state = self.state();
+                let behaviour = state.next.pop_front().unwrap_or(Behaviour::Listen);
+                (behaviour, state.ports.remove(&spec.job))
+            };
             if let Behaviour::FailToStart(why) = &behaviour {
                 return Err(StartError::Spawn(why.clone()));
             }
             let pid = self.next_pid.fetch_add(1, Ordering::Relaxed);
+            // Any other behaviour closes the port: connections are refused.
             let listener = match (&behaviour, &spec.listen) {
-                (Behaviour::Listen, Some(Endpoint::Unix(path))) => {
-                    Some(UnixListener::bind(path).expect("the fake binds its socket"))
-                }
+                (Behaviour::Listen, Some(Endpoint::Unix(path))) => Some(Listener::Unix(
+                    UnixListener::bind(path).expect("the fake binds its socket"),
+                )),
+                (Behaviour::Listen, Some(Endpoint::Tcp(_))) => port.map(Listener::Tcp),
                 _ => None,
             };
             let (exit, exits) = watch::channel(None);
@@ -156,6 +183,11 @@ impl Launcher for FakeLauncher {
                 gid: spec.gid,
                 groups: spec.groups.clone(),
                 program: spec.program.clone(),
+                args: spec
+                    .args
+                    .iter()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect(),
                 env: spec
                     .env
                     .iter()
@@ -182,11 +214,18 @@ impl Launcher for FakeLauncher {
     }
 }
 
+/// Held open while the fake process "listens".
+#[allow(dead_code)] // Only ever dropped.
+enum Listener {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
 struct FakeRunning {
     job: String,
     pid: u32,
     endpoint: Option<Endpoint>,
-    listener: Option<UnixListener>,
+    listener: Option<Listener>,
     exits: watch::Receiver<Option<Exit>>,
     /// The launcher's, to record stops.
     state: Arc<Mutex<State>>,

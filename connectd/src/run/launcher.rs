@@ -35,8 +35,9 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub enum Endpoint {
     /// A Unix socket (the local launcher's: one private directory per job).
     Unix(PathBuf),
-    /// A TCP address (a pod's, say). connectd's proxy speaks Unix sockets
-    /// only so far: the scheduler refuses to run content on one.
+    /// A TCP address (a pod's, say). Apps trust whoever connects with the
+    /// viewer's identity (the credentials header, X-Forwarded-For): a
+    /// launcher that hands one out must let only connectd reach it.
     Tcp(SocketAddr),
 }
 

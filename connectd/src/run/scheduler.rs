@@ -311,21 +311,16 @@ impl Scheduler {
             .launcher
             .endpoint(&job, uid, gid)
             .map_err(|e| AcquireError::Internal(e.to_string()))?;
-        let socket = match &endpoint {
-            Endpoint::Unix(socket) => socket.clone(),
-            Endpoint::Tcp(address) => {
-                return Err(AcquireError::Internal(format!(
-                    "content processes are reached over Unix sockets only; the launcher \
-                     gave {address}"
-                )))
-            }
+        let listen = match &endpoint {
+            Endpoint::Unix(socket) => bundle::Listen::Unix(socket),
+            Endpoint::Tcp(address) => bundle::Listen::Tcp(*address),
         };
         let step = bundle::run_step(
             &manifest,
             &bundle_dir,
             &env_dir,
             &work_dir,
-            &socket,
+            listen,
             &self.runtimes,
         )
         .ok_or_else(static_content)?;
@@ -374,7 +369,7 @@ impl Scheduler {
             account: account.account.name.clone(),
             bundle_id,
             deployment: deployment.to_owned(),
-            upstream: Upstream::new(socket),
+            upstream: upstream_to(&endpoint),
             pool,
             settings,
             keep_minimum: identity.keep_minimum,
@@ -525,7 +520,7 @@ impl Scheduler {
     }
 }
 
-/// Polls the socket until the app accepts a connection, or it exits.
+/// Polls the endpoint until the app accepts a connection, or it exits.
 /// A process that never listens within InitTimeout is stopped, whether or
 /// not anyone is still waiting for it (else abandoned starts would pile up
 /// against MaxTotalProcesses).
@@ -565,6 +560,14 @@ async fn watch_readiness(process: Arc<Process>, endpoint: Endpoint) {
         if started.elapsed() > Duration::from_secs(1) {
             delay = (delay * 2).min(Duration::from_millis(50));
         }
+    }
+}
+
+/// The proxy's way to `endpoint`: the proxy is a leaf, with its own type.
+fn upstream_to(endpoint: &Endpoint) -> Upstream {
+    match endpoint {
+        Endpoint::Unix(socket) => Upstream::unix(socket.clone()),
+        Endpoint::Tcp(address) => Upstream::tcp(*address),
     }
 }
 

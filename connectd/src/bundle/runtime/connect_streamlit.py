@@ -1,6 +1,7 @@
-"""Start a Streamlit app listening on a Unix socket, for connectd.
+"""Start a Streamlit app listening on a Unix socket (or TCP), for connectd.
 
-Usage: python connect_streamlit.py --socket PATH --app-dir DIR --entrypoint FILE
+Usage: python connect_streamlit.py (--socket PATH | --bind HOST:PORT)
+       --app-dir DIR --entrypoint FILE
 
 Streamlit up to 1.56 served with Tornado, which binds a Unix socket itself when
 ``server.address`` is ``unix://PATH``. From 1.57 Streamlit serves with uvicorn
@@ -11,6 +12,9 @@ For those versions this script replaces Streamlit's socket binding (the private
 one that binds the Unix socket, and gives Streamlit a placeholder TCP address
 that is never bound. If a future Streamlit moves that function, the app fails
 at start with a message saying so instead of silently listening on TCP.
+
+With --bind, Streamlit listens on that TCP address itself, whatever its
+version, and nothing is patched.
 
 Standard library only, apart from Streamlit itself.
 """
@@ -43,9 +47,21 @@ def bind_unix(path, backlog):
     return sock
 
 
+def parse_bind(value):
+    """HOST:PORT, or [HOST]:PORT for an IPv6 address, as (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise argparse.ArgumentTypeError("expected HOST:PORT, not %r" % value)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--socket", required=True)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--socket")
+    where.add_argument("--bind", type=parse_bind, metavar="HOST:PORT")
     parser.add_argument("--app-dir", required=True)
     parser.add_argument("--entrypoint", required=True)
     args = parser.parse_args()
@@ -61,7 +77,10 @@ def main():
     ]
 
     tornado = importlib.util.find_spec("streamlit.web.server.routes") is not None
-    if tornado:
+    if args.bind is not None:
+        host, port = args.bind
+        flags += ["--server.address=" + host, "--server.port=%d" % port]
+    elif tornado:
         flags.append("--server.address=unix://" + args.socket)
     else:
         try:

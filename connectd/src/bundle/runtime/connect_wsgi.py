@@ -1,6 +1,7 @@
-"""Serve a WSGI application (Flask, Django, Dash's server, ...) on a Unix socket.
+"""Serve a WSGI application (Flask, Django, Dash, ...) on a Unix socket or TCP.
 
-Usage: python connect_wsgi.py --socket PATH --app-dir DIR --entrypoint MODULE:OBJECT
+Usage: python connect_wsgi.py (--socket PATH | --bind HOST:PORT) --app-dir DIR
+       --entrypoint MODULE:OBJECT
 
 connectd starts one of these per process of a "python-api" content item and
 reverse-proxies viewers' requests to the socket. Standard library only: it must
@@ -15,7 +16,9 @@ run in any virtual environment, whatever the publisher's requirements hold.
 - One line per request on stderr: method, target, status, bytes, milliseconds.
 - The only client is connectd's proxy, so X-Forwarded-For/-Proto/-Host and
   X-Forwarded-Prefix (a path prefix the proxy removed) are trusted and set
-  REMOTE_ADDR, wsgi.url_scheme, HTTP_HOST and SCRIPT_NAME.
+  REMOTE_ADDR, wsgi.url_scheme, HTTP_HOST and SCRIPT_NAME. On a TCP port
+  (--bind), whoever chose the address must keep everyone else from reaching
+  it, as the Unix socket's private directory does.
 - SIGTERM stops the server (the socket file is removed); requests in flight
   are not waited for, so connectd's own grace period decides.
 """
@@ -24,6 +27,7 @@ import argparse
 import importlib
 import os
 import signal
+import socket
 import socketserver
 import stat
 import sys
@@ -261,7 +265,7 @@ class Handler(BaseHTTPRequestHandler):
             "SERVER_SOFTWARE": self.server_version,
             # The proxy appends the address it saw, so the last entry is the
             # one nobody but the proxy wrote.
-            "REMOTE_ADDR": forwarded_for[-1] or "127.0.0.1",
+            "REMOTE_ADDR": forwarded_for[-1] or self.peer_address(),
             "CONTENT_LENGTH": str(length) if length else "",
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": scheme,
@@ -286,6 +290,12 @@ class Handler(BaseHTTPRequestHandler):
             environ[key] = separator.join(headers.get_all(name))
         environ["HTTP_HOST"] = host
         return environ
+
+    def peer_address(self):
+        # A Unix socket's peer has no address: loopback's stands in for it.
+        if isinstance(self.client_address, tuple):
+            return self.client_address[0]
+        return "127.0.0.1"
 
     def request_body(self):
         """wsgi.input and its length; None if the framing is bad (answered 400)."""
@@ -473,6 +483,36 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             raise
 
 
+class TcpHandler(Handler):
+    # Headers and body leave in separate writes: without this, the body would
+    # wait for the proxy's delayed ACK of the headers.
+    disable_nagle_algorithm = True
+
+
+class TcpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    request_queue_size = 128
+    # A process started on the port of one that just ended must not wait for
+    # the old connections' TIME_WAIT.
+    allow_reuse_address = True
+
+    def __init__(self, host, port, app):
+        self.app = app
+        if ":" in host:
+            self.address_family = socket.AF_INET6
+        super().__init__((host, port), TcpHandler)
+
+
+def parse_bind(value):
+    """HOST:PORT, or [HOST]:PORT for an IPv6 address, as (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise argparse.ArgumentTypeError("expected HOST:PORT, not %r" % value)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
 def remove_stale_socket(path):
     # A socket left by an earlier process of this app would make bind() fail;
     # remove it, but never a file of any other kind.
@@ -485,7 +525,11 @@ def remove_stale_socket(path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--socket", required=True, help="Unix socket to listen on")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--socket", help="Unix socket to listen on")
+    where.add_argument(
+        "--bind", type=parse_bind, metavar="HOST:PORT", help="TCP address to listen on"
+    )
     parser.add_argument("--app-dir", required=True, help="directory of the app's code")
     parser.add_argument(
         "--entrypoint", required=True, help="MODULE:OBJECT of the WSGI application"
@@ -505,6 +549,18 @@ def main():
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
+    if args.bind is not None:
+        host, port = args.bind
+        server = TcpServer(host, port, app)
+        shown = ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
+        log("connect_wsgi: serving %s on tcp:%s" % (args.entrypoint, shown))
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+        return
     server = Server(args.socket, app)
     bound = os.lstat(args.socket)
     log("connect_wsgi: serving %s on unix:%s" % (args.entrypoint, args.socket))

@@ -401,3 +401,54 @@ async fn current_user_content_never_shares_a_process_across_viewers() {
     assert_ne!(job(&anonymous), job(&a));
     assert_ne!(job(&anonymous), job(&b));
 }
+
+#[tokio::test]
+async fn a_launcher_that_hands_out_tcp_ports_gets_apps_on_tcp() {
+    use crate::proxy::Target;
+    use crate::run::launcher::Endpoint;
+
+    let w = world(|s| limits(s, 1, 4, 1.0), false);
+    w.fake.hand_out_tcp();
+    let lease = w.lease(None).await;
+    let started = w.fake.started();
+    assert_eq!(started.len(), 1);
+    let Some(Endpoint::Tcp(address)) = started[0].listen else {
+        panic!("the spec listens on {:?}", started[0].listen);
+    };
+    // The proxy goes where the launcher said, and the process was ready
+    // there (the fake's port accepted the readiness probe).
+    assert_eq!(lease.process().upstream.target(), &Target::Tcp(address));
+    // The app was told to listen there: python-api's runner binds it
+    // rather than a socket.
+    let args = &started[0].args;
+    let bind = args.iter().position(|a| a == "--bind");
+    let bind = bind.unwrap_or_else(|| panic!("no --bind in {args:?}"));
+    assert_eq!(args[bind + 1], address.to_string());
+    assert!(!args.iter().any(|a| a == "--socket"), "{args:?}");
+}
+
+#[tokio::test]
+async fn a_tcp_port_nobody_listens_on_is_not_ready() {
+    let w = world(
+        |s| {
+            limits(s, 1, 4, 1.0);
+            s.scheduler.init_timeout = Duration::from_millis(300);
+        },
+        false,
+    );
+    w.fake.hand_out_tcp();
+    w.fake.next(Behaviour::NeverListen);
+    let error = match w.acquire(None).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a process whose port refuses connections was used"),
+    };
+    assert!(
+        error.contains("did not listen within InitTimeout"),
+        "{error}"
+    );
+    let job = w.fake.started()[0].job.clone();
+    eventually("the process is stopped", || {
+        w.fake.stopped() == [job.clone()]
+    })
+    .await;
+}
