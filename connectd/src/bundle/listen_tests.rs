@@ -10,8 +10,9 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use super::run_tests::{deploy, read_response, Deployed, Response, FASTAPI_APP};
 use super::steps::os;
-use super::tests::{deploy, manifest_json, read_response, Deployed, Response, FASTAPI_APP};
+use super::tests::manifest_json;
 use super::*;
 
 fn manifest(app_mode: AppMode, entrypoint: &str) -> Manifest {

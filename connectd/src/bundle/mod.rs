@@ -243,10 +243,14 @@ fn manifest_error(problem: impl Into<String>) -> BundleError {
 #[cfg(test)]
 mod listen_tests;
 mod manifest;
+#[cfg(test)]
+mod run_tests;
 mod steps;
 #[cfg(test)]
 mod tests;
 mod unpack;
+#[cfg(test)]
+mod unpack_tests;
 
 pub use manifest::read_manifest;
 pub use steps::{build_steps, run_step, Listen, Runtimes, Step};
