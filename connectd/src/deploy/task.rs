@@ -211,7 +211,7 @@ pub(super) async fn persist(task: Arc<Task>, content_id: i64, store: Arc<dyn Sto
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{AccessType, NewContent, ProcessSettings};
+    use crate::model::NewContent;
     use crate::roles::Role;
     use crate::store::fake::FailingStore;
     use crate::store::{ContentStore, TaskStore, UserStore};
@@ -222,16 +222,7 @@ mod tests {
             .create_password_user("owner", "", "", "", "h", Role::Publisher)
             .expect("owner");
         let content = store
-            .create_content(&NewContent {
-                name: "app".to_owned(),
-                title: None,
-                description: String::new(),
-                owner_id: owner.id,
-                access_type: AccessType::All,
-                run_as: None,
-                run_as_current_user: false,
-                process: ProcessSettings::default(),
-            })
+            .create_content(&NewContent::open_to_all("app", owner.id))
             .expect("create")
             .expect("new name");
         (Arc::new(store), content)

@@ -24,7 +24,7 @@ use crate::deploy::Deployer;
 use crate::identity::fake::FakeProvider;
 use crate::identity::login::Authenticator;
 use crate::identity::SignInMethod;
-use crate::model::{AccessType, Content, NewContent, ProcessSettings};
+use crate::model::{Content, NewContent};
 use crate::roles::Role;
 use crate::run::fake::FakeLauncher;
 use crate::run::scheduler::Scheduler;
@@ -174,16 +174,7 @@ impl Server {
             .set_role(owner.id, Role::Publisher)
             .expect("publisher");
         self.store
-            .create_content(&NewContent {
-                name: "app".to_owned(),
-                title: None,
-                description: String::new(),
-                owner_id: owner.id,
-                access_type: AccessType::All,
-                run_as: None,
-                run_as_current_user: false,
-                process: ProcessSettings::default(),
-            })
+            .create_content(&NewContent::open_to_all("app", owner.id))
             .expect("create")
             .expect("a new name")
     }

@@ -118,6 +118,23 @@ pub struct NewContent {
     pub process: ProcessSettings,
 }
 
+#[cfg(test)]
+impl NewContent {
+    /// What tests create: open to all, every setting at its default.
+    pub fn open_to_all(name: &str, owner_id: i64) -> Self {
+        Self {
+            name: name.to_owned(),
+            title: None,
+            description: String::new(),
+            owner_id,
+            access_type: AccessType::All,
+            run_as: None,
+            run_as_current_user: false,
+            process: ProcessSettings::default(),
+        }
+    }
+}
+
 /// One entry of a content item's access list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Permission {

@@ -13,7 +13,7 @@ use crate::identity::fake::FakeProvider;
 use crate::identity::login::Authenticator;
 use crate::identity::{AccountSource, SignInMethod};
 use crate::layout::Layout;
-use crate::model::{AccessType, Content, ProcessSettings};
+use crate::model::Content;
 use crate::model::{NewContent, User};
 use crate::roles::Role;
 use crate::run::fake::{Behaviour, FakeLauncher};
@@ -56,14 +56,8 @@ fn world_with(
         .expect("owner");
     let content = store
         .create_content(&NewContent {
-            name: "app".to_owned(),
-            title: None,
-            description: String::new(),
-            owner_id: owner.id,
-            access_type: AccessType::All,
-            run_as: None,
             run_as_current_user,
-            process: ProcessSettings::default(),
+            ..NewContent::open_to_all("app", owner.id)
         })
         .expect("create content")
         .expect("a new name");

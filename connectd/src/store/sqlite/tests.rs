@@ -156,7 +156,7 @@ fn migrations_survive_reopening() {
 /// Two nodes on one database file, each with one content item's job and
 /// deployment task still running.
 fn two_nodes(dir: &std::path::Path) -> (SqliteStore, SqliteStore, i64) {
-    use crate::model::{AccessType, NewContent, ProcessSettings};
+    use crate::model::NewContent;
     use crate::store::ContentStore;
     let path = dir.join("connect.db");
     let a = SqliteStore::open(&path, "node-a").expect("node a");
@@ -165,16 +165,7 @@ fn two_nodes(dir: &std::path::Path) -> (SqliteStore, SqliteStore, i64) {
         .create_password_user("owner", "", "", "", "h", Role::Publisher)
         .expect("owner");
     let content = a
-        .create_content(&NewContent {
-            name: "app".to_owned(),
-            title: None,
-            description: String::new(),
-            owner_id: owner.id,
-            access_type: AccessType::All,
-            run_as: None,
-            run_as_current_user: false,
-            process: ProcessSettings::default(),
-        })
+        .create_content(&NewContent::open_to_all("app", owner.id))
         .expect("create")
         .expect("new name");
     (a, b, content.id)
