@@ -234,19 +234,27 @@ async fn identify(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let has_session = cookie_value(request.headers(), SESSION_COOKIE).is_some();
+    let session_token = cookie_value(request.headers(), SESSION_COOKIE);
     if let Some(why) = csrf::refusal(
         request.method(),
         request.uri().path(),
         request.headers(),
-        has_session,
+        session_token.is_some(),
         app.settings.address.as_deref(),
     ) {
         tracing::warn!(client = %peer.ip(), path = %request.uri().path(), "{why}");
         return ApiError::forbidden(why).into_response();
     }
     let mut set_cookie = None;
-    let viewer = match resolve_viewer(&app, peer.ip(), request.headers(), &mut set_cookie).await {
+    let resolved = resolve_viewer(
+        &app,
+        peer.ip(),
+        request.headers(),
+        session_token,
+        &mut set_cookie,
+    )
+    .await;
+    let viewer = match resolved {
         Ok(viewer) => viewer,
         Err(error) => return error.into_response(),
     };
@@ -267,6 +275,7 @@ async fn resolve_viewer(
     app: &AppState,
     peer: IpAddr,
     headers: &HeaderMap,
+    session_token: Option<&str>,
     set_cookie: &mut Option<String>,
 ) -> Result<Option<User>, ApiError> {
     if let Some(key) = headers
@@ -276,7 +285,7 @@ async fn resolve_viewer(
     {
         return api_key_user(app, key.trim()).await.map(Some);
     }
-    let session_user = match cookie_value(headers, SESSION_COOKIE) {
+    let session_user = match session_token {
         Some(token) => app.store.session_user(&secrets::token_hash(token))?,
         None => None,
     };
