@@ -159,8 +159,6 @@ impl LocalLauncher {
         };
         Ok(Box::new(LocalRunning {
             pid: child.id(),
-            // Builds have always been left to end their own group.
-            kill_group: kind == LaunchKind::App,
             child,
             endpoint: listen,
             socket_dir,
@@ -187,28 +185,21 @@ impl Launcher for LocalLauncher {
     }
 }
 
-/// A process the sandbox started: its leader is our child, its group is
-/// its own (`setsid`).
+/// A process the sandbox started: our child is its monitor, which ends
+/// only once nothing of the content runs any more (see the sandbox).
 struct LocalRunning {
     child: tokio::process::Child,
     pid: Option<u32>,
-    kill_group: bool,
     endpoint: Option<Endpoint>,
     socket_dir: Option<PathBuf>,
     session: Option<PamSession>,
 }
 
 impl LocalRunning {
-    /// After the leader has ended: whatever an app left behind in its
-    /// process group (a worker, a `sleep &`) goes with it, as it would
-    /// otherwise run on as the viewer, outside any session or supervision;
-    /// then the socket directory and the PAM session.
+    /// After the monitor has ended, and with it everything the content
+    /// left behind (a worker, a `sleep &`, even one that called `setsid`):
+    /// the socket directory and the PAM session.
     fn finish(&mut self, status: Option<std::process::ExitStatus>) -> Exit {
-        // The group id cannot have been reused while members remain.
-        if let Some(pid) = self.pid.filter(|&p| p > 0 && self.kill_group) {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
-        }
         if let Some(dir) = self.socket_dir.take() {
             let _ = fs::remove_dir_all(&dir);
         }
@@ -272,6 +263,7 @@ mod tests {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::time::Instant;
 
+    use crate::run::local::sandbox::testing::{sleeping, wait_for_sleep};
     use connect_gcfg::Config;
 
     use super::*;
@@ -315,33 +307,10 @@ mod tests {
         }
     }
 
-    /// Running (not a zombie, not gone).
-    fn alive(pid: u32) -> bool {
-        fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
-            !state.starts_with(['Z', 'X', 'x'])
-        })
-    }
-
-    /// The pid the script wrote on the log's first line.
-    async fn background_pid(log: &Path) -> u32 {
+    /// Whether every `sleep <seconds>` is gone within ten seconds.
+    async fn gone(seconds: &str) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let text = fs::read_to_string(log).unwrap_or_default();
-            if let Some(pid) = text.lines().next().and_then(|l| l.trim().parse().ok()) {
-                return pid;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the script wrote no pid: {text:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    async fn gone(pid: u32) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while alive(pid) {
+        while !sleeping(seconds).is_empty() {
             if Instant::now() > deadline {
                 return false;
             }
@@ -369,8 +338,9 @@ mod tests {
         let log = data.path().join("app.log");
         // The socket directory is writable inside the sandbox; a worker
         // is left behind when the leader exits.
+        // (It waits for the test to have seen the worker.)
         let script = format!(
-            "sleep 600 & echo $!; touch {}/written && exit 0",
+            "sleep 600.25 & touch {0}/written; until [ -e {0}/go ]; do sleep 0.01; done; exit 0",
             dir.display()
         );
         let mut running = local
@@ -379,13 +349,14 @@ mod tests {
             .expect("start");
         assert_eq!(running.endpoint(), Some(&endpoint));
         assert!(running.pid().is_some());
-        let worker = background_pid(&log).await;
+        wait_for_sleep("600.25").await;
+        fs::write(dir.join("go"), "").expect("go");
         let exit = tokio::time::timeout(Duration::from_secs(10), running.wait())
             .await
             .expect("it ended");
         assert_eq!(exit.code, Some(0), "{exit:?}; log: {:?}", fs::read(&log));
         assert_eq!(exit.reason(), "the process exited");
-        assert!(gone(worker).await, "the app's worker outlived it");
+        assert!(gone("600.25").await, "the app's worker outlived it");
         assert!(!dir.exists(), "the socket directory was left behind");
     }
 
@@ -401,50 +372,56 @@ mod tests {
         let mut running = local
             .start(spec(
                 LaunchKind::App,
-                "echo $$; exec sleep 600",
+                "exec sleep 600.5",
                 Some(endpoint),
                 &log,
             ))
             .await
             .expect("start");
-        let pid = background_pid(&log).await;
+        wait_for_sleep("600.5").await;
         let exit = running.stop(Duration::from_secs(5)).await;
         assert_eq!(exit.code, None);
         assert_eq!(exit.reason(), "the process ended (signal: 15 (SIGTERM))");
-        assert!(gone(pid).await);
+        assert!(gone("600.5").await);
         assert!(!data.path().join("run/job").exists());
     }
 
     #[tokio::test]
-    async fn a_build_step_keeps_what_it_left_running_as_before() {
+    async fn nothing_a_build_step_started_outlives_it() {
         if !root() {
             return;
         }
         let data = tempfile::tempdir().expect("data dir");
         let local = launcher(data.path());
         let log = data.path().join("build.log");
-        let mut running = local
-            .start(spec(
-                LaunchKind::Build,
-                "sleep 600 & echo $!; exit 3",
-                None,
-                &log,
-            ))
-            .await
-            .expect("start");
+        // A directory the step sees, where the test says when to go on
+        // (once it has seen the background process).
+        let shared = tempfile::tempdir_in("/tmp").expect("shared dir");
+        fs::set_permissions(shared.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+        let script = format!(
+            "sleep 600.75 & until [ -e {0}/go ]; do sleep 0.01; done; exit 3",
+            shared.path().display()
+        );
+        let mut step = spec(LaunchKind::Build, &script, None, &log);
+        step.mounts.push(crate::run::launcher::Mount {
+            path: shared.path().to_path_buf(),
+            writable: false,
+        });
+        let mut running = local.start(step).await.expect("start");
         assert_eq!(running.endpoint(), None);
-        let straggler = background_pid(&log).await;
+        wait_for_sleep("600.75").await;
+        fs::write(shared.path().join("go"), "").expect("go");
         let exit = running.wait().await;
         assert_eq!(exit.code, Some(3));
         assert!(!exit.success);
         assert_eq!(exit.status.as_deref(), Some("exit status: 3"));
         assert_eq!(exit.reason(), "the process ended (exit status: 3)");
-        // Builds were never group-killed when their step ended.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let survived = alive(straggler);
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(straggler as libc::pid_t, libc::SIGKILL) };
-        assert!(survived, "a build step's background process was killed");
+        // The step's PID namespace ends with it: a background process
+        // cannot linger into the next step or past the build.
+        assert!(
+            gone("600.75").await,
+            "a build step's background process survived"
+        );
     }
 
     #[tokio::test]

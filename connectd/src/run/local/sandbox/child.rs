@@ -19,7 +19,13 @@ pub(super) enum Step {
     CloexecInherited,
     /// `umask(0)`: directories created for mount points get exactly 0755.
     ClearUmask,
-    NewMountNamespace,
+    /// Mount, PID and IPC namespaces: the mounts below reach nothing
+    /// outside, the content sees no process but its own, and System V
+    /// IPC objects and POSIX message queues are its own.
+    NewNamespaces,
+    /// Forks init into the new PID namespace; the forking process becomes
+    /// the monitor and never gets past this step (see `init`).
+    StartInit,
     PrivatePropagation,
     OpenSource {
         path: CString,
@@ -33,9 +39,34 @@ pub(super) enum Step {
     MakeDir {
         path: CString,
     },
-    RemountTmpfsReadOnly {
+    /// A remount of the tmpfs on `path` with `flags` (`MS_REMOUNT`,
+    /// `MS_RDONLY`...).
+    RemountTmpfs {
+        path: CString,
+        flags: c_ulong,
+    },
+    /// A fresh procfs on /proc, showing the new PID namespace only.
+    MountProc,
+    /// `path` bind-mounted onto itself, so that it can be made read-only
+    /// without touching what is around it.
+    BindSelf {
         path: CString,
     },
+    /// A character device node (on the sandbox's own /dev).
+    MakeDevice {
+        path: CString,
+        device: libc::dev_t,
+    },
+    Symlink {
+        target: CString,
+        path: CString,
+    },
+    /// A private devpts instance, so ptys content opens are its own.
+    MountDevpts {
+        path: CString,
+    },
+    /// Forks the content process; init stays behind (see `init`).
+    StartApp,
     BindSource {
         slot: usize,
         path: CString,
@@ -59,6 +90,8 @@ pub(super) enum Step {
     },
     Umask(libc::mode_t),
     Chdir(CString),
+    /// The system-call filter, the last step before exec.
+    SystemCallFilter(seccompiler::BpfProgram),
 }
 
 pub(super) fn run_child(steps: &[Step], fds: &mut [RawFd], report: RawFd) -> io::Result<()> {
@@ -340,8 +373,13 @@ impl Step {
                 unsafe { libc::umask(0) };
                 Ok(())
             }
-            // SAFETY: no preconditions.
-            Step::NewMountNamespace => cvt(unsafe { libc::unshare(libc::CLONE_NEWNS) }).map(drop),
+            Step::NewNamespaces => {
+                let namespaces = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC;
+                // SAFETY: no preconditions.
+                cvt(unsafe { libc::unshare(namespaces) }).map(drop)
+            }
+            Step::StartInit => super::init::start_init(),
+            Step::StartApp => super::init::start_app(),
             Step::PrivatePropagation => {
                 // SAFETY: "/" is NUL-terminated; the other pointers are null.
                 cvt(unsafe {
@@ -385,17 +423,49 @@ impl Step {
                     other => other.map(drop),
                 }
             }
-            Step::RemountTmpfsReadOnly { path } => with_fd(open_dir_nofollow(path)?, |fd| {
+            Step::RemountTmpfs { path, flags } => with_fd(open_dir_nofollow(path)?, |fd| {
                 mount(
                     std::ptr::null(),
                     &ProcFdPath::new(fd)?,
                     std::ptr::null(),
-                    libc::MS_REMOUNT
-                        | libc::MS_RDONLY
-                        | libc::MS_NOSUID
-                        | libc::MS_NODEV
-                        | libc::MS_NOEXEC,
+                    *flags,
                     std::ptr::null(),
+                )
+            }),
+            Step::MountProc => with_fd(open_dir_nofollow(c"/proc")?, |fd| {
+                mount(
+                    c"proc".as_ptr(),
+                    &ProcFdPath::new(fd)?,
+                    c"proc".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    std::ptr::null(),
+                )
+            }),
+            Step::BindSelf { path } => with_fd(open_dir_nofollow(path)?, |fd| {
+                let target = ProcFdPath::new(fd)?;
+                mount(
+                    target.as_ptr(),
+                    &target,
+                    std::ptr::null(),
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                )
+            }),
+            Step::MakeDevice { path, device } => {
+                // SAFETY: path is NUL-terminated. The umask is 0 here.
+                cvt(unsafe { libc::mknod(path.as_ptr(), libc::S_IFCHR | 0o666, *device) }).map(drop)
+            }
+            Step::Symlink { target, path } => {
+                // SAFETY: both are NUL-terminated.
+                cvt(unsafe { libc::symlink(target.as_ptr(), path.as_ptr()) }).map(drop)
+            }
+            Step::MountDevpts { path } => with_fd(open_dir_nofollow(path)?, |fd| {
+                mount(
+                    c"devpts".as_ptr(),
+                    &ProcFdPath::new(fd)?,
+                    c"devpts".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NOEXEC,
+                    c"newinstance,ptmxmode=0666,mode=0620".as_ptr(),
                 )
             }),
             Step::BindSource { slot, path } => {
@@ -457,6 +527,13 @@ impl Step {
             }
             // SAFETY: the path is NUL-terminated.
             Step::Chdir(path) => cvt(unsafe { libc::chdir(path.as_ptr()) }).map(drop),
+            // Builds a sock_fprog on the stack and makes one system call.
+            Step::SystemCallFilter(program) => {
+                seccompiler::apply_filter(program).map_err(|e| match e {
+                    seccompiler::Error::Seccomp(e) => e,
+                    _ => einval(),
+                })
+            }
         }
     }
 }

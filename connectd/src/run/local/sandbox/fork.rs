@@ -10,7 +10,10 @@ use std::process::Stdio;
 
 use libc::c_int;
 
+use std::sync::OnceLock;
+
 use super::child::run_child;
+use super::filter::content_filters;
 use super::mounts::resolve;
 use super::plan::Plan;
 use super::{check_environment, check_identity, cstring, Launch, LaunchError};
@@ -93,7 +96,11 @@ pub fn spawn(launch: Launch) -> Result<tokio::process::Child, LaunchError> {
     }
     let cwd_c = cstring("working directory", &cwd)?;
     let mounts = resolve(&isolation)?;
-    let plan = Plan::new(&mounts, &identity, umask, cwd_c, &cwd)?;
+    let filters = system_call_filters().map_err(|reason| LaunchError::Setup {
+        program: program.clone(),
+        source: io::Error::other(reason),
+    })?;
+    let plan = Plan::new(&mounts, &identity, umask, cwd_c, &cwd, filters)?;
 
     let setup = |source| LaunchError::Setup {
         program: program.clone(),
@@ -147,6 +154,15 @@ pub fn spawn(launch: Launch) -> Result<tokio::process::Child, LaunchError> {
             }),
         },
     }
+}
+
+/// The same for every launch: compiled once.
+fn system_call_filters() -> Result<&'static [seccompiler::BpfProgram], String> {
+    static FILTERS: OnceLock<Result<Vec<seccompiler::BpfProgram>, String>> = OnceLock::new();
+    FILTERS
+        .get_or_init(content_filters)
+        .as_deref()
+        .map_err(Clone::clone)
 }
 
 /// A pipe the child writes the index of its failing step to. Both ends are

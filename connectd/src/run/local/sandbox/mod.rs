@@ -1,25 +1,35 @@
-//! Launching a content process under a Unix account in a private mount namespace.
+//! Launching a content process under a Unix account in a sandbox of its
+//! own: mount, PID and IPC namespaces, a fresh /proc, a minimal /dev, a
+//! system-call filter.
 //!
-//! [`spawn`] forks, and the child, still root, builds its own view of the
-//! file system before it becomes the viewer:
+//! [`spawn`] forks, and the child, still root, builds the sandbox before it
+//! becomes the viewer:
 //!
-//! 1. `setsid()`: its own session and process group, so that [`terminate`]
-//!    can signal everything the content started;
-//! 2. `unshare(CLONE_NEWNS)` and `MS_REC|MS_PRIVATE` on `/`: a private copy
-//!    of the mount table; nothing done below reaches the host;
-//! 3. every [`Isolation::expose`] directory is opened (an `O_PATH`
+//! 1. `setsid()`, the parent-death signal (SIGKILL when connectd's forking
+//!    thread dies, so a killed connectd leaves no content behind), then
+//!    `unshare` of the mount, PID and IPC namespaces;
+//! 2. a fork into the new PID namespace: the process connectd forked stays
+//!    outside as the *monitor*, the new one is *init*, PID 1 inside (see
+//!    `init` for what each does); init goes on as root:
+//! 3. `MS_REC|MS_PRIVATE` on `/`: nothing done below reaches the host;
+//! 4. every [`Isolation::expose`] directory is opened (an `O_PATH`
 //!    descriptor) while it is still visible;
-//! 4. the hide, expose and private-tmp mounts are applied in path order
+//! 5. the hide, expose and private-tmp mounts are applied in path order
 //!    (parents before children), so that nesting works whichever order the
 //!    caller listed them in: an empty read-only tmpfs over each hidden
 //!    directory, the exposed directories bound back from their descriptors,
 //!    a fresh tmpfs on `/tmp` and `/var/tmp`;
-//! 5. `PR_SET_NO_NEW_PRIVS`, `setgroups`, `setgid`, `setuid`, then a check
-//!    that root cannot be regained (ids, saved ids, capabilities,
-//!    `setuid(0)`);
-//! 6. the parent-death signal (SIGKILL when connectd's forking thread
-//!    dies, so a killed connectd leaves no content behind), the umask and
-//!    the working directory, then `exec`.
+//! 6. a fresh procfs on /proc (only the namespace's processes: no other
+//!    content's `/proc/<pid>/root`, environment or descriptors), with
+//!    /proc/sys read-only, and a read-only tmpfs on /dev holding null,
+//!    zero, full, random, urandom and tty, with a private /dev/shm and
+//!    devpts;
+//! 7. a second fork: init stays behind to reap and pass on signals, and
+//!    the content process, PID 2, sets `PR_SET_NO_NEW_PRIVS`, `setgroups`,
+//!    `setgid`, `setuid`, then checks that root cannot be regained (ids,
+//!    saved ids, capabilities, `setuid(0)`);
+//! 8. its own parent-death signal (init), the umask and the working
+//!    directory, the system-call filter (`filter`), then `exec`.
 //!
 //! Everything the child needs is computed before the fork: between fork and
 //! exec only async-signal-safe system calls run (no allocation, no locks),
@@ -34,6 +44,9 @@
 //! What callers should know:
 //! - [`spawn`] must run inside a Tokio runtime; it blocks for the fork and
 //!   the set-up (milliseconds) and returns once the program is exec'd.
+//!   The child it returns is the monitor: it ends as the content process
+//!   ended (same exit code or signal), and only once nothing of the
+//!   content is left running.
 //! - The kernel sends the parent-death signal when the *thread* that forked
 //!   ends, so long-lived processes must be started from a thread that lives
 //!   as long as connectd: [`Spawner`].
@@ -42,31 +55,42 @@
 //!   the directory's own permissions still apply.
 //! - A private `/tmp` is a tmpfs without a size limit beyond the kernel's
 //!   default (half of RAM), counted against memory.
-//! - [`terminate`] reaches the process group; a process that leaves it
-//!   (`setsid`, `setpgid`) escapes it, as it would escape any signal-based
-//!   stop short of a cgroup.
+//! - [`terminate`] signals the monitor, which passes the signal to every
+//!   process of the namespace, then kills it after the grace period; the
+//!   namespace's end takes everything with it, including processes that
+//!   left the process group (`setsid`).
+//! - The network is shared: content reaches databases and the local
+//!   nameservice's lookup socket, and Unix sockets by path only where the
+//!   file system lets it (other content's sockets are under connectd's
+//!   hidden data directory).
 //!
 //! What lives where (none of it may import anything else of connectd):
 //! - here: the launch spec ([`Launch`], [`Isolation`], [`Identity`]), its
 //!   errors and the checks every part shares;
 //! - `fork`: [`Spawner`] and [`spawn`], which check the spec, have the
-//!   mounts resolved and the child's steps planned, then fork;
+//!   mounts resolved, the filter compiled and the child's steps planned,
+//!   then fork;
 //! - `mounts`: which paths are hidden, exposed or given a private tmpfs,
 //!   resolved and put in mount order (root's view of the host, before the
 //!   fork);
+//! - `filter`: the system-call filter, compiled to BPF;
 //! - `plan`: the child's steps, each with the words an error names it by,
-//!   from the ordered mounts and the account;
+//!   from the ordered mounts, the account and the filter;
 //! - `child`: those steps as raw system calls, the only code that runs
 //!   between fork and exec, and so all of it async-signal-safe;
+//! - `init`: the monitor and init, the two forks that never exec (also
+//!   async-signal-safe);
 //! - `stop`: [`terminate`].
 //!
-//! Inside, `child` and `stop` may import nothing of the sandbox, `mounts`
-//! only the spec from here, `plan` the spec, `mounts` and `child`, and
-//! `fork` all of them. This file imports none of them (it only
-//! re-exports), so the imports run one way.
+//! Inside, `init` and `stop` may import nothing of the sandbox, `child`
+//! only `init`, `mounts` only the spec from here, `plan` the spec, `mounts`
+//! and `child`, and `fork` all of them. This file imports none of them (it
+//! only re-exports), so the imports run one way.
 
 mod child;
+mod filter;
 mod fork;
+mod init;
 mod mounts;
 mod plan;
 mod stop;
@@ -259,5 +283,9 @@ fn cstring(what: &'static str, path: &Path) -> Result<CString, LaunchError> {
     CString::new(path.as_os_str().as_bytes()).map_err(|_| bad("contains a NUL byte"))
 }
 
+#[cfg(test)]
+mod isolation_tests;
+#[cfg(test)]
+pub(crate) mod testing;
 #[cfg(test)]
 mod tests;

@@ -45,10 +45,11 @@ pub(super) struct Ordered {
     pub(super) mkdirs: Vec<PathBuf>,
 }
 
-/// Host paths the sandbox relies on: `/proc/self/fd` names every mount
-/// source and target, so /proc cannot be hidden.
+/// Host paths the sandbox relies on or replaces: `/proc/self/fd` names
+/// every mount source and target, and every sandbox gets its own /proc and
+/// /dev on top of whatever was mounted there.
 fn needed_by_sandbox(path: &Path) -> bool {
-    path == Path::new("/") || path.starts_with("/proc")
+    path == Path::new("/") || path.starts_with("/proc") || path.starts_with("/dev")
 }
 
 /// Resolves and checks the isolation's paths, then orders the mounts:
@@ -75,7 +76,8 @@ pub(super) fn resolve(isolation: &Isolation) -> Result<Vec<Ordered>, LaunchError
         };
         if needed_by_sandbox(&resolved) {
             return Err(LaunchError::Conflict(format!(
-                "hide path {} would hide {} (/ and /proc must stay visible)",
+                "hide path {} would hide {} (/ must stay visible, and /proc and /dev are \
+                 the sandbox's own)",
                 path.display(),
                 resolved.display()
             )));
@@ -98,10 +100,12 @@ pub(super) fn resolve(isolation: &Isolation) -> Result<Vec<Ordered>, LaunchError
                 path: bind.path.clone(),
                 source,
             })?;
-        if resolved == Path::new("/") {
-            return Err(LaunchError::Conflict(
-                "/ cannot be exposed (it cannot be hidden either)".to_owned(),
-            ));
+        if needed_by_sandbox(&resolved) {
+            return Err(LaunchError::Conflict(format!(
+                "expose path {} cannot be exposed: / cannot be hidden, and /proc and /dev \
+                 are the sandbox's own",
+                resolved.display()
+            )));
         }
         if !resolved.is_dir() {
             return Err(LaunchError::BadPath {

@@ -2,12 +2,34 @@
 //! mounts and the account, each with the words an error names it by.
 //! Built before the fork, so the child only runs what is prepared here.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::path::Path;
 
 use super::child::Step;
 use super::mounts::{Mount, Ordered};
 use super::{cstring, Identity, LaunchError};
+
+/// What a read-only remount of a tmpfs always sets.
+const READ_ONLY_REMOUNT: libc::c_ulong = libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID;
+
+/// The devices of the sandbox's /dev: (name, major, minor).
+const DEVICES: [(&str, u32, u32); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// The usual links of /dev.
+const DEV_LINKS: [(&str, &CStr); 5] = [
+    ("fd", c"/proc/self/fd"),
+    ("stdin", c"/proc/self/fd/0"),
+    ("stdout", c"/proc/self/fd/1"),
+    ("stderr", c"/proc/self/fd/2"),
+    ("ptmx", c"pts/ptmx"),
+];
 
 /// The child's steps, with a description of each for error messages.
 pub(super) struct Plan {
@@ -24,6 +46,7 @@ impl Plan {
         umask: u32,
         cwd: CString,
         cwd_path: &Path,
+        filters: &[seccompiler::BpfProgram],
     ) -> Result<Self, LaunchError> {
         let mut plan = Plan {
             steps: Vec::new(),
@@ -37,8 +60,19 @@ impl Plan {
         );
         plan.push(Step::ClearUmask, "clearing the umask".into());
         plan.push(
-            Step::NewMountNamespace,
-            "creating a mount namespace (unshare CLONE_NEWNS)".into(),
+            Step::DieWithParent {
+                // SAFETY: no preconditions.
+                parent: unsafe { libc::getpid() },
+            },
+            "arranging for the sandbox to be killed if connectd dies".into(),
+        );
+        plan.push(
+            Step::NewNamespaces,
+            "creating mount, PID and IPC namespaces (unshare)".into(),
+        );
+        plan.push(
+            Step::StartInit,
+            "starting the PID namespace's init process".into(),
         );
         plan.push(
             Step::PrivatePropagation,
@@ -108,7 +142,10 @@ impl Plan {
                     // is mounted on top yet, so the path still names it.
                     if hide {
                         plan.push(
-                            Step::RemountTmpfsReadOnly { path },
+                            Step::RemountTmpfs {
+                                path,
+                                flags: READ_ONLY_REMOUNT | libc::MS_NODEV | libc::MS_NOEXEC,
+                            },
                             format!("making the tmpfs over hidden {shown} read-only"),
                         );
                     }
@@ -134,6 +171,11 @@ impl Plan {
         plan.push(
             Step::CloseSources,
             "closing the exposed directories' descriptors".into(),
+        );
+        plan.own_proc_and_dev()?;
+        plan.push(
+            Step::StartApp,
+            "starting the content process inside the PID namespace".into(),
         );
 
         plan.push(
@@ -164,11 +206,9 @@ impl Plan {
             ),
         );
         plan.push(
-            Step::DieWithParent {
-                // SAFETY: no preconditions.
-                parent: unsafe { libc::getpid() },
-            },
-            "arranging to be killed if connectd dies".into(),
+            // Init is PID 1 of the namespace.
+            Step::DieWithParent { parent: 1 },
+            "arranging to be killed if the sandbox's init dies".into(),
         );
         plan.push(Step::Umask(umask), format!("setting umask {umask:03o}"));
         plan.push(
@@ -180,7 +220,89 @@ impl Plan {
                 identity.uid
             ),
         );
+        for filter in filters {
+            plan.push(
+                Step::SystemCallFilter(filter.clone()),
+                "installing the system-call filter (seccomp)".into(),
+            );
+        }
         Ok(plan)
+    }
+
+    /// A /proc of the namespace's own processes, its /proc/sys read-only,
+    /// and a /dev with only the devices programs expect (null, zero, full,
+    /// random, urandom, tty), a private /dev/shm and private ptys.
+    fn own_proc_and_dev(&mut self) -> Result<(), LaunchError> {
+        self.push(Step::MountProc, "mounting a fresh /proc".into());
+        self.push(
+            Step::BindSelf {
+                path: c"/proc/sys".to_owned(),
+            },
+            "bind-mounting /proc/sys onto itself".into(),
+        );
+        self.push(
+            Step::BindReadOnly {
+                path: c"/proc/sys".to_owned(),
+            },
+            "making /proc/sys read-only".into(),
+        );
+        self.push(
+            Step::MountTmpfs {
+                path: c"/dev".to_owned(),
+                flags: libc::MS_NOSUID | libc::MS_NOEXEC,
+                options: c"mode=0755,size=64k".to_owned(),
+            },
+            "mounting the sandbox's own /dev".into(),
+        );
+        for (name, major, minor) in DEVICES {
+            let path = cstring("device", &Path::new("/dev").join(name))?;
+            self.push(
+                Step::MakeDevice {
+                    path,
+                    device: libc::makedev(major, minor),
+                },
+                format!("creating /dev/{name}"),
+            );
+        }
+        for (name, target) in DEV_LINKS {
+            self.push(
+                Step::Symlink {
+                    target: target.to_owned(),
+                    path: cstring("device link", &Path::new("/dev").join(name))?,
+                },
+                format!("linking /dev/{name} to {}", target.to_string_lossy()),
+            );
+        }
+        for dir in ["/dev/shm", "/dev/pts"] {
+            self.push(
+                Step::MakeDir {
+                    path: cstring("device directory", Path::new(dir))?,
+                },
+                format!("creating {dir}"),
+            );
+        }
+        self.push(
+            Step::RemountTmpfs {
+                path: c"/dev".to_owned(),
+                flags: READ_ONLY_REMOUNT | libc::MS_NOEXEC,
+            },
+            "making /dev read-only".into(),
+        );
+        self.push(
+            Step::MountTmpfs {
+                path: c"/dev/shm".to_owned(),
+                flags: libc::MS_NOSUID | libc::MS_NODEV,
+                options: c"mode=1777".to_owned(),
+            },
+            "mounting a private /dev/shm".into(),
+        );
+        self.push(
+            Step::MountDevpts {
+                path: c"/dev/pts".to_owned(),
+            },
+            "mounting a private devpts on /dev/pts".into(),
+        );
+        Ok(())
     }
 
     fn push(&mut self, step: Step, description: String) {

@@ -4,7 +4,7 @@
 
 use super::child::{open_dir_nofollow, ProcFdPath};
 use super::mounts::{resolve, Mount};
-use super::stop::process_state;
+use super::testing::{sleeping, wait_for_sleep};
 use super::*;
 use std::ffi::CStr;
 use std::os::unix::ffi::OsStringExt;
@@ -19,7 +19,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Mounts, namespaces and set*id need root; as anyone else the tests
 /// say so and pass without checking anything.
-fn root() -> bool {
+pub(super) fn root() -> bool {
     // SAFETY: no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !root {
@@ -29,7 +29,7 @@ fn root() -> bool {
 }
 
 /// A directory under /tmp that nobody may traverse.
-fn scratch() -> tempfile::TempDir {
+pub(super) fn scratch() -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
         .prefix("sandbox-test-")
         .tempdir_in("/tmp")
@@ -48,7 +48,7 @@ fn mkdir(path: &Path, mode: u32) -> PathBuf {
     path.to_path_buf()
 }
 
-fn launch(dir: &Path, program: &str, args: &[&str]) -> Launch {
+pub(super) fn launch(dir: &Path, program: &str, args: &[&str]) -> Launch {
     Launch {
         program: PathBuf::from(program),
         args: args.iter().map(OsString::from).collect(),
@@ -65,12 +65,12 @@ fn launch(dir: &Path, program: &str, args: &[&str]) -> Launch {
     }
 }
 
-fn shell(dir: &Path, script: &str) -> Launch {
+pub(super) fn shell(dir: &Path, script: &str) -> Launch {
     launch(dir, "/bin/sh", &["-c", script])
 }
 
 /// Runs to the end; the exit status and the log.
-async fn run(launch: Launch, dir: &Path) -> (std::process::ExitStatus, String) {
+pub(super) async fn run(launch: Launch, dir: &Path) -> (std::process::ExitStatus, String) {
     let mut child = spawn(launch).expect("spawn");
     let status = tokio::time::timeout(TIMEOUT, child.wait())
         .await
@@ -124,10 +124,13 @@ async fn runs_as_the_given_identity_without_privileges() {
     assert_eq!(status_field(&out, "NoNewPrivs:"), "1");
     assert_eq!(status_field(&out, "CapPrm:"), "0000000000000000");
     assert_eq!(status_field(&out, "CapEff:"), "0000000000000000");
-    // Its own process group and session: what terminate() signals.
-    let pid = status_field(&out, "Pid:");
-    assert_eq!(status_field(&out, "NSpgid:"), pid);
-    assert_eq!(status_field(&out, "NSsid:"), pid);
+    // PID 2 of its own namespace (init is 1), in a process group and
+    // session led from outside it (by the monitor terminate() signals).
+    assert_eq!(status_field(&out, "Pid:"), "2");
+    assert_eq!(status_field(&out, "NSsid:"), "0");
+    // Under the two system-call filters.
+    assert_eq!(status_field(&out, "Seccomp:"), "2");
+    assert_eq!(status_field(&out, "Seccomp_filters:"), "2");
 }
 
 #[tokio::test]
@@ -498,7 +501,13 @@ async fn bad_settings_are_refused_before_the_fork() {
     check(l, "hide path tmp is not absolute");
     let mut l = launch(d, "/bin/true", &[]);
     l.isolation.hide.push(PathBuf::from("/proc"));
-    check(l, "/ and /proc must stay visible");
+    check(l, "/proc and /dev are the sandbox's own");
+    let mut l = launch(d, "/bin/true", &[]);
+    l.isolation.expose.push(Bind {
+        path: PathBuf::from("/dev/shm"),
+        writable: true,
+    });
+    check(l, "expose path /dev/shm cannot be exposed");
     let mut l = launch(d, "/bin/true", &[]);
     l.isolation.expose.push(Bind {
         path: d.join("missing"),
@@ -577,40 +586,21 @@ async fn a_failing_sandbox_step_is_named() {
     assert_host_untouched(&[dir.path()]);
 }
 
-/// `(pgrp, state)` of a process, from /proc; `None` once it is gone.
-fn stat_of(pid: u32) -> Option<(u32, char)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let mut fields = rest.split(' ');
-    let state = fields.next()?.chars().next()?;
-    let pgrp = fields.nth(1)?.parse().ok()?;
-    Some((pgrp, state))
-}
-
-fn dead(pid: u32) -> bool {
-    matches!(stat_of(pid), None | Some((_, 'Z' | 'X')))
-}
-
 #[tokio::test]
-async fn terminate_kills_the_group_when_sigterm_is_ignored() {
+async fn terminate_kills_everything_when_sigterm_is_ignored_even_outside_the_group() {
     if !root() {
         return;
     }
     let dir = scratch();
-    let l = shell(dir.path(), "trap '' TERM; sleep 100 & echo $!; wait");
+    // One sleep in the shell's group, one in a session of its own: a
+    // signal to the group alone would miss the second.
+    let l = shell(
+        dir.path(),
+        "trap '' TERM; sleep 1001.25 & setsid sleep 1001.5 & wait",
+    );
     let mut child = spawn(l).expect("spawn");
-    let leader = child.id().expect("pid");
-    // The background sleep's pid, once the shell has printed it.
-    let started = Instant::now();
-    let sleeper: u32 = loop {
-        let log = std::fs::read_to_string(dir.path().join("log")).expect("log");
-        if let Some(pid) = log.lines().next().and_then(|l| l.trim().parse().ok()) {
-            break pid;
-        }
-        assert!(started.elapsed() < TIMEOUT, "no pid printed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    assert_eq!(stat_of(sleeper).map(|s| s.0), Some(leader), "same group");
+    wait_for_sleep("1001.25").await;
+    wait_for_sleep("1001.5").await;
 
     let grace = Duration::from_millis(600);
     let started = Instant::now();
@@ -620,16 +610,48 @@ async fn terminate_kills_the_group_when_sigterm_is_ignored() {
     let took = started.elapsed();
     assert!(took >= grace, "SIGKILL before the grace ended: {took:?}");
     assert!(took < grace + Duration::from_secs(2), "{took:?}");
-    // The leader is reaped, by SIGKILL.
+    // The monitor is reaped, by SIGKILL.
     assert!(child.id().is_none());
     let status = child.try_wait().expect("status").expect("reaped");
     assert_eq!(status.signal(), Some(libc::SIGKILL));
-    // The grandchild is gone too (reparented; its zombie may linger).
+    // Nothing of the sandbox is left once terminate has returned.
     let started = Instant::now();
-    while !dead(sleeper) {
-        assert!(started.elapsed() < Duration::from_secs(2), "sleep survived");
+    while !(sleeping("1001.25").is_empty() && sleeping("1001.5").is_empty()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a sleep survived"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+#[tokio::test]
+async fn sigterm_reaches_a_process_that_left_the_group() {
+    if !root() {
+        return;
+    }
+    let dir = scratch();
+    // The inner shell is in a session of its own, where a signal to the
+    // content's process group cannot reach; it ends on SIGTERM.
+    let l = shell(
+        dir.path(),
+        "trap 'echo outer got TERM' TERM; \
+         setsid sh -c \"trap 'echo inner got TERM; exit 0' TERM; sleep 1002.5 & wait\"; \
+         echo inner ended $?",
+    );
+    let mut child = spawn(l).expect("spawn");
+    wait_for_sleep("1002.5").await;
+    let started = Instant::now();
+    terminate(&mut child, Duration::from_secs(10)).await;
+    let took = started.elapsed();
+    let log = std::fs::read_to_string(dir.path().join("log")).expect("log");
+    assert!(log.contains("inner got TERM"), "{log}");
+    assert!(log.contains("inner ended 0"), "{log}");
+    assert!(
+        took < Duration::from_secs(5),
+        "waited for SIGKILL: {took:?}"
+    );
+    assert!(sleeping("1002.5").is_empty());
 }
 
 #[tokio::test]
@@ -715,14 +737,6 @@ fn mount_points_are_opened_without_following_symlinks() {
         matches!(err.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)),
         "{err}"
     );
-}
-
-#[test]
-fn process_state_reads_group_and_liveness() {
-    // SAFETY: no preconditions.
-    let (me, group) = unsafe { (libc::getpid(), libc::getpgrp()) };
-    assert_eq!(process_state(me), Some((group, true)));
-    assert_eq!(process_state(-1), None);
 }
 
 #[test]
