@@ -19,6 +19,7 @@ use super::content::may_view;
 use super::pages::{escape, page};
 use super::{AppState, Viewer, SESSION_COOKIE};
 use crate::bundle::{self, AppMode};
+use crate::identity::proxy::is_trusted;
 use crate::model::Content;
 use crate::model::User;
 use crate::proxy::{self, Forward, ProxyError};
@@ -175,6 +176,10 @@ async fn serve_process(
         HeaderValue::from_str(&json!({ "user": user.username, "groups": groups }).to_string()).ok()
     });
     let limits = content.process.effective(&app.settings.scheduler);
+    let trust_forwarded_for = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .is_some_and(|info| is_trusted(&app.settings.proxy, info.0.ip()));
     // A process can die between being chosen and being connected to (its
     // end not yet noticed). A request without a body can then go to
     // another process; one with a body has been consumed.
@@ -193,6 +198,7 @@ async fn serve_process(
             idle_timeout: Some(limits.connection_timeout),
             guard: Box::new(lease),
             session_cookie: SESSION_COOKIE,
+            trust_forwarded_for,
         };
         let error = match proxy::forward(&process.upstream, request, forward).await {
             Ok(response) => return response,

@@ -16,6 +16,7 @@ use bytes::Bytes;
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1 and the usual non-standard ones)
 /// that are removed in both directions. `Upgrade` and `Connection` are
@@ -180,19 +181,32 @@ pub(super) fn is_api_key(value: &HeaderValue) -> bool {
         .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"key "))
 }
 
-/// Adds X-Forwarded-For (the TCP peer appended to any value already
-/// there), X-Forwarded-Host (the Host the client used; a client-sent one is
-/// replaced) and X-Forwarded-Proto (connectd serves plain HTTP). Makes sure
-/// Host is present, which HTTP/1.1 requires.
+/// Sets the forwarding headers the app may believe, after removing every
+/// one a client sent (`Forwarded`, `X-Real-IP`, any `X-Forwarded-*`: the
+/// WSGI runner, for one, builds links from `X-Forwarded-Prefix`):
+/// X-Forwarded-For is the TCP peer (appended to the value already there
+/// only when `trust_forwarded_for`, the peer being a trusted front proxy),
+/// X-Forwarded-Host the Host the client used, X-Forwarded-Proto `http`
+/// (connectd serves plain HTTP) and X-Forwarded-Prefix the content's URL
+/// prefix, which the proxy removed from the path. Makes sure Host is
+/// present, which HTTP/1.1 requires.
 pub(super) fn add_forwarded(
     headers: &mut HeaderMap,
     extensions: &axum::http::Extensions,
     uri: &Uri,
+    prefix: &str,
+    trust_forwarded_for: bool,
 ) {
-    if let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<SocketAddr>>() {
-        if let Some(value) = forwarded_for(headers, peer.ip().to_canonical()) {
-            headers.insert(X_FORWARDED_FOR, value);
-        }
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip().to_canonical());
+    let forwarded_for = peer.and_then(|ip| {
+        let earlier = trust_forwarded_for.then(|| headers.get_all(X_FORWARDED_FOR));
+        forwarded_for(earlier, ip)
+    });
+    remove_client_forwarding(headers);
+    if let Some(value) = forwarded_for {
+        headers.insert(X_FORWARDED_FOR, value);
     }
     if !headers.contains_key(HOST) {
         // HTTP/1.0 clients may omit it; an absolute request target has it.
@@ -206,15 +220,85 @@ pub(super) fn add_forwarded(
         headers.insert(X_FORWARDED_HOST, host);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if let Ok(prefix) = HeaderValue::from_str(prefix) {
+        headers.insert(X_FORWARDED_PREFIX, prefix);
+    }
 }
 
-fn forwarded_for(headers: &HeaderMap, ip: IpAddr) -> Option<HeaderValue> {
+/// Removes `Forwarded`, `X-Real-IP` and every `X-Forwarded-*` header.
+fn remove_client_forwarding(headers: &mut HeaderMap) {
+    // Allocated only when a client sent one of the rarer names.
+    let mut names: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        let text = name.as_str();
+        if text.starts_with("x-forwarded-") || text == "forwarded" || text == "x-real-ip" {
+            names.push(name.clone());
+        }
+    }
+    for name in names {
+        headers.remove(name);
+    }
+}
+
+/// `earlier`'s values (a trusted proxy's) with `ip` appended, or `ip`.
+fn forwarded_for(
+    earlier: Option<axum::http::header::GetAll<'_, HeaderValue>>,
+    ip: IpAddr,
+) -> Option<HeaderValue> {
     let mut value = Vec::with_capacity(48);
-    for previous in headers.get_all(X_FORWARDED_FOR) {
+    for previous in earlier.into_iter().flatten() {
         value.extend_from_slice(previous.as_bytes());
         value.extend_from_slice(b", ");
     }
     // Writing to a Vec cannot fail.
     let _ = write!(value, "{ip}");
     HeaderValue::from_maybe_shared(Bytes::from(value)).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_peer(peer: &str, sent: &[(&'static str, &'static str)], trust: bool) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, HeaderValue::from_static("connect.example"));
+        for (name, value) in sent {
+            headers.append(*name, HeaderValue::from_static(value));
+        }
+        let mut extensions = axum::http::Extensions::new();
+        let peer: SocketAddr = peer.parse().expect("address");
+        extensions.insert(ConnectInfo(peer));
+        let uri = Uri::from_static("/content/abc/x");
+        add_forwarded(&mut headers, &extensions, &uri, "/content/abc", trust);
+        headers
+    }
+
+    fn values<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().expect("text"))
+            .collect()
+    }
+
+    #[test]
+    fn a_trusted_proxys_forwarded_for_is_kept_and_extended() {
+        let sent = [
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-for", "198.51.100.2"),
+            ("x-forwarded-prefix", "/elsewhere"),
+        ];
+        let trusted = from_peer("10.0.0.5:4000", &sent, true);
+        assert_eq!(
+            values(&trusted, "x-forwarded-for"),
+            ["203.0.113.7, 198.51.100.2, 10.0.0.5"]
+        );
+        // Even a trusted proxy does not choose the prefix.
+        assert_eq!(values(&trusted, "x-forwarded-prefix"), ["/content/abc"]);
+
+        let untrusted = from_peer("[::ffff:192.0.2.1]:4000", &sent, false);
+        assert_eq!(values(&untrusted, "x-forwarded-for"), ["192.0.2.1"]);
+        assert_eq!(values(&untrusted, "x-forwarded-host"), ["connect.example"]);
+        assert_eq!(values(&untrusted, "x-forwarded-proto"), ["http"]);
+    }
 }

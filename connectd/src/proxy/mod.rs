@@ -10,7 +10,8 @@
 //! What the content process sees: the path with the content's prefix
 //! stripped, the viewer's own headers minus hop-by-hop ones, minus
 //! connectd's session cookie and API key, plus [`CREDENTIALS_HEADER`] (only
-//! ever the one connectd set) and `X-Forwarded-For/-Host/-Proto`.
+//! ever the one connectd set) and `X-Forwarded-For/-Host/-Proto/-Prefix`
+//! (any a client sent are removed first, with `Forwarded` and `X-Real-IP`).
 //!
 //! The caller owns the policy (who may see the content, which process, what
 //! to show when it is gone): it passes a [`Forward`] and turns a
@@ -93,6 +94,9 @@ pub struct Forward {
     /// to act as the viewer) and from any `Set-Cookie` in the response (an
     /// app on the server's origin must not fix or end a viewer's session).
     pub session_cookie: &'static str,
+    /// The TCP peer is a trusted front proxy: its `X-Forwarded-For` is
+    /// kept, with the peer appended. Otherwise a client's is replaced.
+    pub trust_forwarded_for: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +140,7 @@ pub async fn forward(
         idle_timeout,
         guard,
         session_cookie,
+        trust_forwarded_for,
     } = forward;
     let (mut parts, body) = request.into_parts();
     let headers = &mut parts.headers;
@@ -162,7 +167,13 @@ pub async fn forward(
     if let Some(credentials) = credentials {
         headers.insert(CREDENTIALS, credentials);
     }
-    add_forwarded(headers, &parts.extensions, &parts.uri);
+    add_forwarded(
+        headers,
+        &parts.extensions,
+        &parts.uri,
+        &prefix,
+        trust_forwarded_for,
+    );
 
     let has_body = !body.is_end_stream();
     let replayable = !has_body && parts.method.is_idempotent();

@@ -286,6 +286,7 @@ pub(super) fn forward_for(
         read_timeout,
         guard: Box::new(Guard(dropped.clone())),
         session_cookie: SESSION_COOKIE,
+        trust_forwarded_for: false,
     }
 }
 
@@ -429,6 +430,10 @@ async fn rewrites_request_headers() {
         .header("x-forwarded-for", "10.1.2.3")
         .header("x-forwarded-host", "forged.example")
         .header("x-forwarded-proto", "https")
+        .header("x-forwarded-prefix", "https://evil.example")
+        .header("x-forwarded-port", "8443")
+        .header("forwarded", "for=10.9.9.9;host=evil.example")
+        .header("x-real-ip", "10.9.9.9")
         .header(CONNECTION, "keep-alive, X-Hop")
         .header("x-hop", "1")
         .header("keep-alive", "timeout=5")
@@ -443,9 +448,18 @@ async fn rewrites_request_headers() {
     assert_eq!(seen.all("cookie"), ["a=1; b=2"]);
     assert!(seen.all("authorization").is_empty());
     assert_eq!(seen.all("rstudio-connect-credentials"), [CREDS]);
-    assert_eq!(seen.all("x-forwarded-for"), ["10.1.2.3, 127.0.0.1"]);
+    // A client's forwarding headers are replaced, never passed on: the
+    // peer is not a trusted proxy.
+    assert_eq!(seen.all("x-forwarded-for"), ["127.0.0.1"]);
     assert_eq!(seen.all("x-forwarded-host"), [HOST_NAME]);
     assert_eq!(seen.all("x-forwarded-proto"), ["http"]);
+    assert_eq!(
+        seen.all("x-forwarded-prefix"),
+        [format!("/content/{GUID}").as_str()]
+    );
+    for gone in ["x-forwarded-port", "forwarded", "x-real-ip"] {
+        assert!(seen.all(gone).is_empty(), "{gone} reached the app");
+    }
     assert_eq!(seen.all("host"), [HOST_NAME]);
     assert_eq!(seen.all("x-custom"), ["kept"]);
     for gone in ["x-hop", "keep-alive", "te", "proxy-authorization"] {
