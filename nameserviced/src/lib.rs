@@ -4,6 +4,7 @@
 //!
 //! Layout: [`config`] reads the gcfg file, [`local`] the machine's own account
 //! files, [`names`] holds the naming rules, [`store`] the SQLite rows,
+//! [`state_dir`] keeps the state directory private and locked,
 //! [`cache`] the lookup cache, [`publish`] the memory-mapped cache file for
 //! the NSS module's fast path, [`service`] the rules that tie them together,
 //! [`server`] the gRPC transport and [`client`] the way tools reach it.
@@ -18,4 +19,5 @@ pub mod names;
 pub mod publish;
 pub mod server;
 pub mod service;
+pub mod state_dir;
 pub mod store;

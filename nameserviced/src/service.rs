@@ -24,6 +24,7 @@ use crate::config::{Settings, SharedGroup};
 use crate::local::{LocalAccounts, LocalFiles, LocalWatcher};
 use crate::names::{plausible_lookup_name, sanitise_gecos, with_suffix, NameError};
 use crate::publish::Publisher;
+use crate::state_dir::{lock_state_dir, prepare_state_dir};
 use crate::store::{self, DbError, GroupRow, IdKind, Table, UserRow, SYSTEM_PROVIDER};
 
 /// Most entries one enumeration page returns.
@@ -149,12 +150,7 @@ impl Nameservice {
     ) -> Result<Self, String> {
         let db_path = Self::db_path(&settings.state_dir);
         let settings_cache_file = settings.cache_file.clone();
-        std::fs::create_dir_all(&settings.state_dir).map_err(|e| {
-            format!(
-                "cannot create the state directory {}: {e}",
-                settings.state_dir.display()
-            )
-        })?;
+        prepare_state_dir(&settings.state_dir, &db_path)?;
         let state_lock = lock_state_dir(&settings.state_dir)?;
         let writer = store::open_writer(&db_path)
             .map_err(|e| format!("cannot open the database {}: {e}", db_path.display()))?;
@@ -983,28 +979,6 @@ impl Nameservice {
             .collect::<Result<Vec<_>, _>>()?;
         Ok((accounts, done))
     }
-}
-
-/// Takes an exclusive lock on the state directory, so a second daemon
-/// pointed at the same database refuses to start instead of writing beside
-/// the first (uids would then be given twice).
-fn lock_state_dir(dir: &Path) -> Result<std::fs::File, String> {
-    use std::os::fd::AsRawFd;
-    let path = dir.join("nameserviced.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    // SAFETY: flock on a descriptor we own; the lock lives as long as `file`.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(format!(
-            "another nameserviced is using the state directory {}; stop it first",
-            dir.display()
-        ));
-    }
-    Ok(file)
 }
 
 /// Hands out the next id of `range` that neither the database nor the local
