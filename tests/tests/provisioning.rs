@@ -239,6 +239,16 @@ fn only_root_and_the_service_account_may_provision() {
         stderr.contains("permission denied") && stderr.contains("uid 65534"),
         "{stderr}"
     );
+    // Outside the group the file mode stops it first (EACCES): named as a
+    // permission problem, not as a daemon that is not running.
+    let outsider = ctl("65534", "65534");
+    assert!(!outsider.status.success());
+    let stderr = String::from_utf8_lossy(&outsider.stderr);
+    assert!(
+        stderr.contains("permission denied on") && stderr.contains("as root"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("is it running"), "{stderr}");
     let allowed = ctl("1", "1");
     assert!(
         allowed.status.success(),

@@ -123,10 +123,26 @@ fn print_account(a: &Account) {
     println!("unique id:     {}", id.unique_id);
 }
 
+/// The transport's error for a socket this user may not open reads like a
+/// daemon that is not running: ask the socket directly first, and name a
+/// permission problem as one.
+fn refuse_if_denied(socket: &Path) -> Result<(), String> {
+    match std::os::unix::net::UnixStream::connect(socket) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(format!(
+            "permission denied on {}: only root and the nameservice's group may use it; \
+             run nameservicectl as root (e.g. with sudo)",
+            socket.display()
+        )),
+        // Other failures get the transport's own message below.
+        _ => Ok(()),
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), String> {
     let (lookup_path, provision_path) = sockets(&cli.config)?;
     let timeout = Duration::from_secs(cli.timeout.max(1));
     let provisioning = || async {
+        refuse_if_denied(&provision_path)?;
         connect(&provision_path, timeout)
             .await
             .map(ProvisioningClient::new)
@@ -276,6 +292,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
         }
         Command::Health => {
+            refuse_if_denied(&lookup_path)?;
             let channel = connect(&lookup_path, timeout).await.map_err(|e| {
                 format!(
                     "cannot reach nameserviced at {}: {e}",
