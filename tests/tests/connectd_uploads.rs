@@ -70,3 +70,61 @@ fn uploads_beyond_max_bundle_size_are_refused_with_413() {
         .unwrap_or_default();
     assert!(left.is_empty(), "left in {}: {left:?}", uploads.display());
 }
+
+/// The review's bomb, scaled down: a small archive whose one file unpacks
+/// to 16 times MaxBundleSize. It was accepted while the unpacked limit was
+/// an undocumented 20 x MaxBundleSize; now the per-file limit (default
+/// MaxBundleSize) refuses it by name, and the total limit (default 4 x
+/// MaxBundleSize) is documented and has its own key.
+#[test]
+fn a_small_archive_that_unpacks_huge_is_refused_naming_the_file() {
+    if need_root() {
+        return;
+    }
+    const MIB: usize = 1 << 20;
+    let dir = tempfile::tempdir().expect("dir");
+    let server = Connectd::start(
+        dir.path(),
+        &format!("[Applications]\nMaxBundleSize = {MIB}\n"),
+    );
+    let admin = server.sign_up("ada", "correct horse battery");
+    let app = server.create_content(&admin, json!({"name": "bomb"}));
+    let guid = app["guid"].as_str().expect("guid").to_owned();
+    let manifest = json!({
+        "version": 1,
+        "metadata": {"appmode": "static", "primary_html": "index.html"},
+    })
+    .to_string();
+    let zeros = "0".repeat(16 * MIB);
+    let archive = connect_tests::content::bundle(&[
+        ("manifest.json", &manifest),
+        ("index.html", "<p>hi</p>"),
+        ("data/zeros.txt", &zeros),
+    ]);
+    assert!(archive.len() < MIB / 4, "{} bytes", archive.len());
+    let r = server.send(
+        "POST",
+        &format!("/__api__/v1/content/{guid}/bundles"),
+        Some(&admin),
+        "application/gzip",
+        &archive,
+    );
+    assert_eq!(r.status, 400, "{}\n{}", r.body, server.log_text());
+    let error = r.json()["error"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        error.contains("data/zeros.txt") && error.contains("MaxBundleFileSize"),
+        "{}",
+        r.body
+    );
+    // Nothing of it stayed on disk.
+    let bundles = dir.path().join("data/apps").join(&guid).join("bundles");
+    let left: Vec<_> = std::fs::read_dir(&bundles)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in {}: {left:?}", bundles.display());
+}

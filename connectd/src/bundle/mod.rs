@@ -163,6 +163,8 @@ pub struct Manifest {
 pub struct Limits {
     /// Total bytes of file contents written.
     pub max_bytes: u64,
+    /// Bytes of any one file.
+    pub max_file_bytes: u64,
     /// Files, directories and symbolic links created.
     pub max_files: u64,
 }
@@ -171,6 +173,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_bytes: 1 << 30,
+            max_file_bytes: 1 << 30,
             max_files: 100_000,
         }
     }
@@ -194,10 +197,15 @@ pub enum BundleError {
     #[error("bundle entry \"{entry}\": {problem}")]
     Entry { entry: String, problem: String },
     #[error(
-        "the bundle unpacks to more than {limit} bytes, this server's limit; leave out \
-         what the app does not need (data files, virtual environments, node_modules, .git)"
+        "the bundle unpacks to more than {limit} bytes, this server's limit \
+         ([Applications] MaxBundleUnpackedSize); leave out what the app does not need (data files, virtual environments, node_modules, .git)"
     )]
     TooLarge { limit: u64 },
+    #[error(
+        "bundle entry \"{entry}\" is larger than {limit} bytes, this server's limit for \
+         one file ([Applications] MaxBundleFileSize); keep large data out of the bundle"
+    )]
+    FileTooLarge { entry: String, limit: u64 },
     #[error(
         "the bundle has more than {limit} files and directories, this server's limit; \
          leave out what the app does not need (virtual environments, node_modules, .git)"

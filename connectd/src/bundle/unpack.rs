@@ -85,7 +85,8 @@ impl<R: Read> Read for CappedStream<R> {
 /// marks them executable by anyone, else 0644 (no setuid, setgid or sticky
 /// bits). Ownership is the caller's; file modification times are kept.
 ///
-/// Stops as soon as the file contents written exceed `limits.max_bytes`, or
+/// Stops as soon as the file contents written exceed `limits.max_bytes` (or
+/// one file's exceed `limits.max_file_bytes`), or
 /// the entries created (files, directories — including implied parent
 /// directories — and links) exceed `limits.max_files`; decompression is capped
 /// too, so a gzip bomb stops at about the limit.
@@ -411,6 +412,14 @@ impl Unpacker {
             return Err(entry_error(name, "the archive holds this path twice"));
         }
         let declared = entry.size();
+        let file_limit = self.limits.max_file_bytes;
+        let too_big = || BundleError::FileTooLarge {
+            entry: name.to_owned(),
+            limit: file_limit,
+        };
+        if declared > file_limit {
+            return Err(too_big());
+        }
         if declared > self.limits.max_bytes - self.bytes {
             // Known before reading a byte: the common way a too-big bundle ends.
             return Err(BundleError::TooLarge {
@@ -440,6 +449,7 @@ impl Unpacker {
         };
 
         let mut buf = vec![0u8; 64 * 1024];
+        let mut written = 0u64;
         loop {
             let n = match entry.read(&mut buf) {
                 Ok(0) => break,
@@ -456,6 +466,10 @@ impl Unpacker {
             };
             // Counted as written, not as declared: the header could lie.
             self.bytes += n as u64;
+            written += n as u64;
+            if written > file_limit {
+                return Err(too_big());
+            }
             if self.bytes > self.limits.max_bytes {
                 return Err(BundleError::TooLarge {
                     limit: self.limits.max_bytes,

@@ -268,6 +268,34 @@ fn refuses_too_many_files() {
     }
 }
 
+#[test]
+fn refuses_a_file_over_the_per_file_limit_naming_it() {
+    let limits = Limits {
+        max_file_bytes: 8,
+        ..Limits::default()
+    };
+    let archive = gz(&tar_bytes(&[
+        E::File("small", b"12345678", 0o644),
+        E::File("data/big.csv", b"123456789", 0o644),
+    ]));
+    match unpack_new(&archive, &limits).1 {
+        Err(e @ BundleError::FileTooLarge { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("\"data/big.csv\""), "{text}");
+            assert!(text.contains("8 bytes"), "{text}");
+            assert!(text.contains("MaxBundleFileSize"), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The same files within the limit unpack.
+    let limits = Limits {
+        max_file_bytes: 9,
+        ..limits
+    };
+    let archive = gz(&tar_bytes(&[E::File("data/big.csv", b"123456789", 0o644)]));
+    unpack_new(&archive, &limits).1.unwrap();
+}
+
 /// An endless tar stream of files of `size` zero bytes each, counting
 /// what is read from it.
 struct EndlessTar {
@@ -341,11 +369,23 @@ fn gzip_bomb_stops_at_the_limit() {
 
     // One file declared far bigger than the limit: refused before its
     // contents are read (uncompressed, so that `produced` is exact).
+    // First as too much for the bundle, then as too much for one file.
+    let whole_bundle = Limits {
+        max_file_bytes: u64::MAX,
+        ..limits
+    };
+    let (tar, produced) = endless(1 << 40);
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        unpack(tar, dir.path(), &whole_bundle),
+        Err(BundleError::TooLarge { .. })
+    ));
+    assert!(produced.get() <= 64 << 10, "read {} bytes", produced.get());
     let (tar, produced) = endless(1 << 40);
     let dir = tempfile::tempdir().unwrap();
     assert!(matches!(
         unpack(tar, dir.path(), &limits),
-        Err(BundleError::TooLarge { .. })
+        Err(BundleError::FileTooLarge { .. })
     ));
     assert!(produced.get() <= 64 << 10, "read {} bytes", produced.get());
 }

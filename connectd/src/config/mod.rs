@@ -56,6 +56,9 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "sharedrunasunixgroup",
             "minimumuid",
             "maxbundlesize",
+            "maxbundleunpackedsize",
+            "maxbundlefilesize",
+            "bundleretentionlimit",
         ],
     ),
     ("python", &["enabled", "executable"]),
@@ -262,7 +265,17 @@ pub struct Settings {
     /// Accounts below this uid (and root, always) never run content, except
     /// the configured `RunAs` account itself.
     pub minimum_uid: u32,
+    /// `MaxBundleSize`: the upload, as sent.
     pub max_bundle_size: u64,
+    /// `MaxBundleUnpackedSize`: all files of a bundle, unpacked (default 4 x
+    /// `MaxBundleSize`, so a small archive cannot fill the disk).
+    pub max_bundle_unpacked_size: u64,
+    /// `MaxBundleFileSize`: any one file of a bundle (default
+    /// `MaxBundleSize`).
+    pub max_bundle_file_size: u64,
+    /// `BundleRetentionLimit`: bundles kept per content item, the live one
+    /// included; older ones are removed after a deployment. 0 keeps all.
+    pub bundle_retention_limit: u32,
     pub scheduler: SchedulerSettings,
     pub runtimes: RuntimeSettings,
     /// The configuration file, hidden from content processes with its
@@ -424,6 +437,9 @@ impl Reader<'_> {
 
         let min_len_key = Key::new("Password", "MinimumLength");
         let password_min_length = config.u32(min_len_key)?.unwrap_or(8) as usize;
+        let max_bundle_size = config
+            .u64(Key::new("Applications", "MaxBundleSize"))?
+            .unwrap_or(1 << 30);
 
         let data_dir =
             PathBuf::from(self.string_or(Key::new("Server", "DataDir"), "/var/lib/connect"));
@@ -456,9 +472,16 @@ impl Reader<'_> {
             minimum_uid: config
                 .u32(Key::new("Applications", "MinimumUid"))?
                 .unwrap_or(1000),
-            max_bundle_size: config
-                .u64(Key::new("Applications", "MaxBundleSize"))?
-                .unwrap_or(1 << 30),
+            max_bundle_size,
+            max_bundle_unpacked_size: config
+                .u64(Key::new("Applications", "MaxBundleUnpackedSize"))?
+                .unwrap_or(max_bundle_size.saturating_mul(4)),
+            max_bundle_file_size: config
+                .u64(Key::new("Applications", "MaxBundleFileSize"))?
+                .unwrap_or(max_bundle_size),
+            bundle_retention_limit: config
+                .u32(Key::new("Applications", "BundleRetentionLimit"))?
+                .unwrap_or(10),
             scheduler: self.scheduler()?,
             runtimes: self.runtimes()?,
             config_path: PathBuf::from(config.origin()),

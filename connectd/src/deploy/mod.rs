@@ -122,7 +122,11 @@ impl Deployer {
         // Unpacked beside the uploads first: the bundle gets its id (and
         // becomes deployable) only once it is whole and its manifest valid.
         let staging = archive.with_extension("d");
-        let max = self.settings.max_bundle_size;
+        let limits = Limits {
+            max_bytes: self.settings.max_bundle_unpacked_size,
+            max_file_bytes: self.settings.max_bundle_file_size,
+            ..Limits::default()
+        };
         let unpacked = {
             let (archive, staging) = (archive.clone(), staging.clone());
             tokio::task::spawn_blocking(move || -> Result<(), UploadError> {
@@ -132,10 +136,6 @@ impl Deployer {
                     .map_err(|e| UploadError::Internal(format!("{}: {e}", staging.display())))?;
                 let file =
                     fs::File::open(&archive).map_err(|e| UploadError::Internal(e.to_string()))?;
-                let limits = Limits {
-                    max_bytes: max.saturating_mul(20),
-                    ..Limits::default()
-                };
                 bundle::unpack(file, &staging, &limits)?;
                 bundle::read_manifest(&staging)?;
                 Ok(())
@@ -363,6 +363,7 @@ impl Deployer {
             .map_err(|e| internal(e.to_string()))?;
         self.scheduler.drain_content(content.id, Some(&deployment));
         self.remove_old_environments(content, deployment);
+        self.remove_old_bundles(content, bundle_id);
         Ok(mode)
     }
 }
@@ -403,6 +404,55 @@ impl Deployer {
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         });
+    }
+
+    /// `[Applications] BundleRetentionLimit`: keeps the live bundle and the
+    /// newest earlier ones up to the limit, and removes the rest (rows and
+    /// files), except any a process still runs (it goes at a later
+    /// deployment). Bundles newer than the live one (uploaded, not yet
+    /// deployed) are never touched.
+    fn remove_old_bundles(&self, content: &Content, live: i64) {
+        let limit = self.settings.bundle_retention_limit as usize;
+        if limit == 0 {
+            return;
+        }
+        let ids = match self.store.bundle_ids(content.id) {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(content = %content.guid, "cannot list bundles to remove old ones: {e}");
+                return;
+            }
+        };
+        let in_use: Vec<String> = self
+            .scheduler
+            .running(content.id)
+            .iter()
+            .map(|p| p.deployment.clone())
+            .collect();
+        let layout = self.scheduler.layout();
+        let older = ids.iter().rev().filter(|&&id| id < live);
+        for &id in older.skip(limit - 1) {
+            // Deployments are named "<bundle id>-<suffix>".
+            let prefix = format!("{id}-");
+            if in_use.iter().any(|d| d.starts_with(&prefix)) {
+                continue;
+            }
+            let dir = layout.bundle_dir(&content.guid, id);
+            if let Err(e) = fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("could not remove the old bundle {}: {e}", dir.display());
+                    continue;
+                }
+            }
+            match self.store.delete_bundle(content.id, id) {
+                Ok(()) => {
+                    tracing::info!(content = %content.guid, bundle_id = id, "removed an old bundle")
+                }
+                Err(e) => {
+                    tracing::warn!(content = %content.guid, bundle_id = id, "could not forget the old bundle: {e}")
+                }
+            }
+        }
     }
 
     /// One deployment of a content item at a time: a slow build that

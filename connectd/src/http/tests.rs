@@ -32,15 +32,20 @@ use crate::store::fake::FailingStore;
 use crate::store::{ContentStore, Store, TaskStore, UserStore};
 
 struct Server {
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
     store: Arc<FailingStore>,
     provider: Arc<FakeProvider>,
     app: Router,
 }
 
 fn server() -> Server {
+    server_with("")
+}
+
+/// [`server`] with `gcfg` as its configuration.
+fn server_with(gcfg: &str) -> Server {
     let data = tempfile::tempdir().expect("data dir");
-    let config = Config::parse("", "test.gcfg").expect("empty config");
+    let config = Config::parse(gcfg, "test.gcfg").expect("config");
     let mut settings = Settings::from_config(&config).expect("defaults");
     settings.data_dir = data.path().to_path_buf();
     // Deployments chown what they build to RunAs: only root may give it
@@ -82,7 +87,7 @@ fn server() -> Server {
     ));
     let peer: SocketAddr = "192.0.2.10:40000".parse().expect("address");
     Server {
-        _data: data,
+        data,
         store,
         provider,
         app: router(state).layer(MockConnectInfo(peer)),
@@ -295,29 +300,135 @@ fn tar_gz(files: &[(&str, &str)]) -> Vec<u8> {
     archive.into_inner().expect("tar").finish().expect("gzip")
 }
 
+impl Server {
+    /// Ada, made a publisher, and a content item of hers: (session, guid).
+    async fn publisher_with_content(&self) -> (String, String) {
+        let ada = self.session("ada", "secret").await;
+        let me = self
+            .store
+            .user_by_username("ada")
+            .expect("read")
+            .expect("ada");
+        self.store
+            .set_role(me.id, Role::Publisher)
+            .expect("publisher");
+        let created = self
+            .post(
+                "/__api__/v1/content",
+                &ada,
+                "application/json",
+                br#"{"name": "site"}"#.to_vec(),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::OK, "{}", created.json);
+        let guid = created.json["guid"].as_str().expect("guid").to_owned();
+        (ada, guid)
+    }
+
+    /// Uploads a static bundle saying `text` and deploys it to the end.
+    async fn deploy_static(&self, session: &str, guid: &str, text: &str) -> i64 {
+        let bundle = tar_gz(&[
+            (
+                "manifest.json",
+                r#"{"version": 1, "metadata": {"appmode": "static", "primary_html": "index.html"}}"#,
+            ),
+            ("index.html", text),
+        ]);
+        let uploaded = self
+            .post(
+                &format!("/__api__/v1/content/{guid}/bundles"),
+                session,
+                "application/gzip",
+                bundle,
+            )
+            .await;
+        assert_eq!(uploaded.status, StatusCode::OK, "{}", uploaded.json);
+        let id = uploaded.json["id"].as_str().expect("bundle id").to_owned();
+        let body = serde_json::json!({ "bundle_id": id }).to_string();
+        let deploy = self
+            .post(
+                &format!("/__api__/v1/content/{guid}/deploy"),
+                session,
+                "application/json",
+                body.into_bytes(),
+            )
+            .await;
+        assert_eq!(deploy.status, StatusCode::OK, "{}", deploy.json);
+        let task = deploy.json["task_id"].as_str().expect("task id").to_owned();
+        let mut seen = 0;
+        for _ in 0..30 {
+            let state = self
+                .get(
+                    &format!("/__api__/v1/tasks/{task}?first={seen}&wait=1"),
+                    session,
+                )
+                .await
+                .json;
+            seen += state["output"].as_array().map_or(0, Vec::len);
+            if state["finished"] == true {
+                assert_eq!(state["code"], 0, "{state}");
+                return id.parse().expect("numeric id");
+            }
+        }
+        panic!("the deployment of bundle {id} did not finish");
+    }
+}
+
+#[tokio::test]
+async fn old_bundles_beyond_the_retention_limit_are_removed_after_a_deployment() {
+    let server = server_with("[Applications]\nBundleRetentionLimit = 2\n");
+    let (ada, guid) = server.publisher_with_content().await;
+    let mut ids = Vec::new();
+    for n in 1..=4 {
+        ids.push(
+            server
+                .deploy_static(&ada, &guid, &format!("<p>{n}</p>"))
+                .await,
+        );
+    }
+    let content = server
+        .store
+        .content_by_guid(&guid)
+        .expect("read")
+        .expect("content");
+    // The live bundle and the one before it.
+    assert_eq!(server.store.bundle_ids(content.id).expect("ids"), ids[2..]);
+    let bundles = server.data.path().join("apps").join(&guid).join("bundles");
+    let mut on_disk: Vec<i64> = std::fs::read_dir(&bundles)
+        .expect("bundles dir")
+        .map(|e| {
+            e.expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .parse()
+                .expect("id")
+        })
+        .collect();
+    on_disk.sort_unstable();
+    assert_eq!(on_disk, ids[2..]);
+    // An upload not yet deployed is never counted against the limit.
+    let upload = server
+        .post(
+            &format!("/__api__/v1/content/{guid}/bundles"),
+            &ada,
+            "application/gzip",
+            tar_gz(&[
+                (
+                    "manifest.json",
+                    r#"{"version": 1, "metadata": {"appmode": "static"}}"#,
+                ),
+                ("index.html", "<p>next</p>"),
+            ]),
+        )
+        .await;
+    assert_eq!(upload.status, StatusCode::OK, "{}", upload.json);
+    assert_eq!(server.store.bundle_ids(content.id).expect("ids").len(), 3);
+}
+
 #[tokio::test]
 async fn a_publisher_uploads_and_deploys_a_bundle_and_reads_its_task() {
     let server = server();
-    let ada = server.session("ada", "secret").await;
-    let me = server
-        .store
-        .user_by_username("ada")
-        .expect("read")
-        .expect("ada");
-    server
-        .store
-        .set_role(me.id, Role::Publisher)
-        .expect("publisher");
-    let created = server
-        .post(
-            "/__api__/v1/content",
-            &ada,
-            "application/json",
-            br#"{"name": "site"}"#.to_vec(),
-        )
-        .await;
-    assert_eq!(created.status, StatusCode::OK, "{}", created.json);
-    let guid = created.json["guid"].as_str().expect("guid").to_owned();
+    let (ada, guid) = server.publisher_with_content().await;
 
     // A broken archive is refused at upload, and leaves no bundle.
     let broken = server

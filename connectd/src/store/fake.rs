@@ -317,6 +317,11 @@ impl ContentStore for FailingStore {
         self.inner.delete_bundle(content_id, bundle_id)
     }
 
+    fn bundle_ids(&self, content_id: i64) -> Result<Vec<i64>, StoreError> {
+        self.check("bundle_ids")?;
+        self.inner.bundle_ids(content_id)
+    }
+
     fn bundle_exists(&self, content_id: i64, bundle_id: i64) -> Result<bool, StoreError> {
         self.check("bundle_exists")?;
         self.inner.bundle_exists(content_id, bundle_id)

@@ -199,6 +199,9 @@ pub trait ContentStore: Send + Sync {
 
     fn delete_bundle(&self, content_id: i64, bundle_id: i64) -> Result<(), StoreError>;
 
+    /// The content's bundles, oldest first.
+    fn bundle_ids(&self, content_id: i64) -> Result<Vec<i64>, StoreError>;
+
     fn bundle_exists(&self, content_id: i64, bundle_id: i64) -> Result<bool, StoreError>;
 
     /// The bundle is built (in the environment named `deployment`) and

@@ -270,6 +270,16 @@ impl ContentStore for SqliteStore {
         Ok(())
     }
 
+    fn bundle_ids(&self, content_id: i64) -> Result<Vec<i64>, StoreError> {
+        let conn = self.conn();
+        let mut query =
+            conn.prepare_cached("SELECT id FROM bundles WHERE content_id = ?1 ORDER BY id")?;
+        let ids = query
+            .query_map([content_id], |r| r.get(0))?
+            .collect::<Result<Vec<i64>, _>>()?;
+        Ok(ids)
+    }
+
     fn bundle_exists(&self, content_id: i64, bundle_id: i64) -> Result<bool, StoreError> {
         Ok(self
             .conn()
