@@ -220,12 +220,14 @@ impl Connectd {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {
+                remove_cgroups_of(child.id());
                 return status.success();
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
         let _ = child.wait();
+        remove_cgroups_of(child.id());
         false
     }
 }
@@ -249,6 +251,7 @@ impl Connectd {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = child.try_wait().expect("wait for connectd") {
+                remove_cgroups_of(child.id());
                 return status;
             }
             if Instant::now() >= deadline {
@@ -268,6 +271,44 @@ impl Connectd {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            remove_cgroups_of(child.id());
+        }
+    }
+}
+
+/// A killed connectd cannot remove the cgroups it made for its content
+/// (cgroup v1 `connectd-<pid>` below this test's own cgroup in each
+/// hierarchy): removed here, so that tests leave nothing on the host. Its
+/// content processes die with it, but may take a moment.
+fn remove_cgroups_of(pid: u32) {
+    let Ok(membership) = fs::read_to_string("/proc/self/cgroup") else {
+        return;
+    };
+    for line in membership.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        for controller in controllers.split(',').filter(|c| !c.is_empty()) {
+            let dir = Path::new("/sys/fs/cgroup")
+                .join(controller)
+                .join(path.trim_start_matches('/'))
+                .join(format!("connectd-{pid}"));
+            if !dir.is_dir() {
+                continue;
+            }
+            for _ in 0..200 {
+                let jobs = fs::read_dir(&dir).into_iter().flatten().flatten();
+                for job in jobs.filter(|j| j.path().is_dir()) {
+                    let _ = fs::remove_dir(job.path());
+                }
+                if fs::remove_dir(&dir).is_ok() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
         }
     }
 }
@@ -277,6 +318,7 @@ impl Drop for Connectd {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            remove_cgroups_of(c.id());
         }
     }
 }

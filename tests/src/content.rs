@@ -43,7 +43,8 @@ def app(environ, start_response):
         return [data]
     if path == "/whoami":
         return reply("200 OK", {
-            "pid": os.getpid(), "uid": os.getuid(), "euid": os.geteuid(),
+            "pid": os.getpid(), "pidns": os.readlink("/proc/self/ns/pid"),
+            "uid": os.getuid(), "euid": os.geteuid(),
             "gid": os.getgid(), "groups": sorted(os.getgroups()),
             "cwd": os.getcwd(), "umask": current_umask(), "prefix": sys.prefix,
             "env": {k: os.environ.get(k) for k in
@@ -89,20 +90,28 @@ def app(environ, start_response):
     if path == "/hold":
         base = os.path.join(os.getcwd(), query["name"])
         with open(base + ".held.tmp", "w") as f:
-            json.dump({"pid": os.getpid(), "uid": os.getuid()}, f)
+            json.dump({"pid": os.getpid(), "pidns": os.readlink("/proc/self/ns/pid"),
+                       "uid": os.getuid()}, f)
         os.rename(base + ".held.tmp", base + ".held")
         deadline = time.monotonic() + float(query.get("seconds", "10"))
         while not os.path.exists(base + ".release"):
             if time.monotonic() > deadline:
-                return reply("200 OK", {"released": False, "pid": os.getpid()})
+                return reply("200 OK", {"released": False, "pid": os.getpid(),
+                                        "pidns": os.readlink("/proc/self/ns/pid")})
             time.sleep(0.02)
-        return reply("200 OK", {"released": True, "pid": os.getpid()})
+        return reply("200 OK", {"released": True, "pid": os.getpid(),
+                                "pidns": os.readlink("/proc/self/ns/pid")})
     if path == "/headers":
         return reply("200 OK", {k: v for k, v in environ.items() if k.startswith("HTTP_")})
     if path == "/spawn":
         import subprocess
         child = subprocess.Popen(["sleep", "1000"])
-        return reply("200 OK", {"child": child.pid})
+        return reply("200 OK", {"child": child.pid,
+                                "pidns": os.readlink("/proc/self/ns/pid")})
+    if path == "/hog":
+        # Every page written, so that it counts against a memory limit.
+        hoard = b"x" * (int(query.get("mib", "64")) << 20)
+        return reply("200 OK", {"held": len(hoard)})
     if path == "/crash":
         os._exit(3)
     return reply("200 OK", {"hello": "from the probe", "path": path})
@@ -298,7 +307,7 @@ pub fn read_held(work: &Path, name: &str) -> Option<Held> {
     let held: Value =
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}: {text:?}", file.display()));
     Some(Held {
-        pid: held["pid"].as_u64().expect("held pid"),
+        pid: host_pid(&held).expect("the holding process, on the host"),
         uid: held["uid"].as_u64().expect("held uid") as u32,
     })
 }
@@ -332,6 +341,41 @@ impl Drop for ReleaseOnDrop {
             let _ = fs::write(self.work.join(format!("{name}.release")), "");
         }
     }
+}
+
+/// The host pid of the process an answer of the probe describes: it says
+/// its pid and PID namespace as it sees them (`pid`, or `child` for the
+/// process it spawned, and `pidns`), and each content process has a PID
+/// namespace of its own, so the host's pid is found by looking for that
+/// namespace and that pid inside it. `None` once it has ended.
+pub fn host_pid(answer: &Value) -> Option<u64> {
+    host_pid_of(answer, "pid")
+}
+
+/// [`host_pid`] of the process the probe's `/spawn` started.
+pub fn host_child_pid(answer: &Value) -> Option<u64> {
+    host_pid_of(answer, "child")
+}
+
+fn host_pid_of(answer: &Value, field: &str) -> Option<u64> {
+    let inner = answer[field].as_u64()?;
+    let namespace = answer["pidns"].as_str()?;
+    fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: u64 = entry.file_name().to_str()?.parse().ok()?;
+        let link = fs::read_link(format!("/proc/{pid}/ns/pid")).ok()?;
+        if link.to_str() != Some(namespace) {
+            return None;
+        }
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let innermost = status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))?
+            .split_whitespace()
+            .last()?
+            .parse::<u64>()
+            .ok()?;
+        (innermost == inner).then_some(pid)
+    })
 }
 
 /// The uid a process runs under, from /proc (the kernel's word, not the app's).

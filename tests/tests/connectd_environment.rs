@@ -49,7 +49,7 @@ fn content_processes_get_nothing_of_connectds_environment() {
         let r = server.open(&guid, "whoami", cookie);
         assert_eq!(r.status, 200, "{}\n{}", r.body, server.log_text());
         let seen = r.json();
-        let pid = seen["pid"].as_u64().expect("pid");
+        let pid = host_pid(&seen).expect("pid");
         let env = environ(pid);
         // The right process: the environment connectd built for it.
         assert!(

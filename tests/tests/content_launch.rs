@@ -43,7 +43,7 @@ fn content_runs_as_the_viewer_the_runas_account_or_its_own_account() {
         (&as_admin, 1501, "admin1"),
         (&anonymous, 999, "connect"),
     ] {
-        let pid = seen["pid"].as_u64().expect("pid");
+        let pid = host_pid(seen).expect("pid");
         assert_eq!(seen["uid"], uid, "{seen}");
         assert_eq!(seen["euid"], uid, "{seen}");
         assert_eq!(proc_uid(pid), Some(uid), "the kernel agrees: {seen}");
@@ -69,7 +69,7 @@ fn content_runs_as_the_viewer_the_runas_account_or_its_own_account() {
     assert_eq!(as_viewer["env"]["HOME"], "/home/view1");
     let pids: std::collections::HashSet<u64> = [&as_viewer, &as_admin, &anonymous]
         .iter()
-        .map(|s| s["pid"].as_u64().expect("pid"))
+        .map(|s| host_pid(s).expect("pid"))
         .collect();
     assert_eq!(pids.len(), 3, "one process per viewer");
     // Every process of the content shares one working directory.
@@ -128,7 +128,7 @@ fn content_runs_as_the_viewer_the_runas_account_or_its_own_account() {
     assert!(
         shared
             .iter()
-            .all(|s| s["uid"] == 999 && s["pid"] == shared[0]["pid"]),
+            .all(|s| s["uid"] == 999 && s["pidns"] == shared[0]["pidns"]),
         "one RunAs process serves every viewer: {shared:?}"
     );
 
@@ -142,12 +142,13 @@ fn content_runs_as_the_viewer_the_runas_account_or_its_own_account() {
     assert_eq!(r.status, 200, "{}", r.body);
     let own = whoami(&server, &guid, Some(&viewer));
     assert_eq!(own["uid"], 1650, "{own}");
-    assert_eq!(proc_uid(own["pid"].as_u64().expect("pid")), Some(1650));
+    let own_pid = host_pid(&own).expect("pid");
+    assert_eq!(proc_uid(own_pid), Some(1650));
 
     // A crash: the viewer gets a page, connectd lives, the next request
     // starts a new process.
     let spawned = server.open(&guid, "spawn", Some(&viewer)).json();
-    let orphan = spawned["child"].as_u64().expect("child pid");
+    let orphan = host_child_pid(&spawned).expect("child pid");
     assert!(alive(orphan));
     let r = server.open(&guid, "crash", Some(&viewer));
     assert_eq!(r.status, 502, "{}", r.body);
@@ -169,7 +170,10 @@ fn content_runs_as_the_viewer_the_runas_account_or_its_own_account() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let again = whoami(&server, &guid, Some(&viewer));
-    assert_ne!(again["pid"], own["pid"], "a new process after the crash");
+    assert_ne!(
+        again["pidns"], own["pidns"],
+        "a new process after the crash"
+    );
 
     // Owners read the processes and their logs.
     let jobs = server
@@ -274,7 +278,7 @@ fn accounts_that_may_not_run_content_are_refused_clearly() {
     // A connectd that is killed (not stopped) leaves no content behind.
     let who = server.open(&guid, "whoami", Some(&admin));
     assert_eq!(who.status, 200, "{}", who.body);
-    let pid = who.json()["pid"].as_u64().expect("pid");
+    let pid = host_pid(&who.json()).expect("pid");
     assert!(alive(pid));
     server.kill();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

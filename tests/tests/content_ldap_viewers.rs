@@ -96,8 +96,8 @@ fn two_directory_viewers_share_an_app_but_not_their_data() {
     let who_alice = server.open(&guid, "whoami", Some(&alice)).json();
     let who_bob = server.open(&guid, "whoami", Some(&bob)).json();
     let (pid_a, pid_b) = (
-        who_alice["pid"].as_u64().expect("pid"),
-        who_bob["pid"].as_u64().expect("pid"),
+        host_pid(&who_alice).expect("pid"),
+        host_pid(&who_bob).expect("pid"),
     );
     assert_ne!(pid_a, pid_b, "two viewers, two processes");
     assert_eq!(proc_uid(pid_a), Some(alice_uid), "{who_alice}");
@@ -272,6 +272,6 @@ fn a_renamed_directory_user_keeps_their_user_and_uid() {
     // The content still runs as that uid for the renamed user.
     let r = server.open(&guid, "whoami", Some(&renamed_cookie));
     assert_eq!(r.status, 200, "{}\n{}", r.body, server.log_text());
-    let pid = r.json()["pid"].as_u64().expect("pid");
+    let pid = host_pid(&r.json()).expect("pid");
     assert_eq!(proc_uid(pid), Some(uid));
 }

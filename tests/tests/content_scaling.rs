@@ -163,5 +163,5 @@ fn load_factor_starts_processes_and_min_processes_outlive_idle_timeout() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let r = server.open(&eager, "whoami", None);
-    assert_eq!(r.json()["pid"].as_u64(), Some(survivors[0]), "{}", r.body);
+    assert_eq!(host_pid(&r.json()), Some(survivors[0]), "{}", r.body);
 }

@@ -105,7 +105,7 @@ fn twenty_viewers_twenty_processes_a_cap_and_reaping() {
         let r = server.open(&guid, "whoami", Some(cookie));
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.json()["uid"], *uid);
-        assert_eq!(r.json()["pid"].as_u64(), Some(held[0].1.pid));
+        assert_eq!(host_pid(&r.json()), Some(held[0].1.pid));
 
         drop(release);
         for handle in handles {
@@ -194,7 +194,7 @@ fn full_shared_content_answers_busy_and_recovers() {
     });
     let r = server.open(&guid, "whoami", None);
     assert_eq!(r.status, 200, "free again: {}", r.body);
-    let pid = r.json()["pid"].as_u64().expect("pid");
+    let pid = host_pid(&r.json()).expect("pid");
 
     // Deleting content stops its processes and removes its files.
     let r = server.send(
@@ -239,13 +239,13 @@ fn redeploying_builds_beside_the_live_environment_and_replaces_processes() {
     let bundle = probe_bundle();
     server.deploy(&admin, &guid, &bundle);
     let first = server.open(&guid, "whoami", None).json();
-    let old_pid = first["pid"].as_u64().expect("pid");
+    let old_pid = host_pid(&first).expect("pid");
 
     // The same bundle again (a plain redeploy) while the process runs.
     server.deploy(&admin, &guid, &bundle);
     let second = server.open(&guid, "whoami", None);
     assert_eq!(second.status, 200, "{}", second.body);
-    let new_pid = second.json()["pid"].as_u64().expect("pid");
+    let new_pid = host_pid(&second.json()).expect("pid");
     assert_ne!(new_pid, old_pid, "new deployment, new process");
     let envs = sandbox.path("data").join("apps").join(&guid).join("envs");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -299,7 +299,7 @@ fn redeploying_builds_beside_the_live_environment_and_replaces_processes() {
     }
     let still = server.open(&guid, "whoami", None);
     assert_eq!(still.status, 200, "{}", still.body);
-    assert_eq!(still.json()["pid"].as_u64(), Some(new_pid));
+    assert_eq!(host_pid(&still.json()), Some(new_pid));
     assert_eq!(std::fs::read_dir(&envs).expect("envs").count(), 1);
 }
 

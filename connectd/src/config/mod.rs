@@ -10,6 +10,7 @@
 //! same reader. May import only `roles` (the role mapping's types):
 //! config sits below every module that reads settings.
 
+mod limits;
 mod providers;
 
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use connect_gcfg::{Config, ConfigError, Key};
 
 use crate::roles::{Mapping, Role, RoleTable};
 
+pub use limits::{ResourceLimits, DEFAULT_TASKS_MAX};
 pub use providers::{LdapSettings, PamSettings, ProxySettings};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/connect/connect.gcfg";
@@ -152,6 +154,10 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "minprocesseslimit",
             "maxprocesseslimit",
             "maxtotalprocesses",
+            "memorylimit",
+            "cpulimit",
+            "tasksmax",
+            "cgrouproot",
         ],
     ),
     ("nameservice", &[]),
@@ -277,6 +283,8 @@ pub struct Settings {
     /// included; older ones are removed after a deployment. 0 keeps all.
     pub bundle_retention_limit: u32,
     pub scheduler: SchedulerSettings,
+    /// What each content process may use (memory, CPU, tasks).
+    pub limits: ResourceLimits,
     pub runtimes: RuntimeSettings,
     /// The configuration file, hidden from content processes with its
     /// directory when that directory is connectd's own.
@@ -483,6 +491,7 @@ impl Reader<'_> {
                 .u32(Key::new("Applications", "BundleRetentionLimit"))?
                 .unwrap_or(10),
             scheduler: self.scheduler()?,
+            limits: self.limits()?,
             runtimes: self.runtimes()?,
             config_path: PathBuf::from(config.origin()),
             ldap,

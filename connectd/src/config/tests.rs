@@ -144,3 +144,35 @@ fn ldap_sections_are_checked() {
     assert_eq!(two.ldap[1].name, "partners");
     assert!(two.ldap[1].tls);
 }
+
+#[test]
+fn resource_limits_and_bundle_limits_default_and_refuse_the_unusable() {
+    let s = load("").expect("defaults");
+    assert_eq!(s.limits.memory_bytes, None);
+    assert_eq!(s.limits.cpus, None);
+    assert_eq!(s.limits.tasks, Some(DEFAULT_TASKS_MAX));
+    assert_eq!(s.max_bundle_unpacked_size, 4 << 30);
+    assert_eq!(s.max_bundle_file_size, 1 << 30);
+    assert_eq!(s.bundle_retention_limit, 10);
+
+    let s = load(
+        "[Scheduler]\nMemoryLimit = 536870912\nCPULimit = 1.5\nTasksMax = 0\n\
+         [Applications]\nMaxBundleSize = 1000\n",
+    )
+    .expect("limits");
+    assert_eq!(s.limits.memory_bytes, Some(512 << 20));
+    assert_eq!(s.limits.cpus, Some(1.5));
+    assert_eq!(s.limits.tasks, None);
+    assert_eq!(s.max_bundle_unpacked_size, 4000);
+    assert_eq!(s.max_bundle_file_size, 1000);
+
+    let e = refusal("[Scheduler]\nMemoryLimit = 1000\n");
+    assert!(e.contains("connect.gcfg:2: [Scheduler] MemoryLimit"), "{e}");
+    assert!(e.contains("at least 16777216"), "{e}");
+    let e = refusal("[Scheduler]\nCPULimit = -1\n");
+    assert!(e.contains("[Scheduler] CPULimit"), "{e}");
+    let e = refusal("[Scheduler]\nTasksMax = 3\n");
+    assert!(e.contains("at least 8"), "{e}");
+    let e = refusal("[Scheduler]\nCgroupRoot = relative/dir\n");
+    assert!(e.contains("not an absolute path"), "{e}");
+}

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode, Uri};
@@ -219,6 +220,21 @@ async fn serve_process(
             if let Some(again) = spare.take() {
                 request = again;
                 continue;
+            }
+        }
+        if !matches!(error, ProxyError::Timeout) {
+            if let Some(limit) = process.killed_over_limit(Duration::from_secs(2)).await {
+                return error_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The application ran out of memory",
+                    &format!(
+                        "The application was stopped for using more than {}. Other \
+                         applications are not affected. Reload to start it again; if it \
+                         keeps happening, its owner can make it use less, or an \
+                         administrator can raise the limit.",
+                        limit
+                    ),
+                );
             }
         }
         return match error {

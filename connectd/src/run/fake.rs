@@ -133,6 +133,7 @@ fn exited(code: i32) -> Exit {
         code: Some(code),
         success: code == 0,
         status: Some(format!("exit status: {code}")),
+        over_limit: None,
     }
 }
 
@@ -260,6 +261,7 @@ impl Running for FakeRunning {
                         code: None,
                         success: false,
                         status: None,
+                        over_limit: None,
                     };
                 }
             };
@@ -280,6 +282,7 @@ impl Running for FakeRunning {
                 code: None,
                 success: false,
                 status: Some("signal: 15 (SIGTERM)".to_owned()),
+                over_limit: None,
             }
         })
     }

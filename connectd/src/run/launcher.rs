@@ -137,11 +137,17 @@ pub struct Exit {
     /// How it ended, as the launcher words it (`exit status: 1`,
     /// `signal: 9 (SIGKILL)`); `None` when nobody knows.
     pub status: Option<String>,
+    /// The limit it was killed for exceeding, in the administrator's words
+    /// (`its memory limit of 512 MiB ([Scheduler] MemoryLimit)`).
+    pub over_limit: Option<String>,
 }
 
 impl Exit {
     /// The text the log, the job's waiters and the viewer read.
     pub fn reason(&self) -> String {
+        if let Some(limit) = &self.over_limit {
+            return format!("the process was killed for using more than {limit}");
+        }
         match (&self.status, self.success) {
             (Some(_), true) => "the process exited".to_owned(),
             (Some(status), false) => format!("the process ended ({status})"),

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
 
@@ -69,11 +69,27 @@ pub struct Process {
     /// A newer bundle is live: take no new connections, stop when idle.
     pub(super) draining: AtomicBool,
     pub(super) stop: Notify,
+    /// Set when it ended killed for exceeding a limit (see
+    /// [`Exit::over_limit`](crate::run::launcher::Exit::over_limit)).
+    pub(super) over_limit: Mutex<Option<String>>,
 }
 
 impl Process {
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Acquire)
+    }
+
+    /// Waits up to `wait` for the process to end (a connection it dropped
+    /// is usually the first sign), and says which limit it was killed for
+    /// exceeding, if that is how it ended.
+    pub async fn killed_over_limit(&self, wait: Duration) -> Option<String> {
+        let mut state = self.state.subscribe();
+        let ended = state.wait_for(|s| matches!(s, ProcessState::Exited(_)));
+        tokio::time::timeout(wait, ended).await.ok()?.ok()?;
+        self.over_limit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Takes it out of rotation (no new connection lands on it) and asks

@@ -378,6 +378,7 @@ impl Scheduler {
             state,
             draining: AtomicBool::new(false),
             stop: Notify::new(),
+            over_limit: Mutex::new(None),
         });
         let record = JobRecord {
             content_id: content.id,
@@ -453,11 +454,20 @@ impl Scheduler {
             _ = process.stop.notified() => running.stop(STOP_GRACE).await,
         };
         let why = exit.reason();
-        tracing::info!(
-            job = %process.job,
-            pid = process.pid.load(Ordering::Acquire),
-            "content process ended: {why}"
-        );
+        if exit.over_limit.is_some() {
+            tracing::warn!(
+                job = %process.job,
+                pid = process.pid.load(Ordering::Acquire),
+                "content process ended: {why}"
+            );
+        } else {
+            tracing::info!(
+                job = %process.job,
+                pid = process.pid.load(Ordering::Acquire),
+                "content process ended: {why}"
+            );
+        }
+        *process.over_limit.lock().unwrap_or_else(|p| p.into_inner()) = exit.over_limit.clone();
         process.state.send_replace(ProcessState::Exited(why));
         self.pools().forget(&process);
         if let Err(e) = self.store.end_job(&process.job, exit.code) {

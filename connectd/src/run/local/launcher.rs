@@ -12,6 +12,7 @@ use crate::layout::{self, Layout};
 use crate::run::launcher::{
     BoxFuture, Endpoint, Exit, LaunchKind, LaunchSpec, Launcher, Mount, Running, StartError,
 };
+use crate::run::local::cgroup::{Cgroups, JobCgroup};
 use crate::run::local::pam_session::PamSession;
 use crate::run::local::sandbox::{self, Bind, Identity, Isolation, Launch, Spawner};
 
@@ -32,6 +33,8 @@ pub struct LocalLauncher {
     /// configuration.
     hide: Vec<PathBuf>,
     spawner: Spawner,
+    /// Where each app's cgroup (its memory, CPU and task limits) goes.
+    cgroups: Cgroups,
 }
 
 impl LocalLauncher {
@@ -48,10 +51,17 @@ impl LocalLauncher {
                 hide.push(dir.to_path_buf());
             }
         }
+        let cgroups = Cgroups::detect(&settings.limits);
+        if cgroups.enforced() {
+            tracing::info!("{}", cgroups.describe());
+        } else {
+            tracing::warn!("{}", cgroups.describe());
+        }
         Ok(Self {
             layout,
             hide,
             spawner,
+            cgroups,
         })
     }
 
@@ -90,7 +100,7 @@ impl LocalLauncher {
         socket_dir: Option<PathBuf>,
     ) -> Result<Box<dyn Running>, StartError> {
         let LaunchSpec {
-            job: _,
+            job,
             kind,
             account,
             uid,
@@ -115,6 +125,18 @@ impl LocalLauncher {
                 writable: true,
             });
         }
+        // Apps run within the limits; builds (compilers, pip) may need more
+        // than an app and are bounded by their steps' end.
+        let cgroup = match kind {
+            LaunchKind::App => self
+                .cgroups
+                .create(&job)
+                .map_err(|source| StartError::Prepare {
+                    what: "cgroup",
+                    source,
+                })?,
+            LaunchKind::Build => None,
+        };
         let mut session = None;
         if let Some(plan) = plan {
             let opened = tokio::task::spawn_blocking(move || {
@@ -149,6 +171,10 @@ impl LocalLauncher {
             },
             isolation: self.isolation(expose),
             log,
+            cgroups: cgroup
+                .as_ref()
+                .map(JobCgroup::procs_fds)
+                .unwrap_or_default(),
         };
         let child = match self.spawner.spawn(launch).await {
             Ok(child) => child,
@@ -157,12 +183,20 @@ impl LocalLauncher {
                 return Err(StartError::Spawn(e.to_string()));
             }
         };
+        // What administrators see in `ps` as the content: not the monitor
+        // connectd holds, but the process it runs (spawn returns once it
+        // has exec'd, so it is there).
+        let pid = child
+            .id()
+            .map(|monitor| sandbox::content_pid(monitor).unwrap_or(monitor));
         Ok(Box::new(LocalRunning {
-            pid: child.id(),
+            pid,
             child,
             endpoint: listen,
             socket_dir,
             session,
+            cgroup,
+            memory_limit: self.cgroups.memory_limit(),
         }))
     }
 }
@@ -193,6 +227,8 @@ struct LocalRunning {
     endpoint: Option<Endpoint>,
     socket_dir: Option<PathBuf>,
     session: Option<PamSession>,
+    cgroup: Option<JobCgroup>,
+    memory_limit: Option<u64>,
 }
 
 impl LocalRunning {
@@ -204,10 +240,21 @@ impl LocalRunning {
             let _ = fs::remove_dir_all(&dir);
         }
         close_pam(self.session.take());
+        let mut over_limit = None;
+        if let Some(mut cgroup) = self.cgroup.take() {
+            if cgroup.out_of_memory() {
+                let limit = self
+                    .memory_limit
+                    .map_or(String::new(), |b| format!(" of {} MiB", b >> 20));
+                over_limit = Some(format!("its memory limit{limit} ([Scheduler] MemoryLimit)"));
+            }
+            cgroup.remove();
+        }
         Exit {
             code: status.and_then(|s| s.code()),
             success: status.is_some_and(|s| s.success()),
             status: status.map(|s| s.to_string()),
+            over_limit,
         }
     }
 }
@@ -282,7 +329,11 @@ mod tests {
     }
 
     fn launcher(data: &Path) -> LocalLauncher {
-        let config = Config::parse("", "test.gcfg").expect("empty config");
+        launcher_with(data, "")
+    }
+
+    fn launcher_with(data: &Path, gcfg: &str) -> LocalLauncher {
+        let config = Config::parse(gcfg, "test.gcfg").expect("config");
         let mut settings = Settings::from_config(&config).expect("defaults");
         settings.data_dir = data.to_path_buf();
         LocalLauncher::new(&settings).expect("spawner")
@@ -358,6 +409,51 @@ mod tests {
         assert_eq!(exit.reason(), "the process exited");
         assert!(gone("600.25").await, "the app's worker outlived it");
         assert!(!dir.exists(), "the socket directory was left behind");
+    }
+
+    #[tokio::test]
+    async fn an_app_over_its_memory_limit_is_killed_and_its_exit_says_so() {
+        if !root() {
+            return;
+        }
+        let data = tempfile::tempdir().expect("data dir");
+        let local = launcher_with(data.path(), "[Scheduler]\nMemoryLimit = 67108864\n");
+        assert!(
+            local.cgroups.enforced(),
+            "this machine gives connectd no cgroup: {}",
+            local.cgroups.describe()
+        );
+        let endpoint = local.endpoint("hungry", NOBODY, NOBODY).expect("endpoint");
+        let log = data.path().join("app.log");
+        // 512 MiB, every page written, against a limit of 64 MiB.
+        let mut hungry = spec(
+            LaunchKind::App,
+            "exec /usr/bin/python3 -c \"x = b'x' * (512 << 20); print('allocated', len(x))\"",
+            Some(endpoint),
+            &log,
+        );
+        hungry.job = "hungry".to_owned();
+        let mut running = local.start(hungry).await.expect("start");
+        let exit = tokio::time::timeout(Duration::from_secs(30), running.wait())
+            .await
+            .expect("it ended");
+        let printed = fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            !printed.contains("allocated"),
+            "it got its memory: {printed}"
+        );
+        assert!(!exit.success, "{exit:?}");
+        assert_eq!(
+            exit.reason(),
+            "the process was killed for using more than its memory limit of 64 MiB \
+             ([Scheduler] MemoryLimit)"
+        );
+        // A process within the limit is not reported as over it.
+        let endpoint = local.endpoint("modest", NOBODY, NOBODY).expect("endpoint");
+        let mut modest = spec(LaunchKind::App, "exit 0", Some(endpoint), &log);
+        modest.job = "modest".to_owned();
+        let exit = local.start(modest).await.expect("start").wait().await;
+        assert_eq!(exit.reason(), "the process exited");
     }
 
     #[tokio::test]

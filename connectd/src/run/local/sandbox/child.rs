@@ -19,6 +19,14 @@ pub(super) enum Step {
     CloexecInherited,
     /// `umask(0)`: directories created for mount points get exactly 0755.
     ClearUmask,
+    /// Writes this (a decimal number, NUL-terminated) to
+    /// /proc/self/oom_score_adj: -1000 for the monitor and init, so that
+    /// the kernel, out of memory in the content's cgroup, kills the content
+    /// and not them; the content process sets it back.
+    OomScoreAdj(CString),
+    /// Moves this process into the cgroup whose `cgroup.procs` is open as
+    /// this descriptor; its children follow.
+    JoinCgroup(RawFd),
     /// Mount, PID and IPC namespaces: the mounts below reach nothing
     /// outside, the content sees no process but its own, and System V
     /// IPC objects and POSIX message queues are its own.
@@ -372,6 +380,38 @@ impl Step {
                 // SAFETY: no preconditions.
                 unsafe { libc::umask(0) };
                 Ok(())
+            }
+            Step::OomScoreAdj(value) => {
+                // SAFETY: the path is NUL-terminated.
+                let written = cvt(unsafe {
+                    libc::open(
+                        c"/proc/self/oom_score_adj".as_ptr(),
+                        libc::O_WRONLY | libc::O_CLOEXEC,
+                    )
+                })
+                .and_then(|fd| {
+                    with_fd(fd, |fd| {
+                        let bytes = value.as_bytes();
+                        // SAFETY: writes the prepared bytes.
+                        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+                        cvt_long(n as libc::c_long)
+                    })
+                });
+                match written {
+                    // A host that withholds CAP_SYS_RESOURCE (some
+                    // containers): the protection is best-effort, and
+                    // the content's cgroup still reports its OOM kill.
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => {
+                        Ok(())
+                    }
+                    other => other,
+                }
+            }
+            Step::JoinCgroup(fd) => {
+                // "0": the writer itself.
+                // SAFETY: writes one byte from a static buffer.
+                let n = unsafe { libc::write(*fd, c"0".as_ptr().cast(), 1) };
+                cvt_long(n as libc::c_long)
             }
             Step::NewNamespaces => {
                 let namespaces = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC;

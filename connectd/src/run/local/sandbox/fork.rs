@@ -78,6 +78,7 @@ pub fn spawn(launch: Launch) -> Result<tokio::process::Child, LaunchError> {
         umask,
         isolation,
         log,
+        cgroups,
     } = launch;
 
     check_identity(&program, &identity)?;
@@ -100,7 +101,7 @@ pub fn spawn(launch: Launch) -> Result<tokio::process::Child, LaunchError> {
         program: program.clone(),
         source: io::Error::other(reason),
     })?;
-    let plan = Plan::new(&mounts, &identity, umask, cwd_c, &cwd, filters)?;
+    let plan = Plan::new(&mounts, &identity, umask, cwd_c, &cwd, filters, &cgroups)?;
 
     let setup = |source| LaunchError::Setup {
         program: program.clone(),

@@ -32,6 +32,8 @@ async fn two_sandboxes_of_one_uid_cannot_see_signal_or_enter_each_other() {
     let mut running = spawn(launch(first.path(), "/bin/sleep", &["1003.5"])).expect("spawn");
     wait_for_sleep("1003.5").await;
     let victim = sleeping("1003.5")[0];
+    // The pid connectd shows for it is the content process's own.
+    assert_eq!(content_pid(running.id().expect("monitor")), Some(victim));
 
     // The same uid (nobody), looking for it every way the review did.
     // (The quotes keep the words the test looks for out of the script's

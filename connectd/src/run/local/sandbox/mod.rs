@@ -6,8 +6,9 @@
 //! becomes the viewer:
 //!
 //! 1. `setsid()`, the parent-death signal (SIGKILL when connectd's forking
-//!    thread dies, so a killed connectd leaves no content behind), then
-//!    `unshare` of the mount, PID and IPC namespaces;
+//!    thread dies, so a killed connectd leaves no content behind), joining
+//!    the [`Launch::cgroups`], then `unshare` of the mount, PID and IPC
+//!    namespaces;
 //! 2. a fork into the new PID namespace: the process connectd forked stays
 //!    outside as the *monitor*, the new one is *init*, PID 1 inside (see
 //!    `init` for what each does); init goes on as root:
@@ -101,7 +102,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 pub use fork::{spawn, Spawner};
-pub use stop::terminate;
+pub use stop::{content_pid, terminate};
 
 /// The Unix account a process runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +151,9 @@ pub struct Launch {
     pub isolation: Isolation,
     /// Receives stdout and stderr; stdin is /dev/null.
     pub log: std::fs::File,
+    /// Open `cgroup.procs` files of the cgroups the process runs in (the
+    /// caller keeps them open until [`spawn`] returns). Empty: connectd's.
+    pub cgroups: Vec<std::os::fd::RawFd>,
 }
 
 #[derive(Debug, thiserror::Error)]

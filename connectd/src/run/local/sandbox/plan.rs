@@ -9,6 +9,16 @@ use super::child::Step;
 use super::mounts::{Mount, Ordered};
 use super::{cstring, Identity, LaunchError};
 
+/// connectd's own /proc/self/oom_score_adj ("0" if unreadable), which the
+/// content process takes back after the monitor and init set theirs lower.
+fn own_oom_score_adj() -> CString {
+    std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok())
+        .and_then(|value| CString::new(value.to_string()).ok())
+        .unwrap_or_else(|| c"0".to_owned())
+}
+
 /// What a read-only remount of a tmpfs always sets.
 const READ_ONLY_REMOUNT: libc::c_ulong = libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID;
 
@@ -47,6 +57,7 @@ impl Plan {
         cwd: CString,
         cwd_path: &Path,
         filters: &[seccompiler::BpfProgram],
+        cgroups: &[std::os::fd::RawFd],
     ) -> Result<Self, LaunchError> {
         let mut plan = Plan {
             steps: Vec::new(),
@@ -66,6 +77,18 @@ impl Plan {
             },
             "arranging for the sandbox to be killed if connectd dies".into(),
         );
+        if !cgroups.is_empty() {
+            plan.push(
+                Step::OomScoreAdj(c"-1000".to_owned()),
+                "protecting the sandbox's monitor and init from the out-of-memory killer".into(),
+            );
+        }
+        for &fd in cgroups {
+            plan.push(
+                Step::JoinCgroup(fd),
+                "joining the content's cgroup (its memory, CPU and task limits)".into(),
+            );
+        }
         plan.push(
             Step::NewNamespaces,
             "creating mount, PID and IPC namespaces (unshare)".into(),
@@ -178,6 +201,12 @@ impl Plan {
             "starting the content process inside the PID namespace".into(),
         );
 
+        if !cgroups.is_empty() {
+            plan.push(
+                Step::OomScoreAdj(own_oom_score_adj()),
+                "giving the content process connectd's out-of-memory score back".into(),
+            );
+        }
         plan.push(
             Step::NoNewPrivileges,
             "setting no_new_privs (so setuid programs cannot regain root)".into(),

@@ -39,6 +39,22 @@ pub async fn terminate(child: &mut tokio::process::Child, grace: Duration) {
     }
 }
 
+/// The host pid of the content process a monitor (pid `monitor`, the
+/// child [`spawn`](super::spawn) returned) runs: its grandchild, after
+/// init. `None` once it has ended, or where the kernel does not list
+/// children (`CONFIG_PROC_CHILDREN`).
+pub fn content_pid(monitor: u32) -> Option<u32> {
+    let first_child = |pid: u32| -> Option<u32> {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    first_child(first_child(monitor)?)
+}
+
 fn signal(target: libc::pid_t, signal: c_int) {
     // SAFETY: kill has no memory-safety preconditions. ESRCH (nothing left)
     // is the expected outcome of a race and needs no handling.

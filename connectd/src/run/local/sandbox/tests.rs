@@ -62,6 +62,7 @@ pub(super) fn launch(dir: &Path, program: &str, args: &[&str]) -> Launch {
         umask: 0o022,
         isolation: Isolation::default(),
         log: std::fs::File::create(dir.join("log")).expect("log"),
+        cgroups: Vec::new(),
     }
 }
 
