@@ -4,7 +4,7 @@
 
 use crate::accounts::runas::{self, AccountRefusal};
 use crate::bundle::AppMode;
-use crate::config::{SchedulerSettings, Settings, MAX_TIMEOUT_SECONDS};
+use crate::config::{ResourceLimits, SchedulerSettings, Settings, MAX_TIMEOUT_SECONDS};
 use crate::model::User;
 use crate::model::{ProcessSettings, Relation};
 use crate::roles::Role;
@@ -192,6 +192,48 @@ pub fn check_process_settings(
     Ok(())
 }
 
+/// The smallest memory limit a content item may have: below it nothing
+/// starts (the server's own limit has the same floor).
+const MIN_MEMORY_LIMIT: u64 = 16 << 20;
+
+/// Per-content `memory_limit` and `cpu_limit`: plausible, and no higher
+/// than the server's `[Scheduler] MemoryLimit` and `CPULimit` where it sets
+/// them (content may ask for less, never more).
+pub fn check_resource_limits(
+    wanted: &ProcessSettings,
+    server: &ResourceLimits,
+) -> Result<(), Refusal> {
+    if let Some(bytes) = wanted.memory_limit {
+        if bytes < MIN_MEMORY_LIMIT {
+            return Err(Refusal::bad(
+                3,
+                "The memory limit must be at least 16777216 bytes (16 MiB).",
+            ));
+        }
+        if server.memory_bytes.is_some_and(|max| bytes > max) {
+            return Err(Refusal::bad(
+                3,
+                "The memory limit may not exceed the Scheduler.MemoryLimit setting.",
+            ));
+        }
+    }
+    if let Some(cpus) = wanted.cpu_limit {
+        if !(0.01..=4096.0).contains(&cpus) {
+            return Err(Refusal::bad(
+                3,
+                "The CPU limit must be between 0.01 and 4096.",
+            ));
+        }
+        if server.cpus.is_some_and(|max| cpus > max) {
+            return Err(Refusal::bad(
+                3,
+                "The CPU limit may not exceed the Scheduler.CPULimit setting.",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Content names: Connect's rule (letters, digits, `-` and `_`, 1-64).
 pub fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
@@ -203,6 +245,47 @@ pub fn valid_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_may_lower_the_servers_resource_limits_never_raise_them() {
+        let server = ResourceLimits {
+            memory_bytes: Some(1 << 30),
+            cpus: Some(2.0),
+            ..ResourceLimits::default()
+        };
+        let wants = |memory_limit, cpu_limit| {
+            check_resource_limits(
+                &ProcessSettings {
+                    memory_limit,
+                    cpu_limit,
+                    ..Default::default()
+                },
+                &server,
+            )
+            .map_err(|r| r.message)
+        };
+        assert_eq!(wants(None, None), Ok(()));
+        assert_eq!(wants(Some(512 << 20), Some(0.5)), Ok(()));
+        assert!(wants(Some(2 << 30), None).is_err_and(|m| m.contains("MemoryLimit")));
+        assert!(wants(None, Some(4.0)).is_err_and(|m| m.contains("CPULimit")));
+        assert!(wants(Some(1000), None).is_err_and(|m| m.contains("at least")));
+        assert!(wants(None, Some(0.0)).is_err());
+        // Without server limits, any plausible value.
+        let none = ResourceLimits::default();
+        let big = ProcessSettings {
+            memory_limit: Some(64 << 30),
+            cpu_limit: Some(64.0),
+            ..Default::default()
+        };
+        assert_eq!(
+            check_resource_limits(&big, &none).map_err(|r| r.code),
+            Ok(())
+        );
+        // The effective limits: the content's where set.
+        let effective = big.limits(&server);
+        assert_eq!(effective.memory_bytes, Some(64 << 30));
+        assert_eq!(ProcessSettings::default().limits(&server).cpus, Some(2.0));
+    }
     use std::time::Duration;
 
     fn limits() -> SchedulerSettings {

@@ -82,6 +82,34 @@ fn a_memory_hungry_app_is_killed_at_its_limit_and_others_keep_serving() {
     // And the hungry one starts again on the next request.
     let again = server.open(hungry, "whoami", Some(&admin));
     assert_eq!(again.status, 200, "{}", again.body);
+
+    // A content item may ask for less than the server's limit, never more.
+    let patch = |body: serde_json::Value| {
+        server.json(
+            "PATCH",
+            &format!("/__api__/v1/content/{hungry}"),
+            &admin,
+            &body,
+        )
+    };
+    let r = patch(json!({"memory_limit": 256u64 << 20}));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body.contains("may not exceed the Scheduler.MemoryLimit"),
+        "{}",
+        r.body
+    );
+    let r = patch(json!({"memory_limit": 1000}));
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = patch(json!({"memory_limit": 64u64 << 20}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["memory_limit"], 64u64 << 20);
+    // Its next process has the lower limit: 96 MiB, under the server's
+    // 128, is now too much.
+    let r = server.open(hungry, "hog?mib=96", Some(&admin));
+    assert_eq!(r.status, 503, "{}\n{}", r.body, server.log_text());
+    assert!(r.body.contains("memory limit of 64 MiB"), "{}", r.body);
+
     // What connectd said at start-up about where the limits live.
     let log = server.log_text();
     assert!(

@@ -20,7 +20,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::accounts::runas;
 use crate::bundle::{self, AppMode, Limits, Runtimes};
-use crate::config::Settings;
+use crate::config::{ResourceLimits, Settings};
 use crate::content::Refusal;
 use crate::layout;
 use crate::model::Content;
@@ -343,6 +343,9 @@ impl Deployer {
                     log: jobs::open_log(&log_path)
                         .map_err(|e| internal(format!("{}: {e}", log_path.display())))?,
                     session: None,
+                    // Builds are bounded by their steps, not by the app's
+                    // limits (compilers and pip may need more).
+                    limits: ResourceLimits::default(),
                 };
                 let launcher = self.scheduler.launcher().as_ref();
                 if let Err(e) = run_step(launcher, spec, &log_path, task).await {

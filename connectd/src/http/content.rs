@@ -58,6 +58,8 @@ pub fn content_json(app: &AppState, content: &Content) -> Value {
         "idle_timeout": p.idle_timeout,
         "connection_timeout": p.connection_timeout,
         "read_timeout": p.read_timeout,
+        "memory_limit": p.memory_limit,
+        "cpu_limit": p.cpu_limit,
         "bundle_id": content.bundle_id.map(|b| b.to_string()),
         "created_time": time(content.created_time),
         "last_deployed_time": content.last_deployed_time.map(time),
@@ -203,6 +205,12 @@ impl Fields {
         if let Some(v) = self.number("read_timeout")? {
             p.read_timeout = v;
         }
+        if let Some(v) = self.number("memory_limit")? {
+            p.memory_limit = v;
+        }
+        if let Some(v) = self.float("cpu_limit")? {
+            p.cpu_limit = v;
+        }
         Ok(())
     }
 
@@ -290,6 +298,7 @@ pub async fn create(
     let mut process = ProcessSettings::default();
     fields.process(&mut process)?;
     content::check_process_settings(&process, &app.settings.scheduler)?;
+    content::check_resource_limits(&process, &app.settings.limits)?;
     let new = NewContent {
         name: name.clone(),
         title: fields.string("title")?.flatten(),
@@ -383,6 +392,7 @@ pub async fn update(
     let mut process = content.process;
     fields.process(&mut process)?;
     content::check_process_settings(&process, &app.settings.scheduler)?;
+    content::check_resource_limits(&process, &app.settings.limits)?;
     let run_changed = process != content.process
         || change.run_as.is_some()
         || change.run_as_current_user.is_some();

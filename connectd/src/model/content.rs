@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::bundle::AppMode;
-use crate::config::SchedulerSettings;
+use crate::config::{ResourceLimits, SchedulerSettings};
 
 /// Who may open the content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,9 +47,24 @@ pub struct ProcessSettings {
     pub idle_timeout: Option<u32>,
     pub connection_timeout: Option<u32>,
     pub read_timeout: Option<u32>,
+    /// Bytes of memory its processes may use, below `[Scheduler]
+    /// MemoryLimit` when the server sets one.
+    pub memory_limit: Option<u64>,
+    /// CPUs its processes may use, below `[Scheduler] CPULimit` when set.
+    pub cpu_limit: Option<f64>,
 }
 
 impl ProcessSettings {
+    /// The resource limits its processes run with: its own where set, the
+    /// server's otherwise.
+    pub fn limits(&self, server: &ResourceLimits) -> ResourceLimits {
+        ResourceLimits {
+            memory_bytes: self.memory_limit.or(server.memory_bytes),
+            cpus: self.cpu_limit.or(server.cpus),
+            ..server.clone()
+        }
+    }
+
     /// The settings a content item actually runs with.
     pub fn effective(&self, defaults: &SchedulerSettings) -> SchedulerSettings {
         let secs =

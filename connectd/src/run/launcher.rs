@@ -16,7 +16,8 @@
 //! socket directories, process groups, PDEATHSIG) is decided inside
 //! [`crate::run::local`], not here. The PAM session plan is the one local
 //! detail the spec carries, because the scheduler decides it per viewer;
-//! another launcher may refuse a spec that asks for one.
+//! another launcher may refuse a spec that asks for one. Resource limits
+//! are the content's (a pod's resources, a local cgroup).
 
 use std::ffi::OsString;
 use std::fmt;
@@ -25,6 +26,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
+
+use crate::config::ResourceLimits;
 
 /// A boxed future, so that both traits stay object-safe
 /// (`Arc<dyn Launcher>`, `Box<dyn Running>`).
@@ -125,6 +128,9 @@ pub struct LaunchSpec {
     pub log: std::fs::File,
     /// The PAM session to open around the process, if any.
     pub session: Option<SessionPlan>,
+    /// What it may use (memory, CPU, tasks). A launcher that cannot
+    /// enforce them says so once, at start-up.
+    pub limits: ResourceLimits,
 }
 
 /// How a process ended.

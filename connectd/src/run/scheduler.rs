@@ -360,6 +360,7 @@ impl Scheduler {
             listen: Some(endpoint.clone()),
             log,
             session: identity.pam_session.clone(),
+            limits: content.process.limits(&self.settings.limits),
         };
         let (state, _) = watch::channel(ProcessState::Starting);
         let process = Arc::new(Process {

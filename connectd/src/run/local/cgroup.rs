@@ -130,9 +130,10 @@ impl Cgroups {
         !matches!(self.kind, Kind::Unavailable { .. })
     }
 
-    /// Makes `job`'s cgroups with the configured limits. `None` when no
-    /// cgroup is available (said once at start-up).
-    pub fn create(&self, job: &str) -> io::Result<Option<JobCgroup>> {
+    /// Makes `job`'s cgroups with `limits` (the content's, which default
+    /// to the server's). `None` when no cgroup is available (said once at
+    /// start-up).
+    pub fn create(&self, job: &str, limits: &ResourceLimits) -> io::Result<Option<JobCgroup>> {
         let dirs: Vec<(Controller, PathBuf)> = match &self.kind {
             Kind::Unavailable { .. } => return Ok(None),
             Kind::V2 {
@@ -169,7 +170,7 @@ impl Cgroups {
                 }
                 cgroup.dirs.push(dir.clone());
             }
-            if let Err(e) = self.apply(controller, &dir, v2) {
+            if let Err(e) = apply(limits, controller, &dir, v2) {
                 cgroup.remove();
                 return Err(e);
             }
@@ -192,48 +193,43 @@ impl Cgroups {
         }
         Ok(Some(cgroup))
     }
+}
 
-    fn apply(&self, controller: Controller, dir: &Path, v2: bool) -> io::Result<()> {
-        let limits = &self.limits;
-        match (controller, v2) {
-            (Controller::Memory, true) => {
-                if let Some(bytes) = limits.memory_bytes {
-                    write(dir, "memory.max", &bytes.to_string())?;
-                    // Without swap: over the limit is out of memory, not slow.
-                    write_if_present(dir, "memory.swap.max", "0")?;
-                }
-            }
-            (Controller::Memory, false) => {
-                if let Some(bytes) = limits.memory_bytes {
-                    write(dir, "memory.limit_in_bytes", &bytes.to_string())?;
-                    write_if_present(dir, "memory.memsw.limit_in_bytes", &bytes.to_string())?;
-                }
-            }
-            (Controller::Cpu, true) => {
-                if let Some(cpus) = limits.cpus {
-                    let quota = cpu_quota(cpus);
-                    write(dir, "cpu.max", &format!("{quota} {CPU_PERIOD}"))?;
-                }
-            }
-            (Controller::Cpu, false) => {
-                if let Some(cpus) = limits.cpus {
-                    write(dir, "cpu.cfs_period_us", &CPU_PERIOD.to_string())?;
-                    write(dir, "cpu.cfs_quota_us", &cpu_quota(cpus).to_string())?;
-                }
-            }
-            (Controller::Pids, _) => {
-                if let Some(tasks) = limits.tasks {
-                    write(dir, "pids.max", &tasks.to_string())?;
-                }
+/// Writes `limits` for `controller` into the cgroup `dir`.
+fn apply(limits: &ResourceLimits, controller: Controller, dir: &Path, v2: bool) -> io::Result<()> {
+    match (controller, v2) {
+        (Controller::Memory, true) => {
+            if let Some(bytes) = limits.memory_bytes {
+                write(dir, "memory.max", &bytes.to_string())?;
+                // Without swap: over the limit is out of memory, not slow.
+                write_if_present(dir, "memory.swap.max", "0")?;
             }
         }
-        Ok(())
+        (Controller::Memory, false) => {
+            if let Some(bytes) = limits.memory_bytes {
+                write(dir, "memory.limit_in_bytes", &bytes.to_string())?;
+                write_if_present(dir, "memory.memsw.limit_in_bytes", &bytes.to_string())?;
+            }
+        }
+        (Controller::Cpu, true) => {
+            if let Some(cpus) = limits.cpus {
+                let quota = cpu_quota(cpus);
+                write(dir, "cpu.max", &format!("{quota} {CPU_PERIOD}"))?;
+            }
+        }
+        (Controller::Cpu, false) => {
+            if let Some(cpus) = limits.cpus {
+                write(dir, "cpu.cfs_period_us", &CPU_PERIOD.to_string())?;
+                write(dir, "cpu.cfs_quota_us", &cpu_quota(cpus).to_string())?;
+            }
+        }
+        (Controller::Pids, _) => {
+            if let Some(tasks) = limits.tasks {
+                write(dir, "pids.max", &tasks.to_string())?;
+            }
+        }
     }
-
-    /// The memory limit, for messages.
-    pub fn memory_limit(&self) -> Option<u64> {
-        self.limits.memory_bytes
-    }
+    Ok(())
 }
 
 impl Drop for Cgroups {
@@ -550,7 +546,7 @@ mod tests {
         assert!(text.contains("NOT enforced"), "{text}");
         assert!(text.contains("[Scheduler] CgroupRoot"), "{text}");
         assert!(text.contains("not a cgroup v2 directory"), "{text}");
-        assert!(cgroups.create("job").expect("no cgroup").is_none());
+        assert!(cgroups.create("job", &limits).expect("no cgroup").is_none());
     }
 
     #[test]

@@ -114,6 +114,7 @@ impl LocalLauncher {
             listen,
             log,
             session: plan,
+            limits,
         } = spec;
         let mut expose: Vec<Bind> = mounts
             .into_iter()
@@ -128,13 +129,14 @@ impl LocalLauncher {
         // Apps run within the limits; builds (compilers, pip) may need more
         // than an app and are bounded by their steps' end.
         let cgroup = match kind {
-            LaunchKind::App => self
-                .cgroups
-                .create(&job)
-                .map_err(|source| StartError::Prepare {
-                    what: "cgroup",
-                    source,
-                })?,
+            LaunchKind::App => {
+                self.cgroups
+                    .create(&job, &limits)
+                    .map_err(|source| StartError::Prepare {
+                        what: "cgroup",
+                        source,
+                    })?
+            }
             LaunchKind::Build => None,
         };
         let mut session = None;
@@ -196,7 +198,7 @@ impl LocalLauncher {
             socket_dir,
             session,
             cgroup,
-            memory_limit: self.cgroups.memory_limit(),
+            memory_limit: limits.memory_bytes,
         }))
     }
 }
@@ -310,6 +312,7 @@ mod tests {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::time::Instant;
 
+    use crate::config::ResourceLimits;
     use crate::run::local::sandbox::testing::{sleeping, wait_for_sleep};
     use connect_gcfg::Config;
 
@@ -329,11 +332,7 @@ mod tests {
     }
 
     fn launcher(data: &Path) -> LocalLauncher {
-        launcher_with(data, "")
-    }
-
-    fn launcher_with(data: &Path, gcfg: &str) -> LocalLauncher {
-        let config = Config::parse(gcfg, "test.gcfg").expect("config");
+        let config = Config::parse("", "test.gcfg").expect("empty config");
         let mut settings = Settings::from_config(&config).expect("defaults");
         settings.data_dir = data.to_path_buf();
         LocalLauncher::new(&settings).expect("spawner")
@@ -355,6 +354,7 @@ mod tests {
             listen,
             log: fs::File::create(log).expect("log"),
             session: None,
+            limits: ResourceLimits::default(),
         }
     }
 
@@ -417,7 +417,7 @@ mod tests {
             return;
         }
         let data = tempfile::tempdir().expect("data dir");
-        let local = launcher_with(data.path(), "[Scheduler]\nMemoryLimit = 67108864\n");
+        let local = launcher(data.path());
         assert!(
             local.cgroups.enforced(),
             "this machine gives connectd no cgroup: {}",
@@ -433,6 +433,10 @@ mod tests {
             &log,
         );
         hungry.job = "hungry".to_owned();
+        hungry.limits = ResourceLimits {
+            memory_bytes: Some(64 << 20),
+            ..ResourceLimits::default()
+        };
         let mut running = local.start(hungry).await.expect("start");
         let exit = tokio::time::timeout(Duration::from_secs(30), running.wait())
             .await

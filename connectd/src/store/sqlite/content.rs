@@ -13,7 +13,7 @@ const CONTENT_COLUMNS: &str = "c.id, c.guid, c.name, c.title, c.description, c.o
      u.guid, c.access_type, c.app_mode, c.run_as, c.run_as_current_user, c.min_processes, \
      c.max_processes, c.max_conns_per_process, c.load_factor, c.init_timeout, c.idle_timeout, \
      c.connection_timeout, c.read_timeout, c.bundle_id, c.created_time, c.last_deployed_time, \
-     c.deployment";
+     c.deployment, c.memory_limit, c.cpu_limit";
 
 fn content_from_row(row: &Row<'_>) -> rusqlite::Result<Content> {
     let access: String = row.get(7)?;
@@ -40,6 +40,10 @@ fn content_from_row(row: &Row<'_>) -> rusqlite::Result<Content> {
             idle_timeout: row.get(16)?,
             connection_timeout: row.get(17)?,
             read_timeout: row.get(18)?,
+            memory_limit: row
+                .get::<_, Option<i64>>(23)?
+                .and_then(|b| u64::try_from(b).ok()),
+            cpu_limit: row.get(24)?,
         },
         bundle_id: row.get(19)?,
         created_time: row.get(20)?,
@@ -55,8 +59,9 @@ impl ContentStore for SqliteStore {
             "INSERT OR IGNORE INTO content (guid, name, title, description, owner_id, \
              access_type, run_as, run_as_current_user, min_processes, max_processes, \
              max_conns_per_process, load_factor, init_timeout, idle_timeout, \
-             connection_timeout, read_timeout, created_time) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+             connection_timeout, read_timeout, created_time, memory_limit, cpu_limit) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+             ?18, ?19)",
             params![
                 guid,
                 new.name,
@@ -75,6 +80,8 @@ impl ContentStore for SqliteStore {
                 new.process.connection_timeout,
                 new.process.read_timeout,
                 now(),
+                new.process.memory_limit.and_then(|b| i64::try_from(b).ok()),
+                new.process.cpu_limit,
             ],
         )?;
         if inserted == 0 {
@@ -111,7 +118,7 @@ impl ContentStore for SqliteStore {
              run_as = ?6, run_as_current_user = ?7, min_processes = ?8, max_processes = ?9, \
              max_conns_per_process = ?10, load_factor = ?11, init_timeout = ?12, \
              idle_timeout = ?13, connection_timeout = ?14, read_timeout = ?15, \
-             owner_id = ?16 WHERE id = ?1",
+             owner_id = ?16, memory_limit = ?17, cpu_limit = ?18 WHERE id = ?1",
             params![
                 content.id,
                 content.name,
@@ -129,6 +136,11 @@ impl ContentStore for SqliteStore {
                 content.process.connection_timeout,
                 content.process.read_timeout,
                 content.owner_id,
+                content
+                    .process
+                    .memory_limit
+                    .and_then(|b| i64::try_from(b).ok()),
+                content.process.cpu_limit,
             ],
         )?;
         Ok(())

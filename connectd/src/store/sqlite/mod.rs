@@ -152,6 +152,11 @@ CREATE TABLE task_output (
     PRIMARY KEY (task_id, seq)
 ) WITHOUT ROWID;
 "#,
+    // Per-content resource limits ([Scheduler] MemoryLimit, CPULimit).
+    r#"
+ALTER TABLE content ADD COLUMN memory_limit INTEGER;
+ALTER TABLE content ADD COLUMN cpu_limit REAL;
+"#,
 ];
 
 impl From<rusqlite::Error> for StoreError {
