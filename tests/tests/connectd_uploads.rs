@@ -9,6 +9,19 @@ use serde_json::json;
 
 const LIMIT: usize = 4096;
 
+/// `dir` holds nothing (or does not exist).
+fn assert_empty(dir: &std::path::Path) {
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in {}: {left:?}", dir.display());
+}
+
 #[test]
 fn uploads_beyond_max_bundle_size_are_refused_with_413() {
     if need_root() {
@@ -60,15 +73,7 @@ fn uploads_beyond_max_bundle_size_are_refused_with_413() {
         .join("apps")
         .join(&guid)
         .join("uploads");
-    let left: Vec<_> = std::fs::read_dir(&uploads)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.file_name())
-                .collect()
-        })
-        .unwrap_or_default();
-    assert!(left.is_empty(), "left in {}: {left:?}", uploads.display());
+    assert_empty(&uploads);
 }
 
 /// The review's bomb, scaled down: a small archive whose one file unpacks
@@ -118,13 +123,5 @@ fn a_small_archive_that_unpacks_huge_is_refused_naming_the_file() {
     );
     // Nothing of it stayed on disk.
     let bundles = dir.path().join("data/apps").join(&guid).join("bundles");
-    let left: Vec<_> = std::fs::read_dir(&bundles)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.file_name())
-                .collect()
-        })
-        .unwrap_or_default();
-    assert!(left.is_empty(), "left in {}: {left:?}", bundles.display());
+    assert_empty(&bundles);
 }
