@@ -11,15 +11,6 @@ cargo=${CARGO:-cargo}
 multiarch=$(gcc -print-multiarch 2>/dev/null || dpkg-architecture -qDEB_HOST_MULTIARCH)
 libdir=/usr/lib/$multiarch
 
-# A daemon's log without systemd: sign-in failures name users and client
-# addresses, so only root and the adm group (as for /var/log/syslog) may
-# read it, and content, running as other accounts, may not.
-private_log() {
-    [ -e "$1" ] || : >"$1"
-    chown root:adm "$1" 2>/dev/null || chown root:root "$1"
-    chmod 0640 "$1"
-}
-
 echo "==> building (release)"
 module=$("$root/packaging/build-nss-module.sh")
 "$cargo" build --quiet --release --locked -p nameserviced -p connectd --manifest-path "$root/Cargo.toml"
@@ -62,7 +53,7 @@ else
         sleep 0.5
     fi
     install -d -m 0755 /run/connect-nameservice /var/log
-    private_log /var/log/nameserviced.log
+    "$root/packaging/private-log.sh" /var/log/nameserviced.log
     nohup /usr/sbin/nameserviced >>/var/log/nameserviced.log 2>&1 &
     echo $! > /run/connect-nameservice/nameserviced.pid
     echo "    no systemd: started pid $(cat /run/connect-nameservice/nameserviced.pid), log /var/log/nameserviced.log"
@@ -88,7 +79,7 @@ else
         kill "$(cat /run/connectd.pid)" 2>/dev/null || true
         sleep 0.5
     fi
-    private_log /var/log/connectd.log
+    "$root/packaging/private-log.sh" /var/log/connectd.log
     nohup /usr/sbin/connectd >>/var/log/connectd.log 2>&1 &
     echo $! > /run/connectd.pid
     echo "    no systemd: started pid $(cat /run/connectd.pid), log /var/log/connectd.log"

@@ -391,3 +391,52 @@ fn uids_are_stable_across_restarts_and_never_reused() {
         );
     });
 }
+
+#[test]
+fn the_state_directory_and_its_files_are_private_however_the_daemon_is_started() {
+    if need_root() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    // The harness made the state directory 0755, as a hand-made
+    // /var/lib/connect-nameservice or an init without StateDirectoryMode
+    // would, and starts the daemon under the usual umask (022).
+    let sandbox = Sandbox::new("");
+    let state = sandbox.dir.path().join("state");
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode(&state), 0o755);
+    let daemon = sandbox.start_daemon();
+    block_on(async {
+        let mut c = sandbox.provisioning().await;
+        c.ensure_user(ensure("ldap", "s1", "sasha", &[]))
+            .await
+            .expect("sasha");
+    });
+    assert_eq!(mode(&state), 0o700, "the state directory");
+    let files: Vec<_> = std::fs::read_dir(&state)
+        .expect("state")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(
+        files.iter().any(|f| f.ends_with("nameservice.sqlite3-wal")),
+        "{files:?}"
+    );
+    for file in &files {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    // Another local user reads nothing of it.
+    let read = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+        .arg(state.join("nameservice.sqlite3"))
+        .output()
+        .expect("setpriv");
+    assert!(!read.status.success());
+    drop(daemon);
+}
