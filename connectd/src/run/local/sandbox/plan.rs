@@ -320,7 +320,8 @@ impl Plan {
         self.push(
             Step::MountTmpfs {
                 path: c"/dev/shm".to_owned(),
-                flags: libc::MS_NOSUID | libc::MS_NODEV,
+                // As Docker has it: shared memory, not a place to run from.
+                flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                 options: c"mode=1777".to_owned(),
             },
             "mounting a private /dev/shm".into(),
