@@ -134,6 +134,14 @@ impl Cgroups {
     /// to the server's). `None` when no cgroup is available (said once at
     /// start-up).
     pub fn create(&self, job: &str, limits: &ResourceLimits) -> io::Result<Option<JobCgroup>> {
+        // Only the controllers with a limit to enforce: moving a process
+        // into a cgroup waits for the kernel (an RCU grace period per
+        // hierarchy on cgroup v1), and a start pays that for each.
+        let wanted = |c: &Controller| match c {
+            Controller::Memory => limits.memory_bytes.is_some(),
+            Controller::Cpu => limits.cpus.is_some(),
+            Controller::Pids => limits.tasks.is_some(),
+        };
         let dirs: Vec<(Controller, PathBuf)> = match &self.kind {
             Kind::Unavailable { .. } => return Ok(None),
             Kind::V2 {
@@ -141,13 +149,18 @@ impl Cgroups {
                 controllers,
             } => controllers
                 .iter()
+                .filter(|c| wanted(c))
                 .map(|&c| (c, parent.join(format!("job-{job}"))))
                 .collect(),
             Kind::V1 { parents } => parents
                 .iter()
+                .filter(|(c, _)| wanted(c))
                 .map(|(c, p)| (*c, p.join(format!("job-{job}"))))
                 .collect(),
         };
+        if dirs.is_empty() {
+            return Ok(None);
+        }
         let v2 = matches!(self.kind, Kind::V2 { .. });
         let mut cgroup = JobCgroup {
             dirs: Vec::new(),
