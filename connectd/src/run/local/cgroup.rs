@@ -132,7 +132,7 @@ impl Cgroups {
 
     /// Makes `job`'s cgroups with `limits` (the content's, which default
     /// to the server's). `None` when no cgroup is available (said once at
-    /// start-up).
+    /// start-up) or no limit is set.
     pub fn create(&self, job: &str, limits: &ResourceLimits) -> io::Result<Option<JobCgroup>> {
         // Only the controllers with a limit to enforce: moving a process
         // into a cgroup waits for the kernel (an RCU grace period per
