@@ -14,15 +14,19 @@
 //! - none: limits are not enforced, and [`Cgroups::describe`] says so for
 //!   the start-up log.
 //!
-//! The content process's monitor joins the job's cgroups before it forks
-//! (the sandbox writes to descriptors opened here), so everything the
-//! content starts is inside. Stopping is the PID namespace's job; the
+//! On cgroup v2 the sandbox creates its init inside the job's cgroup
+//! (`clone3` with `CLONE_INTO_CGROUP`, on a directory opened here), which
+//! moves nothing; on cgroup v1 the monitor moves itself in before it
+//! forks (writing to `cgroup.procs` files opened here), which waits for
+//! the kernel's cgroup lock, an RCU grace period. Either way everything
+//! the content starts is inside. Stopping is the PID namespace's job; the
 //! cgroup only counts and limits. Imports nothing of connectd but the
 //! limits' settings.
 
 use std::fs;
 use std::io::{self, Write as _};
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::config::ResourceLimits;
@@ -191,9 +195,22 @@ impl Cgroups {
                 cgroup.memory = Some(dir.clone());
             }
         }
+        // cgroup v2: the sandbox creates init inside the directory; v1: the
+        // monitor moves itself in through cgroup.procs.
         for dir in cgroup.dirs.clone() {
-            let path = dir.join("cgroup.procs");
-            match fs::OpenOptions::new().write(true).open(&path) {
+            let path = if v2 {
+                dir.clone()
+            } else {
+                dir.join("cgroup.procs")
+            };
+            let mut open = fs::OpenOptions::new();
+            if v2 {
+                open.read(true)
+                    .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC);
+            } else {
+                open.write(true);
+            }
+            match open.open(&path) {
                 Ok(file) => cgroup.procs.push(file),
                 Err(e) => {
                     cgroup.remove();
@@ -260,16 +277,28 @@ impl Drop for Cgroups {
 #[derive(Debug)]
 pub struct JobCgroup {
     dirs: Vec<PathBuf>,
-    /// `cgroup.procs` of each, open for the sandbox to join.
+    /// `cgroup.procs` of each (v1), or the directory (v2), open for the
+    /// sandbox.
     procs: Vec<fs::File>,
     memory: Option<PathBuf>,
     v2: bool,
 }
 
 impl JobCgroup {
-    /// The descriptors the sandbox writes "0" to, to join.
+    /// cgroup v1: the descriptors the sandbox writes "0" to, to join.
     pub fn procs_fds(&self) -> Vec<RawFd> {
+        if self.v2 {
+            return Vec::new();
+        }
         self.procs.iter().map(AsRawFd::as_raw_fd).collect()
+    }
+
+    /// cgroup v2: the open directory the sandbox creates init in.
+    pub fn dir_fd(&self) -> Option<RawFd> {
+        if !self.v2 {
+            return None;
+        }
+        self.procs.first().map(AsRawFd::as_raw_fd)
     }
 
     /// Whether the kernel killed a process of it for exceeding its memory

@@ -177,6 +177,7 @@ impl LocalLauncher {
                 .as_ref()
                 .map(JobCgroup::procs_fds)
                 .unwrap_or_default(),
+            cgroup_dir: cgroup.as_ref().and_then(JobCgroup::dir_fd),
         };
         let child = match self.spawner.spawn(launch).await {
             Ok(child) => child,

@@ -31,9 +31,12 @@ pub(super) enum Step {
     /// outside, the content sees no process but its own, and System V
     /// IPC objects and POSIX message queues are its own.
     NewNamespaces,
-    /// Forks init into the new PID namespace; the forking process becomes
+    /// Forks init into the new PID namespace (and into the cgroup v2
+    /// directory open as `cgroup`, unless -1); the forking process becomes
     /// the monitor and never gets past this step (see `init`).
-    StartInit,
+    StartInit {
+        cgroup: RawFd,
+    },
     PrivatePropagation,
     OpenSource {
         path: CString,
@@ -418,7 +421,7 @@ impl Step {
                 // SAFETY: no preconditions.
                 cvt(unsafe { libc::unshare(namespaces) }).map(drop)
             }
-            Step::StartInit => super::init::start_init(),
+            Step::StartInit { cgroup } => super::init::start_init(*cgroup),
             Step::StartApp => super::init::start_app(),
             Step::PrivatePropagation => {
                 // SAFETY: "/" is NUL-terminated; the other pointers are null.

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use super::child::run_child;
 use super::filter::content_filters;
 use super::mounts::resolve;
-use super::plan::Plan;
+use super::plan::{Confinement, Plan};
 use super::{check_environment, check_identity, cstring, Launch, LaunchError};
 
 /// The one thread that forks every content process and build, for as long
@@ -79,6 +79,7 @@ pub fn spawn(launch: Launch) -> Result<tokio::process::Child, LaunchError> {
         isolation,
         log,
         cgroups,
+        cgroup_dir,
     } = launch;
 
     check_identity(&program, &identity)?;
@@ -101,7 +102,12 @@ pub fn spawn(launch: Launch) -> Result<tokio::process::Child, LaunchError> {
         program: program.clone(),
         source: io::Error::other(reason),
     })?;
-    let plan = Plan::new(&mounts, &identity, umask, cwd_c, &cwd, filters, &cgroups)?;
+    let confinement = Confinement {
+        filters,
+        cgroups: &cgroups,
+        cgroup_dir,
+    };
+    let plan = Plan::new(&mounts, &identity, umask, cwd_c, &cwd, confinement)?;
 
     let setup = |source| LaunchError::Setup {
         program: program.clone(),

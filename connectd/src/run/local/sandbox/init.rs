@@ -94,6 +94,51 @@ fn raw_fork() -> io::Result<libc::pid_t> {
     libc::pid_t::try_from(rc).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
+/// `struct clone_args` (linux/sched.h), as far as `cgroup` (version 2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// linux/sched.h; libc's constant is typed too narrow for the flag.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// [`raw_fork`] with the child created inside the cgroup v2 directory open
+/// as `cgroup`: nothing is moved, so no wait for the kernel's cgroup lock
+/// (a move waits for an RCU grace period).
+fn raw_fork_into(cgroup: RawFd) -> io::Result<libc::pid_t> {
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: u64::try_from(cgroup).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?,
+        ..CloneArgs::default()
+    };
+    // SAFETY: a valid clone_args of the size given; no stack, so the child
+    // continues here on a copy of this one, as with fork.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    libc::pid_t::try_from(rc).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
 fn pipe() -> io::Result<[RawFd; 2]> {
     let mut fds = [-1 as c_int; 2];
     // SAFETY: fds is a valid array of two ints.
@@ -188,10 +233,11 @@ fn wait_for(pid: libc::pid_t) -> Option<c_int> {
     }
 }
 
-/// Forks init into the PID namespace the caller has unshared. Returns in
-/// init, which goes on with the sandbox's set-up; the caller becomes the
-/// monitor and never returns.
-pub(super) fn start_init() -> io::Result<()> {
+/// Forks init into the PID namespace the caller has unshared, and into the
+/// cgroup v2 directory open as `cgroup` unless it is -1. Returns in init,
+/// which goes on with the sandbox's set-up; the caller becomes the monitor
+/// and never returns.
+pub(super) fn start_init(cgroup: RawFd) -> io::Result<()> {
     let [status_read, status_write] = pipe()?;
     // Held by the monitor for as long as it lives: init reads its end to
     // tell whether the monitor died before init could ask to die with it.
@@ -203,7 +249,12 @@ pub(super) fn start_init() -> io::Result<()> {
             return Err(e);
         }
     };
-    let init = match raw_fork() {
+    let forked = if cgroup >= 0 {
+        raw_fork_into(cgroup)
+    } else {
+        raw_fork()
+    };
+    let init = match forked {
         Ok(pid) => pid,
         Err(e) => {
             for fd in [status_read, status_write, alive_read, alive_write] {

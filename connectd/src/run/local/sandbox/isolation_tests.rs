@@ -182,3 +182,43 @@ async fn killing_the_monitor_takes_the_whole_sandbox_down() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn init_and_the_content_are_created_inside_a_cgroup_v2_directory() {
+    if !root() {
+        return;
+    }
+    // The unified hierarchy: /sys/fs/cgroup, or /sys/fs/cgroup/unified on
+    // hybrid hosts (where it has no controllers, which this does not need).
+    let Some(unified) = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .iter()
+        .map(Path::new)
+        .find(|p| p.join("cgroup.controllers").exists())
+    else {
+        eprintln!("no cgroup v2 hierarchy here: skipped");
+        return;
+    };
+    let own = std::fs::read_to_string("/proc/self/cgroup").expect("cgroup");
+    let own = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("a cgroup v2 line");
+    let name = format!("sandbox-test-{}", std::process::id());
+    let path = unified.join(own.trim_start_matches('/')).join(&name);
+    std::fs::create_dir(&path).expect("a test cgroup");
+    let dir = std::fs::File::open(&path).expect("open the cgroup");
+    let scratch_dir = scratch();
+    let mut l = launch(scratch_dir.path(), "/bin/cat", &["/proc/self/cgroup"]);
+    l.cgroup_dir = Some(std::os::fd::AsRawFd::as_raw_fd(&dir));
+    let (status, out) = run(l, scratch_dir.path()).await;
+    drop(dir);
+    let removed = std::fs::remove_dir(&path);
+    assert!(status.success(), "{status}: {out}");
+    let inside = out
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(inside.ends_with(&format!("/{name}")), "{out}");
+    removed.expect("the cgroup is empty once the sandbox has ended");
+}

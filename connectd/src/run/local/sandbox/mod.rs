@@ -7,9 +7,10 @@
 //!
 //! 1. `setsid()`, the parent-death signal (SIGKILL when connectd's forking
 //!    thread dies, so a killed connectd leaves no content behind), joining
-//!    the [`Launch::cgroups`], then `unshare` of the mount, PID and IPC
-//!    namespaces;
-//! 2. a fork into the new PID namespace: the process connectd forked stays
+//!    the [`Launch::cgroups`] (cgroup v1), then `unshare` of the mount, PID
+//!    and IPC namespaces;
+//! 2. a fork into the new PID namespace (and into [`Launch::cgroup_dir`],
+//!    cgroup v2, with `clone3`): the process connectd forked stays
 //!    outside as the *monitor*, the new one is *init*, PID 1 inside (see
 //!    `init` for what each does); init goes on as root:
 //! 3. `MS_REC|MS_PRIVATE` on `/`: nothing done below reaches the host;
@@ -152,8 +153,12 @@ pub struct Launch {
     /// Receives stdout and stderr; stdin is /dev/null.
     pub log: std::fs::File,
     /// Open `cgroup.procs` files of the cgroups the process runs in (the
-    /// caller keeps them open until [`spawn`] returns). Empty: connectd's.
+    /// caller keeps them open until [`spawn`] returns): cgroup v1, where the
+    /// monitor moves itself in. Empty: connectd's.
     pub cgroups: Vec<std::os::fd::RawFd>,
+    /// An open cgroup v2 directory: init is created inside it (the monitor
+    /// stays in connectd's), which needs no move.
+    pub cgroup_dir: Option<std::os::fd::RawFd>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -41,6 +41,15 @@ const DEV_LINKS: [(&str, &CStr); 5] = [
     ("ptmx", c"pts/ptmx"),
 ];
 
+/// What confines the process beyond its mounts and account: the
+/// system-call filters, and the cgroups it runs in (v1 `cgroup.procs`
+/// files to join, or a v2 directory to create init in).
+pub(super) struct Confinement<'a> {
+    pub(super) filters: &'a [seccompiler::BpfProgram],
+    pub(super) cgroups: &'a [std::os::fd::RawFd],
+    pub(super) cgroup_dir: Option<std::os::fd::RawFd>,
+}
+
 /// The child's steps, with a description of each for error messages.
 pub(super) struct Plan {
     pub(super) steps: Vec<Step>,
@@ -56,9 +65,13 @@ impl Plan {
         umask: u32,
         cwd: CString,
         cwd_path: &Path,
-        filters: &[seccompiler::BpfProgram],
-        cgroups: &[std::os::fd::RawFd],
+        confinement: Confinement<'_>,
     ) -> Result<Self, LaunchError> {
+        let Confinement {
+            filters,
+            cgroups,
+            cgroup_dir,
+        } = confinement;
         let mut plan = Plan {
             steps: Vec::new(),
             descriptions: Vec::new(),
@@ -77,7 +90,8 @@ impl Plan {
             },
             "arranging for the sandbox to be killed if connectd dies".into(),
         );
-        if !cgroups.is_empty() {
+        let limited = !cgroups.is_empty() || cgroup_dir.is_some();
+        if limited {
             plan.push(
                 Step::OomScoreAdj(c"-1000".to_owned()),
                 "protecting the sandbox's monitor and init from the out-of-memory killer".into(),
@@ -94,7 +108,9 @@ impl Plan {
             "creating mount, PID and IPC namespaces (unshare)".into(),
         );
         plan.push(
-            Step::StartInit,
+            Step::StartInit {
+                cgroup: cgroup_dir.unwrap_or(-1),
+            },
             "starting the PID namespace's init process".into(),
         );
         plan.push(
@@ -201,7 +217,7 @@ impl Plan {
             "starting the content process inside the PID namespace".into(),
         );
 
-        if !cgroups.is_empty() {
+        if limited {
             plan.push(
                 Step::OomScoreAdj(own_oom_score_adj()),
                 "giving the content process connectd's out-of-memory score back".into(),

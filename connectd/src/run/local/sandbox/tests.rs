@@ -63,6 +63,7 @@ pub(super) fn launch(dir: &Path, program: &str, args: &[&str]) -> Launch {
         isolation: Isolation::default(),
         log: std::fs::File::create(dir.join("log")).expect("log"),
         cgroups: Vec::new(),
+        cgroup_dir: None,
     }
 }
 
