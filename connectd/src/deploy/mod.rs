@@ -426,18 +426,16 @@ impl Deployer {
                 return;
             }
         };
-        let in_use: Vec<String> = self
+        let in_use: Vec<i64> = self
             .scheduler
             .running(content.id)
             .iter()
-            .map(|p| p.deployment.clone())
+            .map(|p| p.bundle_id)
             .collect();
         let layout = self.scheduler.layout();
         let older = ids.iter().rev().filter(|&&id| id < live);
         for &id in older.skip(limit - 1) {
-            // Deployments are named "<bundle id>-<suffix>".
-            let prefix = format!("{id}-");
-            if in_use.iter().any(|d| d.starts_with(&prefix)) {
+            if in_use.contains(&id) {
                 continue;
             }
             let dir = layout.bundle_dir(&content.guid, id);
