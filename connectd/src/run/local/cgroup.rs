@@ -92,16 +92,6 @@ impl Cgroups {
         }
     }
 
-    /// No cgroups at all (tests, and hosts without them).
-    pub fn unavailable(why: &str) -> Self {
-        Cgroups {
-            kind: Kind::Unavailable {
-                why: why.to_owned(),
-            },
-            limits: ResourceLimits::default(),
-        }
-    }
-
     /// One line for the start-up log: what is enforced, and where.
     pub fn describe(&self) -> String {
         let wanted = describe_limits(&self.limits);
