@@ -72,6 +72,9 @@ pub struct Process {
     /// Set when it ended killed for exceeding a limit (see
     /// [`Exit::over_limit`](crate::run::launcher::Exit::over_limit)).
     pub(super) over_limit: Mutex<Option<String>>,
+    /// It runs under a memory limit, so a dropped connection may be the
+    /// kernel killing it for memory.
+    pub(super) memory_limited: bool,
 }
 
 impl Process {
@@ -82,7 +85,11 @@ impl Process {
     /// Waits up to `wait` for the process to end (a connection it dropped
     /// is usually the first sign), and says which limit it was killed for
     /// exceeding, if that is how it ended.
+    /// Without a memory limit there is nothing to wait for: `None` at once.
     pub async fn killed_over_limit(&self, wait: Duration) -> Option<String> {
+        if !self.memory_limited {
+            return None;
+        }
         let mut state = self.state.subscribe();
         let ended = state.wait_for(|s| matches!(s, ProcessState::Exited(_)));
         tokio::time::timeout(wait, ended).await.ok()?.ok()?;

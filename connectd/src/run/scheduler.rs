@@ -380,6 +380,7 @@ impl Scheduler {
             draining: AtomicBool::new(false),
             stop: Notify::new(),
             over_limit: Mutex::new(None),
+            memory_limited: spec.limits.memory_bytes.is_some(),
         });
         let record = JobRecord {
             content_id: content.id,
