@@ -126,19 +126,15 @@ impl LocalLauncher {
                 writable: true,
             });
         }
-        // Apps run within the limits; builds (compilers, pip) may need more
-        // than an app and are bounded by their steps' end.
-        let cgroup = match kind {
-            LaunchKind::App => {
-                self.cgroups
-                    .create(&job, &limits)
-                    .map_err(|source| StartError::Prepare {
-                        what: "cgroup",
-                        source,
-                    })?
-            }
-            LaunchKind::Build => None,
-        };
+        // The spec's limits, whoever chose them (deployments give builds
+        // none): a cgroup only for those that are set.
+        let cgroup = self
+            .cgroups
+            .create(&job, &limits)
+            .map_err(|source| StartError::Prepare {
+                what: "cgroup",
+                source,
+            })?;
         let mut session = None;
         if let Some(plan) = plan {
             let opened = tokio::task::spawn_blocking(move || {
