@@ -68,6 +68,23 @@ fi
 # and /etc stay exactly as they were (the script checks it, and is a no-op
 # once they are there), so the test itself never installs anything.
 "$(dirname "$0")/../bench/peers/install.sh"
+# The OpenID Connect tests run a real provider, panva's oidc-provider, from
+# tests/oidc, pinned by its package-lock.json: `npm ci` installs exactly that
+# (again only when the lock file changed). Where the checkout is read-only
+# (the fresh-root check binds it so), the install goes to a scratch copy
+# instead, which still proves it works with this machine's Node.js.
+oidc="$(cd "$(dirname "$0")/.." && pwd)/tests/oidc"
+if [ ! -w "$oidc" ]; then
+    scratch=$(mktemp -d)
+    cp "$oidc/package.json" "$oidc/package-lock.json" "$scratch/"
+    echo "==> npm ci of the test OpenID Connect provider (in a scratch copy: $oidc is read-only)"
+    (cd "$scratch" && npm ci --no-audit --no-fund --loglevel=error) >/dev/null
+    rm -rf "$scratch"
+elif [ ! -e "$oidc/node_modules/.package-lock.json" ] ||
+    [ "$oidc/package-lock.json" -nt "$oidc/node_modules/.package-lock.json" ]; then
+    echo "==> npm ci of the test OpenID Connect provider (tests/oidc)"
+    (cd "$oidc" && npm ci --no-audit --no-fund --loglevel=error) >/dev/null
+fi
 if ! command -v cargo >/dev/null 2>&1; then
     if [ -x "$HOME/.cargo/bin/cargo" ]; then
         echo "cargo is in $HOME/.cargo/bin: add it to PATH" >&2

@@ -11,6 +11,7 @@
 //! config sits below every module that reads settings.
 
 mod limits;
+mod oauth2;
 mod providers;
 
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use connect_gcfg::{Config, ConfigError, Key};
 use crate::roles::{Mapping, Role, RoleTable};
 
 pub use limits::{ResourceLimits, DEFAULT_TASKS_MAX};
+pub use oauth2::OAuth2Settings;
 pub use providers::{LdapSettings, PamSettings, ProxySettings};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/connect/connect.gcfg";
@@ -129,13 +131,20 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "openidconnectissuer",
             "clientid",
             "clientsecret",
+            "clientsecretfile",
+            "tlscacertificate",
+            "allowinsecureloopbackissuer",
+            "customscope",
             "usernameclaim",
             "uniqueidclaim",
             "groupsclaim",
+            "groupsseparator",
             "emailclaim",
             "firstnameclaim",
             "lastnameclaim",
             "roleclaim",
+            "requireusernameclaim",
+            "groupsautoprovision",
             "logging",
         ],
     ),
@@ -292,6 +301,8 @@ pub struct Settings {
     pub ldap: Vec<LdapSettings>,
     pub pam: PamSettings,
     pub proxy: ProxySettings,
+    /// `[OAuth2]`, read only with `Provider = oauth2`.
+    pub oauth2: Option<OAuth2Settings>,
     pub self_registration: bool,
     pub password_min_length: usize,
     pub provision_socket: PathBuf,
@@ -312,6 +323,7 @@ impl Settings {
         match self.provider {
             ProviderKind::Ldap => ldap.is_some_and(|l| l.logging),
             ProviderKind::Proxy => self.proxy.logging,
+            ProviderKind::OAuth2 => self.oauth2.as_ref().is_some_and(|o| o.logging),
             _ => false,
         }
     }
@@ -361,12 +373,13 @@ impl Reader<'_> {
             Some("ldap") => ProviderKind::Ldap,
             Some("pam") => ProviderKind::Pam,
             Some("proxy") => ProviderKind::Proxy,
-            Some(p @ ("oauth2" | "saml")) => {
+            Some("oauth2") => ProviderKind::OAuth2,
+            Some(p @ "saml") => {
                 return Err(self.refuse(
                     Some(provider_key),
                     format!(
                         "[Authentication] Provider = {p}: this build of connectd does not \
-                         support {p} sign-in yet; use ldap, pam, proxy or password"
+                         support {p} sign-in yet; use ldap, oauth2, pam, proxy or password"
                     ),
                 ))
             }
@@ -428,7 +441,15 @@ impl Reader<'_> {
             Vec::new()
         };
         let proxy = self.proxy(provider)?;
-        let mapping = self.mapping(provider, &ldap, &proxy)?;
+        let address = self.string(Key::new("Server", "Address"));
+        let oauth2 = self.oauth2(provider, run_as_current_user, address.as_deref())?;
+        let role_attribute = match provider {
+            ProviderKind::Ldap => ldap.iter().find_map(|l| l.role_attribute.clone()),
+            ProviderKind::Proxy => proxy.role_header.clone(),
+            ProviderKind::OAuth2 => oauth2.as_ref().and_then(|o| o.role_claim.clone()),
+            _ => None,
+        };
+        let mapping = self.mapping(provider, role_attribute)?;
         let pam = self.pam(run_as_current_user)?;
 
         let listen_key = Key::new("HTTP", "Listen");
@@ -463,7 +484,7 @@ impl Reader<'_> {
 
         Ok(Settings {
             data_dir,
-            address: self.string(Key::new("Server", "Address")),
+            address,
             listen,
             log_level: self.string_or(Key::new("Logging", "ServiceLogLevel"), "info"),
             provider,
@@ -497,6 +518,7 @@ impl Reader<'_> {
             ldap,
             pam,
             proxy,
+            oauth2,
             self_registration: self.bool_or(Key::new("Password", "SelfRegistration"), false)?,
             password_min_length,
             provision_socket: self
@@ -613,11 +635,12 @@ impl Reader<'_> {
         })
     }
 
+    /// `role_attribute`: the provider's attribute, header or claim whose
+    /// values are mapped to roles, if it names one.
     fn mapping(
         &self,
         provider: ProviderKind,
-        ldap: &[LdapSettings],
-        proxy: &ProxySettings,
+        role_attribute: Option<String>,
     ) -> Result<Mapping, SettingsError> {
         let group_key = Key::new("Authorization", "UserRoleGroupMapping");
         let attribute_key = Key::new("Authorization", "UserRoleMapping");
@@ -631,11 +654,6 @@ impl Reader<'_> {
                     .into(),
             ));
         }
-        let role_attribute = match provider {
-            ProviderKind::Ldap => ldap.iter().find_map(|l| l.role_attribute.clone()),
-            ProviderKind::Proxy => proxy.role_header.clone(),
-            _ => None,
-        };
         if matches!(provider, ProviderKind::Pam | ProviderKind::Password) && (groups || attribute) {
             let key = if groups { group_key } else { attribute_key };
             return Err(self.refuse(

@@ -176,3 +176,117 @@ fn resource_limits_and_bundle_limits_default_and_refuse_the_unusable() {
     let e = refusal("[Scheduler]\nCgroupRoot = relative/dir\n");
     assert!(e.contains("not an absolute path"), "{e}");
 }
+
+const OIDC: &str = "[Server]\nAddress = https://connect.example.com\n\
+                    [Authentication]\nProvider = oauth2\n[OAuth2]\n\
+                    OpenIDConnectIssuer = https://idp.example.com\nClientId = connect\n";
+
+#[test]
+fn oauth2_is_read_with_connects_defaults() {
+    let s = load(&format!(
+        "{OIDC}ClientSecret = s3cret\nCustomScope = groups\nCustomScope = role offline_access\n"
+    ))
+    .expect("valid");
+    assert_eq!(s.provider, ProviderKind::OAuth2);
+    let o = s.oauth2.expect("[OAuth2]");
+    assert_eq!(o.client_secret, "s3cret");
+    assert_eq!(
+        (o.username_claim.as_str(), o.unique_id_claim.as_str()),
+        ("preferred_username", "sub")
+    );
+    assert_eq!(o.groups_claim, "groups");
+    assert_eq!(o.custom_scopes, ["groups", "role", "offline_access"]);
+    assert!(!o.require_username_claim && !o.groups_auto_provision && !o.allow_loopback_http);
+    assert!(
+        !format!("{o:?}").contains("s3cret"),
+        "Debug hides the secret"
+    );
+}
+
+#[test]
+fn oauth2_refusals_name_the_key_and_the_fix() {
+    let without = |key: &str| {
+        OIDC.lines()
+            .filter(|l| !l.starts_with(key))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+            + "ClientSecret = s\n"
+    };
+    let e = refusal(&without("OpenIDConnectIssuer"));
+    assert!(e.contains("needs [OAuth2] OpenIDConnectIssuer"), "{e}");
+    let e = refusal(&without("ClientId"));
+    assert!(e.contains("ClientId is missing"), "{e}");
+    let e = refusal(&without("Address"));
+    assert!(
+        e.contains("needs [Server] Address") && e.contains("/__login__/callback"),
+        "{e}"
+    );
+    let e = refusal(OIDC);
+    assert!(e.contains("needs ClientSecret or ClientSecretFile"), "{e}");
+    let e = refusal(&format!(
+        "{OIDC}ClientSecret = a\nClientSecretFile = /etc/secret\n"
+    ));
+    assert!(e.contains("both set"), "{e}");
+    let e = refusal(&format!("{OIDC}ClientSecretFile = /nonexistent/secret\n"));
+    assert!(e.contains("cannot be read"), "{e}");
+    let http = OIDC.replace("https://idp.example.com", "http://idp.example.com");
+    let e = refusal(&format!("{http}ClientSecret = s\n"));
+    assert!(
+        e.contains("must be an https URL") && e.contains("AllowInsecureLoopbackIssuer"),
+        "{e}"
+    );
+    let e = refusal(&format!(
+        "{http}ClientSecret = s\nAllowInsecureLoopbackIssuer = true\n"
+    ));
+    assert!(e.contains("only to 127.0.0.1"), "{e}");
+    let loopback = OIDC.replace("https://idp.example.com", "http://127.0.0.1:9999");
+    let s = load(&format!(
+        "{loopback}ClientSecret = s\nAllowInsecureLoopbackIssuer = true\n"
+    ));
+    assert!(s.is_ok(), "loopback http behind the key is allowed");
+    let e = refusal(&format!(
+        "{OIDC}ClientSecret = s\nTLSCACertificate = /etc/hostname\n"
+    ));
+    assert!(
+        e.contains("holds no certificate") || e.contains("cannot be read"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_changeable_identity_claim_is_refused_for_current_user_content() {
+    let text = format!(
+        "{OIDC}ClientSecret = s\nUniqueIdClaim = preferred_username\n\
+         [Applications]\nRunAsCurrentUser = true\n"
+    );
+    let e = refusal(&text);
+    assert!(
+        e.contains("UniqueIdClaim = preferred_username") && e.contains("sub"),
+        "{e}"
+    );
+    let email = text.replace(
+        "UniqueIdClaim = preferred_username",
+        "UniqueIdClaim = email",
+    );
+    assert!(refusal(&email).contains("can change"));
+    let ok = text.replace("UniqueIdClaim = preferred_username", "UniqueIdClaim = oid");
+    assert!(load(&ok).is_ok(), "a stable claim is fine");
+    let no_run_as = format!("{OIDC}ClientSecret = s\nUniqueIdClaim = email\n");
+    assert!(
+        load(&no_run_as).is_ok(),
+        "without current-user content no account depends on it"
+    );
+}
+
+#[test]
+fn role_claim_feeds_role_mapping() {
+    let s = load(&format!(
+        "{OIDC}ClientSecret = s\nRoleClaim = roles\n[Authorization]\nUserRoleMapping = true\n"
+    ))
+    .expect("valid");
+    assert!(matches!(s.mapping, Mapping::Attribute(_)));
+    let e = refusal(&format!(
+        "{OIDC}ClientSecret = s\n[Authorization]\nUserRoleMapping = true\n"
+    ));
+    assert!(e.contains("[OAuth2] RoleClaim"), "{e}");
+}

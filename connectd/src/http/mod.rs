@@ -386,6 +386,24 @@ pub fn login_error(error: LoginError) -> ApiError {
             tracing::warn!("sign-in refused: {e}");
             ApiError::bad_request("This sign-in could not be completed. Please sign in again.")
         }
+        LoginError::Auth(AuthError::Denied { shown, logged }) => {
+            tracing::warn!("sign-in refused: {logged}");
+            let why = shown.unwrap_or_else(|| "it gave no reason this server recognises".into());
+            ApiError::forbidden(format!(
+                "The identity provider did not sign you in: {why}. You can sign in again."
+            ))
+        }
+        LoginError::Auth(AuthError::Rejected(detail)) => {
+            tracing::warn!("sign-in refused: {detail}");
+            ApiError::forbidden(
+                "The identity provider's answer could not be verified, so you were not signed \
+                 in. Sign in again; if this keeps happening, tell your administrator.",
+            )
+        }
+        LoginError::Auth(AuthError::Incomplete(message)) => {
+            tracing::warn!("sign-in refused: {message}");
+            ApiError::forbidden(message)
+        }
         LoginError::Auth(AuthError::NotOffered) => {
             ApiError::bad_request("This server does not sign in this way.")
         }

@@ -264,10 +264,33 @@ pub async fn logout(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Res
             return ApiError::from(e).into_response();
         }
     }
-    with_cookie(
-        (StatusCode::SEE_OTHER, [(LOCATION, "/__login__")]).into_response(),
-        &app.clear_cookie(),
-    )
+    let provider = app.auth.provider();
+    // With a redirect provider, /__login__ would send the viewer straight
+    // back to it, whose own session signs them in again: say they are
+    // signed out instead, and offer to end that session too.
+    let response = if provider.method() == SignInMethod::Redirect {
+        let elsewhere = provider
+            .end_session_endpoint()
+            .map(|url| {
+                format!(
+                    "<p><a href=\"{}\">Also sign out of your identity provider</a>, so \
+                     that nobody else at this browser can sign in as you.</p>",
+                    escape(&url)
+                )
+            })
+            .unwrap_or_default();
+        page(
+            "Signed out",
+            &format!(
+                "<p>You are signed out of Connect.</p>{elsewhere}\
+                 <p><a href=\"/__login__\">Sign in again</a></p>"
+            ),
+        )
+        .into_response()
+    } else {
+        (StatusCode::SEE_OTHER, [(LOCATION, "/__login__")]).into_response()
+    };
+    with_cookie(response, &app.clear_cookie())
 }
 
 pub async fn home(

@@ -16,6 +16,7 @@
 pub mod flow;
 pub mod ldap;
 pub mod login;
+pub mod oidc;
 pub mod pam;
 pub mod password;
 pub mod provider;
@@ -35,9 +36,13 @@ pub use provider::{
 use crate::config::{ProviderKind, Settings};
 use crate::store::Store;
 
-/// The provider `[Authentication] Provider` names, with its settings.
-pub fn from_settings(settings: &Settings, store: Arc<dyn Store>) -> Arc<dyn IdentityProvider> {
-    match settings.provider {
+/// The provider `[Authentication] Provider` names, with its settings; an
+/// error names what an administrator must fix.
+pub fn from_settings(
+    settings: &Settings,
+    store: Arc<dyn Store>,
+) -> Result<Arc<dyn IdentityProvider>, String> {
+    Ok(match settings.provider {
         ProviderKind::Password => Arc::new(password::PasswordProvider::new(store)),
         ProviderKind::Ldap => Arc::new(ldap::LdapProvider::new(settings.ldap.clone())),
         ProviderKind::Pam => Arc::new(pam::PamProvider::new(
@@ -45,10 +50,20 @@ pub fn from_settings(settings: &Settings, store: Arc<dyn Store>) -> Arc<dyn Iden
             settings.pam.forward_password,
         )),
         ProviderKind::Proxy => Arc::new(proxy::ProxyProvider::new(settings.proxy.clone())),
-        // The settings refuse both until their providers exist, so only a
-        // test gets here: such a server signs nobody in.
-        kind @ (ProviderKind::OAuth2 | ProviderKind::Saml) => Arc::new(Refusing(kind)),
-    }
+        ProviderKind::OAuth2 => {
+            let (Some(oauth2), Some(address)) = (&settings.oauth2, &settings.address) else {
+                return Err(
+                    "[Authentication] Provider = oauth2 needs an [OAuth2] section and \
+                            [Server] Address"
+                        .into(),
+                );
+            };
+            Arc::new(oidc::OidcProvider::new(oauth2.clone(), address, store)?)
+        }
+        // The settings refuse it until its provider exists, so only a test
+        // gets here: such a server signs nobody in.
+        kind @ ProviderKind::Saml => Arc::new(Refusing(kind)),
+    })
 }
 
 /// Stands in for a provider this build cannot run: every way of signing
@@ -76,7 +91,7 @@ use crate::model::GroupRef;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExternalIdentity {
     /// Stable provider name stored with the user: `ldap/<section>`, `pam`,
-    /// `proxy`. Part of the identity, with `unique_id`.
+    /// `proxy`, `oidc/<issuer>`. Part of the identity, with `unique_id`.
     pub provider: String,
     /// The provider's stable id for the person (LDAP `UniqueIdAttribute`,
     /// the PAM username, the proxy's unique-id header or username).
@@ -116,6 +131,23 @@ pub enum AuthError {
     /// twice, expired, or altered on the way. The viewer starts again.
     #[error("the sign-in could not be completed: {0}")]
     Flow(String),
+    /// The identity provider answered the sign-in with an error
+    /// (`access_denied`, ...). `shown` is for the viewer, when the code is
+    /// a standard one; `logged` is everything, for the administrator.
+    #[error("{logged}")]
+    Denied {
+        shown: Option<String>,
+        logged: String,
+    },
+    /// What came back failed verification (a token's signature, issuer,
+    /// audience, times or nonce; a refused code). The viewer is told only
+    /// that it failed.
+    #[error("{0}")]
+    Rejected(String),
+    /// The provider vouched for the person but left out something this
+    /// server needs; the message is written for the viewer.
+    #[error("{0}")]
+    Incomplete(String),
     /// The configured provider does not sign in this way (a password sent
     /// to a proxy-authenticated server, a callback without a redirect flow).
     #[error("this server does not sign in this way")]

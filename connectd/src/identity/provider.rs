@@ -126,6 +126,12 @@ pub trait IdentityProvider: Send + Sync {
         Err(AuthError::NotOffered)
     }
 
+    /// Where a viewer may also end their session at the identity provider
+    /// (OpenID Connect RP-initiated logout), once connectd's is ended.
+    fn end_session_endpoint(&self) -> Option<String> {
+        None
+    }
+
     /// Finishes a redirect flow: checks what came back against the state
     /// kept by [`begin`](Self::begin), once.
     async fn finish(&self, _callback: Callback<'_>) -> Result<Returned, AuthError> {

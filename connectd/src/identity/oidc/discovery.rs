@@ -1,0 +1,220 @@
+//! The provider's discovery document and signing keys, fetched over an
+//! HTTP client that never follows redirects, cached, refreshed hourly, and
+//! re-fetched (at a bounded rate) when a token names a key we do not have.
+//!
+//! A failed refresh keeps the last good copy, so a provider that blips
+//! does not stop sign-ins that its cached keys can still verify.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use openidconnect::core::CoreJsonWebKeySet;
+use openidconnect::{DiscoveryError, IssuerUrl, ProviderMetadataWithLogout};
+
+use crate::config::OAuth2Settings;
+use crate::identity::AuthError;
+
+/// How long a discovery document is used before it is fetched again.
+const REFRESH_AFTER: Duration = Duration::from_secs(3600);
+
+/// The least time between two key re-fetches caused by unknown key ids:
+/// tokens come from the provider's own token endpoint, so an unknown key
+/// means a rotation, and one re-fetch picks it up; a burst of them is a
+/// misbehaving provider, which should not be hammered.
+const KEY_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+
+pub(super) type Metadata = ProviderMetadataWithLogout;
+
+/// One copy of the provider's metadata and keys.
+pub(super) struct Discovered {
+    pub metadata: Metadata,
+    fetched: Instant,
+}
+
+pub(super) struct Discovery {
+    issuer: IssuerUrl,
+    pub http: openidconnect::reqwest::Client,
+    current: RwLock<Option<Arc<Discovered>>>,
+    /// One fetch at a time; the others wait for its result.
+    fetching: tokio::sync::Mutex<()>,
+    last_key_refetch: Mutex<Option<Instant>>,
+}
+
+/// The HTTP client for everything sent to the provider: the system's CA
+/// store and `TLSCACertificate`, https only unless loopback http is
+/// allowed, no redirects (a redirect could point a back-channel request
+/// anywhere), and timeouts so a hung provider fails a sign-in, not the
+/// server.
+fn http_client(settings: &OAuth2Settings) -> Result<openidconnect::reqwest::Client, String> {
+    use openidconnect::reqwest;
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .https_only(!settings.allow_loopback_http);
+    if let Some(path) = &settings.ca_certificate {
+        let pem = std::fs::read(path).map_err(|e| {
+            format!(
+                "[OAuth2] TLSCACertificate = {}: cannot be read: {e}",
+                path.display()
+            )
+        })?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            format!(
+                "[OAuth2] TLSCACertificate = {}: not usable: {e}",
+                path.display()
+            )
+        })?;
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client for the identity provider: {e}"))
+}
+
+/// `error` and the errors that caused it, as one line.
+pub(super) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl Discovery {
+    pub fn new(settings: &OAuth2Settings) -> Result<Self, String> {
+        let issuer = IssuerUrl::new(settings.issuer.clone())
+            .map_err(|e| format!("[OAuth2] OpenIDConnectIssuer: {e}"))?;
+        Ok(Self {
+            issuer,
+            http: http_client(settings)?,
+            current: RwLock::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+            last_key_refetch: Mutex::new(None),
+        })
+    }
+
+    fn cached(&self) -> Option<Arc<Discovered>> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn keep(&self, discovered: Discovered) -> Arc<Discovered> {
+        let discovered = Arc::new(discovered);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(discovered.clone());
+        discovered
+    }
+
+    /// The metadata to use now: the cached copy while it is fresh, else a
+    /// new one (or the old one, with a warning, if the provider fails).
+    pub async fn current(&self) -> Result<Arc<Discovered>, AuthError> {
+        let fresh = |d: &Arc<Discovered>| d.fetched.elapsed() < REFRESH_AFTER;
+        if let Some(d) = self.cached().filter(fresh) {
+            return Ok(d);
+        }
+        let _one_at_a_time = self.fetching.lock().await;
+        if let Some(d) = self.cached().filter(fresh) {
+            return Ok(d);
+        }
+        match Metadata::discover_async(self.issuer.clone(), &self.http).await {
+            Ok(metadata) => {
+                tracing::info!(
+                    issuer = %self.issuer.as_str(),
+                    keys = metadata.jwks().keys().len(),
+                    "read the OpenID Connect provider's discovery document"
+                );
+                Ok(self.keep(Discovered {
+                    metadata,
+                    fetched: Instant::now(),
+                }))
+            }
+            Err(e) => {
+                let error = self.discovery_error(e);
+                match self.cached() {
+                    Some(old) => {
+                        tracing::warn!("{error}; going on with the copy read earlier");
+                        Ok(old)
+                    }
+                    None => Err(error),
+                }
+            }
+        }
+    }
+
+    fn discovery_error<E: std::error::Error + 'static>(&self, e: DiscoveryError<E>) -> AuthError {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.issuer.as_str().trim_end_matches('/')
+        );
+        match e {
+            // The document names another issuer: configuration, not an outage.
+            DiscoveryError::Validation(why) => AuthError::Misconfigured(format!(
+                "the discovery document at {url} does not match [OAuth2] \
+                 OpenIDConnectIssuer: {why}"
+            )),
+            DiscoveryError::Parse(e) => AuthError::Misconfigured(format!(
+                "the discovery document at {url} is not OpenID Connect metadata: {}",
+                chain(&e)
+            )),
+            other => AuthError::Unavailable(format!(
+                "cannot read the OpenID Connect discovery document at {url}: {}",
+                chain(&other)
+            )),
+        }
+    }
+
+    /// Fetches the provider's keys again after a token was signed with a
+    /// key `stale` does not hold. `Ok(None)` when a re-fetch happened too
+    /// recently to try again.
+    pub async fn refetch_keys(
+        &self,
+        stale: &Discovered,
+    ) -> Result<Option<Arc<Discovered>>, AuthError> {
+        {
+            let mut last = self
+                .last_key_refetch
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < KEY_REFETCH_INTERVAL) {
+                return Ok(None);
+            }
+            *last = Some(Instant::now());
+        }
+        let uri = stale.metadata.jwks_uri().clone();
+        let jwks = CoreJsonWebKeySet::fetch_async(&uri, &self.http)
+            .await
+            .map_err(|e| {
+                AuthError::Unavailable(format!(
+                    "cannot read the provider's signing keys at {}: {}",
+                    uri.as_str(),
+                    chain(&e)
+                ))
+            })?;
+        tracing::info!(
+            keys = jwks.keys().len(),
+            "a token named a signing key not seen before; read the provider's keys again"
+        );
+        Ok(Some(self.keep(Discovered {
+            metadata: stale.metadata.clone().set_jwks(jwks),
+            fetched: stale.fetched,
+        })))
+    }
+
+    /// The provider's `end_session_endpoint`, from the cached document.
+    pub fn end_session_endpoint(&self) -> Option<String> {
+        self.cached().and_then(|d| {
+            d.metadata
+                .additional_metadata()
+                .end_session_endpoint
+                .as_ref()
+                .map(|u| u.url().to_string())
+        })
+    }
+}
