@@ -19,6 +19,7 @@
 
 pub mod connectd;
 pub mod content;
+pub mod oidc;
 pub mod slapd;
 
 use std::fs;
