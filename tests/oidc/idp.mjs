@@ -7,7 +7,8 @@
 //   IDP_USERS          JSON file, read at every lookup so a test can rename
 //                      someone: {"<sub>": {"password": "...", "claims": {...}}}
 //   IDP_CLIENT_ID, IDP_CLIENT_SECRET, IDP_REDIRECT_URI   the one client
-// Prints {"issuer": "http://127.0.0.1:<port>"} on stdout once listening.
+//   IDP_TLS_CERT, IDP_TLS_KEY   optional: serve https with this PEM pair
+// Prints {"issuer": "http(s)://127.0.0.1:<port>"} on stdout once listening.
 //
 // Test-only endpoints, under /__test__/:
 //   POST /__test__/rotate         sign with a new key from now on, and
@@ -19,7 +20,8 @@
 //                                 alg-none, unadvertised-alg, wrong-nonce
 
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:http';
+import { createServer as createHttpServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { randomUUID } from 'node:crypto';
 
 import Provider from 'oidc-provider';
@@ -171,6 +173,11 @@ async function interaction(provider, req, res, uid, action) {
   return page(res, 501, `unexpected prompt ${escape(details.prompt.name)}`);
 }
 
+const tls = process.env.IDP_TLS_CERT
+  ? { cert: readFileSync(process.env.IDP_TLS_CERT), key: readFileSync(env('IDP_TLS_KEY')) }
+  : null;
+const createServer = tls ? (handler) => createHttpsServer(tls, handler) : createHttpServer;
+
 let provider;
 const server = createServer(async (req, res) => {
   try {
@@ -199,7 +206,7 @@ const server = createServer(async (req, res) => {
 });
 
 server.listen(0, '127.0.0.1', () => {
-  const issuer = `http://127.0.0.1:${server.address().port}`;
+  const issuer = `${tls ? 'https' : 'http'}://127.0.0.1:${server.address().port}`;
   provider = makeProvider(issuer);
   console.log(JSON.stringify({ issuer }));
 });

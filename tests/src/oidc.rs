@@ -38,6 +38,16 @@ impl Idp {
     /// Starts the provider for a connectd whose callback is
     /// `redirect_uri`, with `users` as `{"<sub>": {"password", "claims"}}`.
     pub fn start(dir: &Path, redirect_uri: &str, users: Value) -> Idp {
+        Self::start_with(dir, redirect_uri, users, None)
+    }
+
+    /// [`Idp::start`] over https with the certificate and key in `tls`
+    /// (`server.pem`, `server.key`, as [`crate::slapd::make_tls`] makes).
+    pub fn start_tls(dir: &Path, redirect_uri: &str, users: Value, tls: &Path) -> Idp {
+        Self::start_with(dir, redirect_uri, users, Some(tls))
+    }
+
+    fn start_with(dir: &Path, redirect_uri: &str, users: Value, tls: Option<&Path>) -> Idp {
         let root = idp_dir();
         assert!(
             root.join("node_modules/oidc-provider").is_dir(),
@@ -49,7 +59,13 @@ impl Idp {
         std::fs::write(&users_file, users.to_string()).expect("write users");
         let log = dir.join("idp.log");
         let file = std::fs::File::create(&log).expect("idp log");
-        let child = Command::new("node")
+        let mut command = Command::new("node");
+        if let Some(tls) = tls {
+            command
+                .env("IDP_TLS_CERT", tls.join("server.pem"))
+                .env("IDP_TLS_KEY", tls.join("server.key"));
+        }
+        let child = command
             .arg(root.join("idp.mjs"))
             .current_dir(&root)
             .env("IDP_USERS", &users_file)
@@ -96,7 +112,10 @@ impl Idp {
     }
 
     fn admin(&self, path: &str) -> String {
-        let r = reqwest::blocking::Client::new()
+        let r = reqwest::blocking::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .expect("client")
             .post(format!("{}{path}", self.issuer))
             .send()
             .expect("provider test endpoint");
@@ -114,12 +133,19 @@ impl Idp {
         self.admin(&format!("/__test__/tamper?mode={mode}"));
     }
 
-    /// The `[Authentication]` and `[OAuth2]` sections for this provider.
+    /// The `[Authentication]` and `[OAuth2]` sections for this provider
+    /// (plain http to it is allowed, as it is on loopback).
     pub fn connectd_sections(&self, extra_oauth2: &str) -> String {
+        self.connectd_sections_without_http(&format!(
+            "AllowInsecureLoopbackIssuer = true\n{extra_oauth2}"
+        ))
+    }
+
+    /// The sections with nothing added: for an https provider.
+    pub fn connectd_sections_without_http(&self, extra_oauth2: &str) -> String {
         format!(
             "[Authentication]\nProvider = oauth2\n[OAuth2]\nOpenIDConnectIssuer = {}\n\
-             ClientId = {CLIENT_ID}\nClientSecret = {CLIENT_SECRET}\n\
-             AllowInsecureLoopbackIssuer = true\n{extra_oauth2}\n",
+             ClientId = {CLIENT_ID}\nClientSecret = {CLIENT_SECRET}\n{extra_oauth2}\n",
             self.issuer
         )
     }
@@ -169,7 +195,10 @@ fn form_action(body: &str) -> Option<String> {
 impl Browser {
     pub fn new() -> Self {
         let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+        // Only the browser trusts any certificate (as a person would click
+        // through); connectd's own client is what the tests check.
         let client = reqwest::blocking::Client::builder()
+            .danger_accept_invalid_certs(true)
             .cookie_provider(jar.clone())
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(30))

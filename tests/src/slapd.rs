@@ -736,7 +736,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 /// (Debian's slapd), OpenSSL and rustls alike. The extensions are those
 /// strict verifiers (webpki) insist on: CA:TRUE + keyCertSign on the CA,
 /// CA:FALSE + serverAuth + subjectAltName on the server.
-fn make_tls(root: &Path) {
+pub fn make_tls(root: &Path) {
     let tls = root.join("tls");
     fs::create_dir(&tls).expect("create tls directory");
     let ec = [

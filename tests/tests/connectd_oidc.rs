@@ -393,3 +393,50 @@ fn unusable_oauth2_settings_stop_connectd_naming_the_key() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_https_provider_with_a_private_ca_is_trusted_only_through_tls_ca_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    connect_tests::slapd::make_tls(dir.path());
+    let tls = dir.path().join("tls");
+    let port = free_port();
+    let idp = Idp::start_tls(
+        dir.path(),
+        &format!("http://127.0.0.1:{port}/__login__/callback"),
+        users(),
+        &tls,
+    );
+    assert!(idp.issuer.starts_with("https://"), "{}", idp.issuer);
+    let start = |port: u16, extra: &str| {
+        let sub = dir.path().join(port.to_string());
+        std::fs::create_dir(&sub).expect("mkdir");
+        Connectd::start(
+            &sub,
+            &format!(
+                "{}{}",
+                server_sections(port),
+                idp.connectd_sections_without_http(extra)
+            ),
+        )
+    };
+
+    // The system's CAs do not know the provider's: no sign-in, and the log
+    // says it is the certificate.
+    let untrusted = start(free_port(), "");
+    let (status, body) = Browser::new().get(&format!("{}/__login__", base(&untrusted)));
+    assert_eq!(status, 503, "{body}");
+    let log = untrusted.log_text();
+    assert!(
+        log.contains("cannot read the OpenID Connect discovery document")
+            && log.to_lowercase().contains("certificate"),
+        "{log}"
+    );
+
+    // With TLSCACertificate the same provider signs people in.
+    let trusted = start(
+        port,
+        &format!("TLSCACertificate = {}\n", tls.join("ca.pem").display()),
+    );
+    let carol = sign_in(&trusted, "u-carol", "carol pw");
+    assert_eq!(me(&trusted, &carol)["username"], "carol");
+}

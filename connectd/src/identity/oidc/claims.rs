@@ -142,7 +142,7 @@ fn claim_names(claims: &Map<String, Value>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 

@@ -37,7 +37,32 @@ pub(super) struct Discovery {
     current: RwLock<Option<Arc<Discovered>>>,
     /// One fetch at a time; the others wait for its result.
     fetching: tokio::sync::Mutex<()>,
-    last_key_refetch: Mutex<Option<Instant>>,
+    key_refetches: RateLimit,
+}
+
+/// At most one event per interval.
+struct RateLimit {
+    last: Mutex<Option<Instant>>,
+    interval: Duration,
+}
+
+impl RateLimit {
+    fn new(interval: Duration) -> Self {
+        Self {
+            last: Mutex::new(None),
+            interval,
+        }
+    }
+
+    /// Whether the event may happen now; if so, it counts.
+    fn allow(&self) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| t.elapsed() < self.interval) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
 }
 
 /// The HTTP client for everything sent to the provider: the system's CA
@@ -95,7 +120,7 @@ impl Discovery {
             http: http_client(settings)?,
             current: RwLock::new(None),
             fetching: tokio::sync::Mutex::new(()),
-            last_key_refetch: Mutex::new(None),
+            key_refetches: RateLimit::new(KEY_REFETCH_INTERVAL),
         })
     }
 
@@ -177,15 +202,8 @@ impl Discovery {
         &self,
         stale: &Discovered,
     ) -> Result<Option<Arc<Discovered>>, AuthError> {
-        {
-            let mut last = self
-                .last_key_refetch
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if last.is_some_and(|t| t.elapsed() < KEY_REFETCH_INTERVAL) {
-                return Ok(None);
-            }
-            *last = Some(Instant::now());
+        if !self.key_refetches.allow() {
+            return Ok(None);
         }
         let uri = stale.metadata.jwks_uri().clone();
         let jwks = CoreJsonWebKeySet::fetch_async(&uri, &self.http)
@@ -216,5 +234,31 @@ impl Discovery {
                 .as_ref()
                 .map(|u| u.url().to_string())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_refetches_are_rate_limited() {
+        let limit = RateLimit::new(Duration::from_millis(50));
+        assert!(limit.allow(), "the first re-fetch goes through");
+        assert!(!limit.allow(), "a second one at once does not");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(limit.allow(), "after the interval it may again");
+    }
+
+    #[test]
+    fn error_chains_read_as_one_line() {
+        let inner = std::io::Error::other("connection refused");
+        let outer = std::io::Error::other(inner);
+        assert_eq!(chain(&outer), "connection refused");
+        #[derive(Debug, thiserror::Error)]
+        #[error("discovery failed")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("timed out"));
+        assert_eq!(chain(&e), "discovery failed: timed out");
     }
 }

@@ -11,7 +11,7 @@
 //! expiry, issue time, nonce, access-token hash) and merges userinfo. May
 //! import `config`, `store` and its parent `identity`.
 
-mod claims;
+pub(crate) mod claims;
 mod discovery;
 
 use std::collections::HashMap;
@@ -488,11 +488,132 @@ impl IdentityProvider for OidcProvider {
         for (name, value) in self.userinfo(&discovered, &tokens, &subject).await? {
             claims.entry(name).or_insert(value);
         }
+        if self.settings.logging {
+            let mut names: Vec<&str> = claims.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            tracing::info!(
+                subject = %subject.escape_debug(),
+                "OpenID Connect claims received (ID token and userinfo): {}",
+                names.join(", ")
+            );
+        }
         let mut identity = claims::identity(&self.settings, &self.provider_name, &claims)?;
         self.existing_groups_only(&mut identity)?;
         Ok(Returned {
             identity,
             return_to: pending.return_to,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::GroupRef;
+    use crate::store::{LoginRecord, SqliteStore};
+
+    fn provider(auto_provision: bool, store: Arc<dyn Store>) -> OidcProvider {
+        let mut settings = claims::tests::settings();
+        settings.groups_auto_provision = auto_provision;
+        OidcProvider::new(settings, "https://connect.example.com/", store).expect("provider")
+    }
+
+    fn person(groups: &[&str]) -> ExternalIdentity {
+        ExternalIdentity {
+            provider: "oidc/https://idp.example".into(),
+            unique_id: "u-1".into(),
+            username: "alice".into(),
+            first_name: String::new(),
+            last_name: String::new(),
+            email: String::new(),
+            groups: Some(
+                groups
+                    .iter()
+                    .map(|g| GroupRef {
+                        unique_id: (*g).into(),
+                        name: (*g).into(),
+                    })
+                    .collect(),
+            ),
+            role_values: vec![],
+            logging: false,
+            is_ldap: false,
+        }
+    }
+
+    #[test]
+    fn without_auto_provisioning_only_existing_groups_are_joined() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().expect("store"));
+        let existing = [GroupRef {
+            unique_id: "staff".into(),
+            name: "staff".into(),
+        }];
+        store
+            .record_login(
+                &LoginRecord {
+                    provider: "oidc/https://idp.example",
+                    unique_id: "u-0",
+                    username: "admin",
+                    first_name: "",
+                    last_name: "",
+                    email: "",
+                    groups: Some(&existing),
+                },
+                &mut |_, _| crate::roles::Role::Administrator,
+            )
+            .expect("record");
+        let mut alice = person(&["staff", "new-team"]);
+        provider(false, store.clone())
+            .existing_groups_only(&mut alice)
+            .expect("filter");
+        let names: Vec<_> = alice
+            .groups
+            .expect("groups")
+            .into_iter()
+            .map(|g| g.name)
+            .collect();
+        assert_eq!(
+            names,
+            ["staff"],
+            "new-team does not exist and is not created"
+        );
+        let mut bob = person(&["staff", "new-team"]);
+        provider(true, store)
+            .existing_groups_only(&mut bob)
+            .expect("filter");
+        assert_eq!(
+            bob.groups.expect("groups").len(),
+            2,
+            "auto-provisioning keeps all"
+        );
+    }
+
+    #[test]
+    fn the_callback_url_is_the_servers_address() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().expect("store"));
+        let p = provider(true, store);
+        assert_eq!(
+            p.redirect_url.as_str(),
+            "https://connect.example.com/__login__/callback"
+        );
+        assert_eq!(p.provider_name, "oidc/https://idp.example");
+    }
+
+    #[test]
+    fn issue_times_outside_the_window_are_refused() {
+        let now = chrono::Utc::now();
+        assert!(issued_recently(now).is_ok());
+        assert!(
+            issued_recently(now + chrono::Duration::minutes(1)).is_ok(),
+            "small skew"
+        );
+        assert!(issued_recently(now + chrono::Duration::minutes(10)).is_err());
+        assert!(issued_recently(now - chrono::Duration::hours(1)).is_err());
+    }
+
+    #[test]
+    fn only_standard_error_codes_reach_the_viewer() {
+        assert!(known_error("access_denied").is_some());
+        assert!(known_error("<script>alert(1)</script>").is_none());
     }
 }
