@@ -9,10 +9,12 @@
 //! the NSS module's fast path, [`service`] the rules that tie them together,
 //! [`server`] the gRPC transport and [`client`] the way tools reach it.
 
+pub mod backup;
 pub mod cache;
 /// Kept for callers that reach the client through the daemon crate.
 pub use connect_proto::client;
 pub mod config;
+pub mod high_water;
 pub mod local;
 pub mod logging;
 pub mod names;

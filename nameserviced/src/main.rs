@@ -27,6 +27,11 @@ struct Args {
     /// Check the configuration against the local account files and exit.
     #[arg(long)]
     check: bool,
+    /// Start from an empty database in a state directory that had one
+    /// (after losing it, with no backup to restore). Ids up to the
+    /// high-water mark are still never given again.
+    #[arg(long)]
+    start_over: bool,
 }
 
 fn main() -> ExitCode {
@@ -96,7 +101,7 @@ fn main() -> ExitCode {
         lookup: settings.lookup_socket.clone(),
         provision: settings.provision_socket.clone(),
     };
-    let ns = match Nameservice::open(settings, shared, files, 4) {
+    let ns = match Nameservice::open(settings, shared, files, 4, args.start_over) {
         Ok(ns) => Arc::new(ns),
         Err(e) => {
             tracing::error!("refusing to start: {e}");

@@ -116,7 +116,10 @@ impl Lookup for LookupService {
 
     async fn health(&self, _req: Request<HealthRequest>) -> Result<Response<HealthReply>, Status> {
         let (status, users, groups) = match self.ns.counts() {
-            Ok((u, g)) => ("ok".to_owned(), u, g),
+            Ok((u, g)) => match self.ns.provisioning_held_back() {
+                None => ("ok".to_owned(), u, g),
+                Some(why) => (format!("degraded: new accounts refused: {why}"), u, g),
+            },
             Err(e) => (format!("database unreadable: {e}"), 0, 0),
         };
         Ok(Response::new(HealthReply {

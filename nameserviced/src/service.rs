@@ -21,6 +21,7 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use crate::cache::{CacheKey, CacheStats, CacheValue, LookupCache};
 use crate::config::{Settings, SharedGroup};
+use crate::high_water::{self, HighWater};
 use crate::local::{LocalAccounts, LocalFiles, LocalWatcher};
 use crate::names::{plausible_lookup_name, sanitise_gecos, with_suffix, NameError};
 use crate::publish::Publisher;
@@ -108,6 +109,8 @@ pub struct Nameservice {
     publisher: Arc<Publisher>,
     local: LocalWatcher,
     started: Instant,
+    /// The highest ids ever handed out; no allocation goes at or below it.
+    high_water: HighWater,
 }
 
 fn unix_now() -> i64 {
@@ -140,22 +143,34 @@ fn check_text(what: &str, value: &str, max: usize) -> Result<(), ServiceError> {
 }
 
 impl Nameservice {
-    /// Opens the database under the state directory and resolves the shared
-    /// group. `settings.check` must have run.
+    /// Opens the database under the state directory, checks it against
+    /// the high-water mark ([`high_water::open_checked`]) and resolves the
+    /// shared group. `settings.check` must have run. `start_over`: an
+    /// administrator asked to go on from an empty database on purpose.
     pub fn open(
         settings: Settings,
         shared: SharedGroup,
         files: LocalFiles,
         readers: usize,
+        start_over: bool,
     ) -> Result<Self, String> {
         let db_path = Self::db_path(&settings.state_dir);
         let settings_cache_file = settings.cache_file.clone();
+        // Before prepare_state_dir creates an empty file in its place.
+        let had_data = std::fs::metadata(&db_path).is_ok_and(|m| m.len() > 0);
         prepare_state_dir(&settings.state_dir, &db_path)?;
         let state_lock = lock_state_dir(&settings.state_dir)?;
-        let writer = store::open_writer(&db_path)
-            .map_err(|e| format!("cannot open the database {}: {e}", db_path.display()))?;
+        let (writer, high_water) = high_water::open_checked(
+            &settings.state_dir,
+            &db_path,
+            had_data,
+            start_over,
+            &settings.uid_range,
+            &settings.gid_range,
+        )?;
         let local = LocalWatcher::new(files).map_err(|e| e.to_string())?;
-        let shared = Self::resolve_shared(&settings, shared, &writer, &local.current())?;
+        let shared =
+            Self::resolve_shared(&settings, shared, &writer, &local.current(), &high_water)?;
         let readers = (0..readers.max(1))
             .map(|_| store::open_reader(&db_path).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()
@@ -176,6 +191,7 @@ impl Nameservice {
             publisher: Arc::new(Publisher::new(settings_cache_file)),
             local,
             started: Instant::now(),
+            high_water,
         })
     }
 
@@ -204,6 +220,7 @@ impl Nameservice {
         shared: SharedGroup,
         conn: &Connection,
         local: &LocalAccounts,
+        high_water: &HighWater,
     ) -> Result<Shared, String> {
         match shared {
             SharedGroup::Local { name, gid } => Ok(Shared {
@@ -246,6 +263,7 @@ impl Nameservice {
                         &settings.gid_range,
                         &local.gids,
                         "GidRange",
+                        high_water,
                     )
                     .map_err(|e| e.to_string())?,
                 };
@@ -456,6 +474,12 @@ impl Nameservice {
         ))
     }
 
+    /// Why new accounts are refused, when the database is behind the
+    /// high-water mark and nobody confirmed it yet.
+    pub fn provisioning_held_back(&self) -> Option<String> {
+        self.high_water.held_back_because()
+    }
+
     pub fn uptime(&self) -> std::time::Duration {
         self.started.elapsed()
     }
@@ -626,6 +650,7 @@ impl Nameservice {
                     &self.settings.uid_range,
                     &local.uids,
                     "UidRange",
+                    &self.high_water,
                 )?;
                 let row = UserRow {
                     uid,
@@ -783,6 +808,7 @@ impl Nameservice {
                         &self.settings.gid_range,
                         &local.gids,
                         "GidRange",
+                        &self.high_water,
                     )?;
                     store::insert_group(
                         c,
@@ -982,19 +1008,31 @@ impl Nameservice {
 }
 
 /// Hands out the next id of `range` that neither the database nor the local
-/// files use, and advances the counter so it is never handed out again.
+/// files use, above the high-water mark, advances the counter and raises
+/// the mark (durably, before the caller commits) so it is never handed out
+/// again, whatever happens to the database.
 fn allocate(
     c: &Connection,
     kind: IdKind,
     range: &std::ops::RangeInclusive<u32>,
     local_ids: &HashSet<u32>,
     key: &str,
+    high_water: &HighWater,
 ) -> Result<u32, ServiceError> {
+    high_water
+        .check_allowed()
+        .map_err(ServiceError::FailedPrecondition)?;
     let counter = store::next_id(c, kind)?;
     let mut next = match counter {
         Some(n) if range.contains(&n) => n,
         _ => *range.start(),
     };
+    let Some(floor) = high_water.floor(kind) else {
+        return Err(ServiceError::Exhausted(format!(
+            "the high-water mark is at the last possible id; widen [Nameservice] {key}"
+        )));
+    };
+    next = next.max(floor);
     loop {
         if !range.contains(&next) {
             return Err(ServiceError::Exhausted(format!(
@@ -1011,6 +1049,11 @@ fn allocate(
             };
         if !taken {
             store::set_next_id(c, kind, u64::from(next) + 1)?;
+            high_water.raise(kind, next).map_err(|e| {
+                ServiceError::FailedPrecondition(format!(
+                    "cannot record the high-water mark, so no new id is handed out: {e}"
+                ))
+            })?;
             return Ok(next);
         }
         match next.checked_add(1) {

@@ -422,16 +422,20 @@ impl Sandbox {
 
     /// Starts nameserviced in its own namespace and waits until it answers.
     pub fn start_daemon(&self) -> Daemon {
+        self.start_daemon_with(&[])
+    }
+
+    /// [`Sandbox::start_daemon`] with `extra` arguments (`--start-over`).
+    pub fn start_daemon_with(&self, extra: &[&str]) -> Daemon {
         let log = self.path("nameserviced.log");
         let log_file = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .expect("log file");
-        let mut cmd = self.command(
-            &artifacts().nameserviced,
-            &["--config", self.config.to_str().expect("utf-8 path")],
-        );
+        let mut args = vec!["--config", self.config.to_str().expect("utf-8 path")];
+        args.extend_from_slice(extra);
+        let mut cmd = self.command(&artifacts().nameserviced, &args);
         cmd.stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("dup"))
             .stderr(log_file);

@@ -73,6 +73,65 @@ enum Command {
     CacheStats,
     /// Is the daemon answering, and how much does it hold?
     Health,
+    /// Copy the database (consistently, while the daemon runs) and the
+    /// high-water mark into a new directory. Reads the state directory
+    /// directly: run as root.
+    Backup { destination: PathBuf },
+    /// After restoring a backup: what the database lacks against the
+    /// high-water mark (ids handed out since the backup was taken).
+    CheckRestore,
+    /// Accept the restored database as it is: new accounts are made again,
+    /// all above the high-water mark.
+    ConfirmRestore,
+}
+
+/// The daemon's settings, for the commands that work on the state
+/// directory itself.
+fn daemon_settings(config: &Path) -> Result<nameserviced::config::Settings, String> {
+    let cfg = if config.exists() {
+        Config::load(config).map_err(|e| e.to_string())?
+    } else {
+        Config::empty()
+    };
+    nameserviced::config::Settings::from_config(&cfg).map_err(|e| e.to_string())
+}
+
+/// The commands that need no daemon; `None` for the others.
+fn offline(cli: &Cli) -> Option<Result<(), String>> {
+    let settings = || daemon_settings(&cli.config);
+    Some(match &cli.command {
+        Command::Backup { destination } => settings().and_then(|s| {
+            nameserviced::backup::backup(&s.state_dir, destination).map(|m| println!("{m}"))
+        }),
+        Command::CheckRestore => settings().and_then(|s| {
+            let (report, behind) =
+                nameserviced::backup::restore_report(&s.state_dir, &s.uid_range, &s.gid_range)?;
+            print!("{report}");
+            if behind {
+                println!(
+                    "new accounts are refused until `nameservicectl confirm-restore`; the ids \
+                     above are never given again either way"
+                );
+            }
+            Ok(())
+        }),
+        Command::ConfirmRestore => settings().and_then(|s| {
+            let marks = nameserviced::backup::confirm_restore(&s.state_dir)?;
+            println!(
+                "confirmed: new accounts are made again, with uids above {} and gids above {}",
+                marks
+                    .uid
+                    .map(|u| u.to_string())
+                    .unwrap_or_else(|| "none".into()),
+                marks
+                    .gid
+                    .map(|g| g.to_string())
+                    .unwrap_or_else(|| "none".into())
+            );
+            Ok(())
+        }),
+        _ => return None,
+    })
 }
 
 fn sockets(config: &Path) -> Result<(PathBuf, PathBuf), String> {
@@ -139,6 +198,9 @@ fn refuse_if_denied(socket: &Path) -> Result<(), String> {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
+    if let Some(result) = offline(&cli) {
+        return result;
+    }
     let (lookup_path, provision_path) = sockets(&cli.config)?;
     let timeout = Duration::from_secs(cli.timeout.max(1));
     let provisioning = || async {
@@ -290,6 +352,9 @@ async fn run(cli: Cli) -> Result<(), String> {
                     100.0 * (s.hits + s.negative_hits) as f64 / lookups as f64
                 );
             }
+        }
+        Command::Backup { .. } | Command::CheckRestore | Command::ConfirmRestore => {
+            return Err("this command works on the state directory; it was not run".into());
         }
         Command::Health => {
             refuse_if_denied(&lookup_path)?;
