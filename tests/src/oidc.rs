@@ -225,12 +225,41 @@ impl Browser {
     /// signs in as `login` with `password` (or presses Cancel when
     /// `password` is `None`).
     pub fn walk(&self, url: &str, login: &str, password: Option<&str>) -> Landing {
+        self.walk_until(url, login, password, false)
+    }
+
+    /// Signs in at the provider like [`Browser::walk`] but stops before
+    /// following the provider's redirect back to connectd: returns that
+    /// callback URL (to replay it, alter it, or open it elsewhere).
+    pub fn walk_to_callback(&self, url: &str, login: &str, password: &str) -> String {
+        let landing = self.walk_until(url, login, Some(password), true);
+        match landing.callback {
+            Some(callback) => callback,
+            None => panic!("no callback reached: {} {}", landing.status, landing.body),
+        }
+    }
+
+    fn walk_until(
+        &self,
+        url: &str,
+        login: &str,
+        password: Option<&str>,
+        stop_at_callback: bool,
+    ) -> Landing {
         let mut url = reqwest::Url::parse(url).expect("url");
         let mut form: Option<HashMap<&str, &str>> = None;
         let mut callback = None;
         for _ in 0..20 {
             if url.path() == "/__login__/callback" {
                 callback = Some(url.to_string());
+                if stop_at_callback {
+                    return Landing {
+                        status: 0,
+                        url: url.to_string(),
+                        body: String::new(),
+                        callback,
+                    };
+                }
             }
             let response = match form.take() {
                 Some(fields) => self.client.post(url.clone()).form(&fields).send(),

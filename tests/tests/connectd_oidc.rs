@@ -209,6 +209,17 @@ fn oidc_viewers_are_provisioned_keep_their_account_and_run_as_themselves() {
     assert_eq!(r.status, 401, "the session is gone: {}", r.body);
 }
 
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// The log lines added since `before` bytes.
 fn new_log(server: &Connectd, before: usize) -> String {
     server.log_text()[before..].to_owned()
@@ -298,6 +309,36 @@ fn every_oidc_refusal_says_why_and_creates_nobody() {
             "{url}:\n{log}"
         );
     }
+
+    // Login CSRF: an attacker signs in at the provider in their browser
+    // and sends the callback link to someone else. Refused there, and the
+    // attacker's state is used up.
+    let attacker = Browser::new();
+    let link = attacker.walk_to_callback(&login, "u-alice", "alice pw");
+    let before = server.log_text().len();
+    let (status, body) = Browser::new().get(&link);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("could not be completed"), "{body}");
+    assert!(new_log(&server, before).contains("started in another browser"));
+    let (status, _) = attacker.get(&link);
+    assert_eq!(status, 400, "a refused state cannot be used afterwards");
+
+    // Mix-up (RFC 9207): the answer names another issuer; and a
+    // parameter given twice.
+    let browser = Browser::new();
+    let link = browser.walk_to_callback(&login, "u-alice", "alice pw");
+    let iss = format!("iss={}", url_encode(&idp.issuer));
+    assert!(link.contains(&iss), "oidc-provider names itself: {link}");
+    let before = server.log_text().len();
+    let (status, body) = browser.get(&link.replace(&iss, "iss=https%3A%2F%2Fevil.example"));
+    assert_eq!(status, 403, "{body}");
+    assert!(new_log(&server, before).contains("(iss)"));
+    let browser = Browser::new();
+    let link = browser.walk_to_callback(&login, "u-alice", "alice pw");
+    let before = server.log_text().len();
+    let (status, body) = browser.get(&format!("{link}&code=another"));
+    assert_eq!(status, 400, "{body}");
+    assert!(new_log(&server, before).contains("twice"));
 
     // No username claim, with RequireUsernameClaim = true.
     let landing = Browser::new().walk(&login, "u-nameless", Some("nameless pw"));

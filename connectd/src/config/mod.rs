@@ -23,7 +23,7 @@ use connect_gcfg::{Config, ConfigError, Key};
 use crate::roles::{Mapping, Role, RoleTable};
 
 pub use limits::{ResourceLimits, DEFAULT_TASKS_MAX};
-pub use oauth2::OAuth2Settings;
+pub use oauth2::{is_loopback_http, OAuth2Settings};
 pub use providers::{LdapSettings, PamSettings, ProxySettings};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/connect/connect.gcfg";

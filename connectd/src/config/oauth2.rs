@@ -36,7 +36,9 @@ pub struct OAuth2Settings {
     pub role_claim: Option<String>,
     pub require_username_claim: bool,
     /// `GroupsAutoProvision`: groups named in the claim are created; when
-    /// false only groups that exist already are joined.
+    /// false only groups that exist already are joined. Connect defaults to
+    /// false because its administrators create groups in its dashboard;
+    /// connectd has no way to create them ahead yet, so it defaults to true.
     pub groups_auto_provision: bool,
     pub logging: bool,
 }
@@ -71,7 +73,7 @@ const CHANGEABLE_CLAIMS: &[&str] = &[
 ];
 
 /// Whether `url` is `http://` to a loopback host.
-fn is_loopback_http(url: &url::Url) -> bool {
+pub fn is_loopback_http(url: &url::Url) -> bool {
     url.scheme() == "http"
         && match url.host() {
             Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
@@ -221,7 +223,7 @@ impl Reader<'_> {
                 .filter(|s| !s.is_empty()),
             role_claim: self.string(key("RoleClaim")),
             require_username_claim: self.bool_or(key("RequireUsernameClaim"), false)?,
-            groups_auto_provision: self.bool_or(key("GroupsAutoProvision"), false)?,
+            groups_auto_provision: self.bool_or(key("GroupsAutoProvision"), true)?,
             logging: self.bool_or(key("Logging"), false)?,
         }))
     }

@@ -196,7 +196,8 @@ fn oauth2_is_read_with_connects_defaults() {
     );
     assert_eq!(o.groups_claim, "groups");
     assert_eq!(o.custom_scopes, ["groups", "role", "offline_access"]);
-    assert!(!o.require_username_claim && !o.groups_auto_provision && !o.allow_loopback_http);
+    assert!(!o.require_username_claim && !o.allow_loopback_http);
+    assert!(o.groups_auto_provision, "groups from the claim are created");
     assert!(
         !format!("{o:?}").contains("s3cret"),
         "Debug hides the secret"

@@ -47,6 +47,8 @@ use crate::secrets;
 use crate::store::Store;
 
 pub const SESSION_COOKIE: &str = "connect_session";
+/// Binds a redirect sign-in to the browser that started it.
+pub const FLOW_COOKIE: &str = "connect_sign_in";
 
 /// How long a verified API key is remembered, so that Argon2 runs once per
 /// key per minute rather than on every request.
@@ -68,6 +70,9 @@ pub struct AppState {
 struct LoginLimits {
     by_address: DefaultKeyedRateLimiter<IpAddr>,
     by_username: DefaultKeyedRateLimiter<String>,
+    /// Redirect sign-ins started: each keeps state until its callback, so
+    /// one address may not crowd out everyone else's pending sign-ins.
+    flows_by_address: DefaultKeyedRateLimiter<IpAddr>,
 }
 
 impl LoginLimits {
@@ -78,7 +83,12 @@ impl LoginLimits {
             by_username: RateLimiter::keyed(
                 per_minute(3).allow_burst(NonZeroU32::new(6).unwrap_or(NonZeroU32::MIN)),
             ),
+            flows_by_address: RateLimiter::keyed(per_minute(60)),
         }
+    }
+
+    fn allow_flow(&self, address: IpAddr) -> bool {
+        self.flows_by_address.check_key(&address).is_ok()
     }
 
     fn allow(&self, address: IpAddr, username: &str) -> bool {
@@ -110,6 +120,20 @@ impl AppState {
         format!(
             "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
             self.settings.session_lifetime.as_secs(),
+            if self.settings.secure_cookies() {
+                "; Secure"
+            } else {
+                ""
+            }
+        )
+    }
+
+    /// The cookie that binds a redirect sign-in to this browser: only the
+    /// callback reads it, and it lives as long as a sign-in may take.
+    fn flow_cookie(&self, value: &str, max_age: u64) -> String {
+        format!(
+            "{FLOW_COOKIE}={value}; Path=/__login__/callback; HttpOnly; SameSite=Lax; \
+             Max-Age={max_age}{}",
             if self.settings.secure_cookies() {
                 "; Secure"
             } else {
@@ -364,7 +388,7 @@ pub fn login_error(error: LoginError) -> ApiError {
             ApiError::new(StatusCode::UNAUTHORIZED, 0, "Invalid username or password.")
         }
         LoginError::Auth(AuthError::Unavailable(detail)) => {
-            tracing::error!("sign-in failed: {detail}");
+            tracing::error!("sign-in failed: {}", detail.escape_debug());
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 0,
@@ -372,7 +396,7 @@ pub fn login_error(error: LoginError) -> ApiError {
             )
         }
         LoginError::Auth(e @ AuthError::Misconfigured(_)) => {
-            tracing::error!("sign-in failed: {e}");
+            tracing::error!("sign-in failed: {}", e.to_string().escape_debug());
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 0,
@@ -383,25 +407,25 @@ pub fn login_error(error: LoginError) -> ApiError {
             ApiError::forbidden(e.to_string())
         }
         LoginError::Auth(e @ AuthError::Flow(_)) => {
-            tracing::warn!("sign-in refused: {e}");
+            tracing::warn!("sign-in refused: {}", e.to_string().escape_debug());
             ApiError::bad_request("This sign-in could not be completed. Please sign in again.")
         }
         LoginError::Auth(AuthError::Denied { shown, logged }) => {
-            tracing::warn!("sign-in refused: {logged}");
+            tracing::warn!("sign-in refused: {}", logged.escape_debug());
             let why = shown.unwrap_or_else(|| "it gave no reason this server recognises".into());
             ApiError::forbidden(format!(
                 "The identity provider did not sign you in: {why}. You can sign in again."
             ))
         }
         LoginError::Auth(AuthError::Rejected(detail)) => {
-            tracing::warn!("sign-in refused: {detail}");
+            tracing::warn!("sign-in refused: {}", detail.escape_debug());
             ApiError::forbidden(
                 "The identity provider's answer could not be verified, so you were not signed \
                  in. Sign in again; if this keeps happening, tell your administrator.",
             )
         }
         LoginError::Auth(AuthError::Incomplete(message)) => {
-            tracing::warn!("sign-in refused: {message}");
+            tracing::warn!("sign-in refused: {}", message.escape_debug());
             ApiError::forbidden(message)
         }
         LoginError::Auth(AuthError::NotOffered) => {

@@ -17,6 +17,7 @@ use super::shapes::{check_new_password_user, user_json, NewPasswordUser};
 use super::{login_error, ApiError, AppState, ClientAddress, Viewer, SESSION_COOKIE};
 use crate::identity::{plausible_username, Callback, SignInMethod};
 use crate::secrets;
+use base64::Engine as _;
 
 #[derive(Deserialize, Default)]
 pub struct LoginForm {
@@ -103,14 +104,34 @@ fn login_form(app: &AppState, message: Option<&str>, target: &str, username: &st
     )
 }
 
-/// The sign-in page; with a redirect provider, straight to its pages.
-pub async fn login_page(State(app): State<Arc<AppState>>, Query(next): Query<Next>) -> Response {
+/// The sign-in page; with a redirect provider, straight to its pages,
+/// with a cookie that binds the sign-in to this browser.
+pub async fn login_page(
+    State(app): State<Arc<AppState>>,
+    Extension(ClientAddress(address)): Extension<ClientAddress>,
+    Query(next): Query<Next>,
+) -> Response {
     let target = safe_target(next.url.as_deref());
     if app.auth.provider().method() != SignInMethod::Redirect {
         return login_form(&app, None, target, "").into_response();
     }
-    match app.auth.begin(target).await {
-        Ok(redirect) => (StatusCode::SEE_OTHER, [(LOCATION, redirect.location)]).into_response(),
+    if !app.limits.allow_flow(address) {
+        tracing::warn!(client = %address, "too many sign-ins started from one address");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            sign_in_failed("Too many sign-ins were started from your address. Wait a minute."),
+        )
+            .into_response();
+    }
+    let binding = match secrets::random_bytes::<32>() {
+        Ok(bytes) => base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
+        Err(e) => return ApiError::internal(e).into_response(),
+    };
+    match app.auth.begin(target, &binding).await {
+        Ok(redirect) => with_cookie(
+            (StatusCode::SEE_OTHER, [(LOCATION, redirect.location)]).into_response(),
+            &app.flow_cookie(&binding, crate::identity::flow::FLOW_LIFETIME.as_secs()),
+        ),
         Err(e) => {
             tracing::warn!("could not start a sign-in: {e}");
             let error = login_error(e);
@@ -124,19 +145,26 @@ pub async fn login_page(State(app): State<Arc<AppState>>, Query(next): Query<Nex
 pub async fn login_callback(
     State(app): State<Arc<AppState>>,
     Extension(ClientAddress(address)): Extension<ClientAddress>,
+    headers: HeaderMap,
     uri: axum::http::Uri,
     body: axum::body::Bytes,
 ) -> Response {
     let callback = Callback {
         query: uri.query().unwrap_or(""),
         form: (!body.is_empty()).then_some(&body[..]),
+        binding: super::cookie_value(&headers, super::FLOW_COOKIE).unwrap_or(""),
     };
+    // The binding is good for one callback, whatever its outcome.
+    let spent = app.flow_cookie("", 0);
     let (user, target) = match app.auth.finish(callback).await {
         Ok(done) => done,
         Err(e) => {
-            tracing::warn!(client = %address, "sign-in failed: {e}");
+            tracing::warn!(client = %address, "sign-in failed: {}", e.to_string().escape_debug());
             let error = login_error(e);
-            return (error.status, sign_in_failed(&error.message)).into_response();
+            return with_cookie(
+                (error.status, sign_in_failed(&error.message)).into_response(),
+                &spent,
+            );
         }
     };
     tracing::info!(user = %user.username, role = %user.role, client = %address, "signed in");
@@ -147,10 +175,11 @@ pub async fn login_callback(
     // The provider hands back what `begin` was given, checked there; check
     // again so that no provider can turn this into an open redirect.
     let target = safe_target(Some(&target)).to_owned();
-    with_cookie(
+    let response = with_cookie(
         (StatusCode::SEE_OTHER, [(LOCATION, target)]).into_response(),
         &cookie,
-    )
+    );
+    with_cookie(response, &spent)
 }
 
 /// `response` with `Set-Cookie: cookie` added (a session started or ended).

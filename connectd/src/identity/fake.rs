@@ -126,12 +126,12 @@ impl IdentityProvider for FakeProvider {
         }
     }
 
-    async fn begin(&self, return_to: &str) -> Result<Redirect, AuthError> {
+    async fn begin(&self, return_to: &str, binding: &str) -> Result<Redirect, AuthError> {
         if self.method != SignInMethod::Redirect {
             return Err(AuthError::NotOffered);
         }
         self.check_up()?;
-        let state = self.flows.start(return_to.to_owned())?;
+        let state = self.flows.start(return_to.to_owned(), binding)?;
         Ok(Redirect {
             location: format!("{FAKE_IDP}?state={state}"),
         })
@@ -148,7 +148,7 @@ impl IdentityProvider for FakeProvider {
         let state = params
             .get("state")
             .ok_or_else(|| AuthError::Flow("the callback has no state".into()))?;
-        let return_to = self.flows.take(state)?;
+        let return_to = self.flows.take(state, callback.binding)?;
         let user = params.get("user").map(String::as_str).unwrap_or("");
         let identity = self.identity(user).ok_or(AuthError::InvalidCredentials)?;
         Ok(Returned {

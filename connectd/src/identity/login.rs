@@ -134,9 +134,10 @@ impl Authenticator {
         self.provider.identity_in_headers(peer, headers)
     }
 
-    /// Starts a redirect sign-in that returns to `return_to`.
-    pub async fn begin(&self, return_to: &str) -> Result<Redirect, LoginError> {
-        Ok(self.provider.begin(return_to).await?)
+    /// Starts a redirect sign-in that returns to `return_to`, bound to
+    /// the browser that holds `binding`.
+    pub async fn begin(&self, return_to: &str, binding: &str) -> Result<Redirect, LoginError> {
+        Ok(self.provider.begin(return_to, binding).await?)
     }
 
     /// Finishes a redirect sign-in: the provider checks the callback, then

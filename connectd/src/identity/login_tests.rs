@@ -150,7 +150,10 @@ fn state_of(location: &str) -> &str {
 #[tokio::test]
 async fn a_redirect_sign_in_returns_where_it_started_once() {
     let (auth, store, provider) = authenticator(redirect_people());
-    let redirect = auth.begin("/content/abc/").await.expect("begin");
+    let redirect = auth
+        .begin("/content/abc/", "browser-1")
+        .await
+        .expect("begin");
     let state = state_of(&redirect.location).to_owned();
     assert_eq!(provider.pending(), 1);
 
@@ -158,6 +161,7 @@ async fn a_redirect_sign_in_returns_where_it_started_once() {
     let callback = Callback {
         query: &query,
         form: None,
+        binding: "browser-1",
     };
     let (alice, return_to) = auth.finish(callback).await.expect("callback");
     assert_eq!(return_to, "/content/abc/");
@@ -176,9 +180,15 @@ async fn a_redirect_sign_in_returns_where_it_started_once() {
 #[tokio::test]
 async fn a_callback_without_a_state_we_issued_is_refused_and_writes_nothing() {
     let (auth, store, _) = authenticator(redirect_people());
-    let _ = auth.begin("/").await.expect("begin");
+    let _ = auth.begin("/", "browser-1").await.expect("begin");
     for query in ["user=alice", "state=forged&user=alice", "%zz", ""] {
-        let result = auth.finish(Callback { query, form: None }).await;
+        let result = auth
+            .finish(Callback {
+                query,
+                form: None,
+                binding: "browser-1",
+            })
+            .await;
         assert!(
             matches!(result, Err(LoginError::Auth(AuthError::Flow(_)))),
             "{query:?}: {result:?}"
@@ -199,9 +209,33 @@ async fn each_shape_refuses_the_others_sign_in() {
         "a password sent to a redirect provider is just wrong: {password:?}"
     );
     let (auth, _, _) = authenticator(people());
-    let begin = auth.begin("/").await;
+    let begin = auth.begin("/", "browser-1").await;
     assert!(matches!(
         begin,
         Err(LoginError::Auth(AuthError::NotOffered))
     ));
+}
+
+#[tokio::test]
+async fn a_callback_in_another_browser_is_refused_and_writes_nothing() {
+    let (auth, store, provider) = authenticator(redirect_people());
+    // The attacker starts a sign-in in their browser ...
+    let redirect = auth.begin("/", "attacker-browser").await.expect("begin");
+    let query = format!("state={}&user=alice", state_of(&redirect.location));
+    // ... and sends the callback link to someone else's browser.
+    for binding in ["victim-browser", ""] {
+        let result = auth
+            .finish(Callback {
+                query: &query,
+                form: None,
+                binding,
+            })
+            .await;
+        assert!(
+            matches!(result, Err(LoginError::Auth(AuthError::Flow(_)))),
+            "{binding:?}: {result:?}"
+        );
+    }
+    assert_eq!(provider.pending(), 0, "the refused state is used up");
+    assert_eq!(user_count(store.as_ref()), 0);
 }

@@ -67,6 +67,9 @@ pub struct Callback<'a> {
     pub query: &'a str,
     /// An `application/x-www-form-urlencoded` body (HTTP-POST bindings).
     pub form: Option<&'a [u8]>,
+    /// The browser's sign-in cookie, empty when it sent none: the value
+    /// [`IdentityProvider::begin`] was given in the same browser.
+    pub binding: &'a str,
 }
 
 /// A finished redirect flow: who signed in, and the local page they set
@@ -121,8 +124,10 @@ pub trait IdentityProvider: Send + Sync {
     }
 
     /// Starts a redirect flow that will return the viewer to `return_to`
-    /// (a local path the caller has checked).
-    async fn begin(&self, _return_to: &str) -> Result<Redirect, AuthError> {
+    /// (a local path the caller has checked), for the browser holding the
+    /// random `binding` in a cookie: the callback is accepted only with it
+    /// ([`super::flow`] says why).
+    async fn begin(&self, _return_to: &str, _binding: &str) -> Result<Redirect, AuthError> {
         Err(AuthError::NotOffered)
     }
 

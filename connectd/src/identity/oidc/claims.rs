@@ -81,8 +81,12 @@ pub fn identity(
                 settings.username_claim
             )))
         }
-        // As Connect does: the email address, else the unique id.
-        None if !email.is_empty() => email.clone(),
+        // As Connect does: the email address, else the unique id; but not
+        // an address the provider says it has not verified (anyone could
+        // have typed it).
+        None if !email.is_empty() && claims.get("email_verified") != Some(&Value::Bool(false)) => {
+            email.clone()
+        }
         None => unique_id.clone(),
     };
     if !plausible_username(&username) {
@@ -222,6 +226,14 @@ pub(crate) mod tests {
         assert_eq!(
             (id.unique_id.as_str(), id.username.as_str()),
             ("42", "bob@example.org")
+        );
+        let unverified =
+            claims(json!({"sub": "s-2", "email": "ceo@example.org", "email_verified": false}));
+        assert_eq!(
+            identity(&settings(), "p", &unverified)
+                .expect("id")
+                .username,
+            "s-2"
         );
         let bare = claims(json!({"sub": "s-1"}));
         assert_eq!(

@@ -8,8 +8,15 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use openidconnect::core::CoreJsonWebKeySet;
-use openidconnect::{DiscoveryError, IssuerUrl, ProviderMetadataWithLogout};
+use openidconnect::core::{
+    CoreAuthDisplay, CoreClaimName, CoreClaimType, CoreClientAuthMethod, CoreGrantType,
+    CoreJsonWebKey, CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm, CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
+};
+use openidconnect::{
+    AdditionalProviderMetadata, DiscoveryError, EndSessionUrl, IssuerUrl, ProviderMetadata,
+};
+use serde::{Deserialize, Serialize};
 
 use crate::config::OAuth2Settings;
 use crate::identity::AuthError;
@@ -23,7 +30,44 @@ const REFRESH_AFTER: Duration = Duration::from_secs(3600);
 /// misbehaving provider, which should not be hammered.
 const KEY_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 
-pub(super) type Metadata = ProviderMetadataWithLogout;
+/// After a failed fetch, how long the stale copy is used before the
+/// provider is asked again, so that a provider that is down costs each
+/// sign-in nothing instead of a timeout (and queueing behind it).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
+/// With no copy at all, how long a failure is repeated without asking.
+const RETRY_WITHOUT_COPY: Duration = Duration::from_secs(5);
+
+/// The discovery fields connectd reads beyond the crate's core set.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub(super) struct ExtraMetadata {
+    /// RP-initiated logout.
+    pub end_session_endpoint: Option<EndSessionUrl>,
+    /// RFC 9207: the provider names itself in every authorization answer.
+    pub authorization_response_iss_parameter_supported: Option<bool>,
+}
+
+impl AdditionalProviderMetadata for ExtraMetadata {}
+
+pub(super) type Metadata = ProviderMetadata<
+    ExtraMetadata,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
+
+/// Whether `url` may carry connectd's requests: https, or http to a
+/// loopback host when `[OAuth2] AllowInsecureLoopbackIssuer` allows it.
+pub(super) fn acceptable_url(url: &url::Url, allow_loopback_http: bool) -> bool {
+    url.scheme() == "https" || (allow_loopback_http && crate::config::is_loopback_http(url))
+}
 
 /// One copy of the provider's metadata and keys.
 pub(super) struct Discovered {
@@ -38,6 +82,9 @@ pub(super) struct Discovery {
     /// One fetch at a time; the others wait for its result.
     fetching: tokio::sync::Mutex<()>,
     key_refetches: RateLimit,
+    /// When the last fetch failed, and why (a configuration problem or not).
+    last_failure: Mutex<Option<(Instant, bool, String)>>,
+    allow_loopback_http: bool,
 }
 
 /// At most one event per interval.
@@ -121,10 +168,12 @@ impl Discovery {
             current: RwLock::new(None),
             fetching: tokio::sync::Mutex::new(()),
             key_refetches: RateLimit::new(KEY_REFETCH_INTERVAL),
+            last_failure: Mutex::new(None),
+            allow_loopback_http: settings.allow_loopback_http,
         })
     }
 
-    fn cached(&self) -> Option<Arc<Discovered>> {
+    pub fn cached(&self) -> Option<Arc<Discovered>> {
         self.current
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -148,7 +197,34 @@ impl Discovery {
         if let Some(d) = self.cached().filter(fresh) {
             return Ok(d);
         }
-        match Metadata::discover_async(self.issuer.clone(), &self.http).await {
+        let recent_failure = self
+            .last_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some((when, misconfigured, why)) = recent_failure {
+            match self.cached() {
+                Some(old) if when.elapsed() < RETRY_AFTER_FAILURE => return Ok(old),
+                None if when.elapsed() < RETRY_WITHOUT_COPY => {
+                    return Err(if misconfigured {
+                        AuthError::Misconfigured(why)
+                    } else {
+                        AuthError::Unavailable(why)
+                    })
+                }
+                _ => {}
+            }
+        }
+        let fetched = Metadata::discover_async(self.issuer.clone(), &self.http)
+            .await
+            .map_err(|e| self.discovery_error(e))
+            .and_then(|metadata| self.check_endpoints(metadata));
+        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = match &fetched {
+            Ok(_) => None,
+            Err(AuthError::Misconfigured(why)) => Some((Instant::now(), true, why.clone())),
+            Err(e) => Some((Instant::now(), false, e.to_string())),
+        };
+        match fetched {
             Ok(metadata) => {
                 tracing::info!(
                     issuer = %self.issuer.as_str(),
@@ -160,16 +236,13 @@ impl Discovery {
                     fetched: Instant::now(),
                 }))
             }
-            Err(e) => {
-                let error = self.discovery_error(e);
-                match self.cached() {
-                    Some(old) => {
-                        tracing::warn!("{error}; going on with the copy read earlier");
-                        Ok(old)
-                    }
-                    None => Err(error),
+            Err(error) => match self.cached() {
+                Some(old) => {
+                    tracing::warn!("{error}; going on with the copy read earlier");
+                    Ok(old)
                 }
-            }
+                None => Err(error),
+            },
         }
     }
 
@@ -225,15 +298,46 @@ impl Discovery {
         })))
     }
 
-    /// The provider's `end_session_endpoint`, from the cached document.
-    pub fn end_session_endpoint(&self) -> Option<String> {
-        self.cached().and_then(|d| {
-            d.metadata
-                .additional_metadata()
-                .end_session_endpoint
-                .as_ref()
-                .map(|u| u.url().to_string())
-        })
+    /// Every endpoint the document names must be one connectd may send
+    /// secrets and tokens to: an https issuer cannot hand out an http
+    /// token endpoint, and the loopback allowance stays on loopback.
+    fn check_endpoints(&self, metadata: Metadata) -> Result<Metadata, AuthError> {
+        let mut endpoints = vec![
+            (
+                "authorization_endpoint",
+                metadata.authorization_endpoint().url(),
+            ),
+            ("jwks_uri", metadata.jwks_uri().url()),
+        ];
+        if let Some(token) = metadata.token_endpoint() {
+            endpoints.push(("token_endpoint", token.url()));
+        }
+        if let Some(userinfo) = metadata.userinfo_endpoint() {
+            endpoints.push(("userinfo_endpoint", userinfo.url()));
+        }
+        for (name, url) in endpoints {
+            if !acceptable_url(url, self.allow_loopback_http) {
+                return Err(AuthError::Misconfigured(format!(
+                    "the provider's discovery document names {name} = {url}, which is not \
+                     https; connectd will not send tokens or its client secret there"
+                )));
+            }
+        }
+        Ok(metadata)
+    }
+
+    /// The provider's `end_session_endpoint`, from the cached document,
+    /// when it is one a browser may safely be sent to.
+    pub fn end_session_endpoint(&self) -> Option<url::Url> {
+        let url = self
+            .cached()?
+            .metadata
+            .additional_metadata()
+            .end_session_endpoint
+            .as_ref()?
+            .url()
+            .clone();
+        acceptable_url(&url, self.allow_loopback_http).then_some(url)
     }
 }
 

@@ -207,16 +207,25 @@ impl OidcProvider {
         })?;
         match self.verify(&discovered, token, tokens, nonce) {
             Ok(claims) => Ok((discovered, claims)),
-            Err(Refusal::UnknownKey) => match self.discovery.refetch_keys(&discovered).await? {
-                Some(fresh) => match self.verify(&fresh, token, tokens, nonce) {
+            Err(Refusal::UnknownKey) => {
+                let fresh = match self.discovery.refetch_keys(&discovered).await? {
+                    Some(fresh) => fresh,
+                    // Another sign-in may have just read the new keys.
+                    None => match self.discovery.cached() {
+                        Some(newer) if !Arc::ptr_eq(&newer, &discovered) => newer,
+                        _ => {
+                            return Err(AuthError::Rejected(format!(
+                                "{UNKNOWN_KEY}; the provider's keys were read again moments \
+                                 ago, so this is not a key rotation"
+                            )))
+                        }
+                    },
+                };
+                match self.verify(&fresh, token, tokens, nonce) {
                     Ok(claims) => Ok((fresh, claims)),
                     Err(refusal) => Err(refusal.into()),
-                },
-                None => Err(AuthError::Rejected(format!(
-                    "{UNKNOWN_KEY}; the provider's keys were read again moments ago, so this \
-                     is not a key rotation"
-                ))),
-            },
+                }
+            }
             Err(Refusal::Other(e)) => Err(e),
         }
     }
@@ -229,12 +238,14 @@ impl OidcProvider {
         nonce: &Nonce,
     ) -> Result<Map<String, Value>, Refusal> {
         let client = self.client(discovered);
-        // Only what the provider advertises, and never `none`.
+        // Only what the provider advertises, and only signatures by the
+        // provider's own keys: never `none`, and never HMAC, whose key is
+        // the client secret (which is not the provider's alone).
         let algorithms: Vec<CoreJwsSigningAlgorithm> = discovered
             .metadata
             .id_token_signing_alg_values_supported()
             .iter()
-            .filter(|a| **a != CoreJwsSigningAlgorithm::None)
+            .filter(|a| is_asymmetric(a))
             .cloned()
             .collect();
         let verifier = client
@@ -262,7 +273,10 @@ impl OidcProvider {
         tokens: &Tokens,
         verifier: &openidconnect::IdTokenVerifier<'_, CoreJsonWebKey>,
     ) -> Result<Map<String, Value>, AuthError> {
-        // The crate leaves `azp` to its callers (OIDC Core 3.1.3.7, 4-5).
+        // The crate does not check `azp` (OIDC Core 3.1.3.7, 4-5), and it
+        // already refuses audiences besides ours, so only a foreign `azp`
+        // is left to refuse; the several-audiences branch is defence in
+        // depth should that ever change.
         match claims.authorized_party() {
             Some(azp) if azp.as_str() != client_id => {
                 return Err(AuthError::Rejected(format!(
@@ -352,6 +366,23 @@ impl OidcProvider {
     }
 }
 
+fn is_asymmetric(algorithm: &CoreJwsSigningAlgorithm) -> bool {
+    use CoreJwsSigningAlgorithm as A;
+    matches!(
+        algorithm,
+        A::RsaSsaPkcs1V15Sha256
+            | A::RsaSsaPkcs1V15Sha384
+            | A::RsaSsaPkcs1V15Sha512
+            | A::RsaSsaPssSha256
+            | A::RsaSsaPssSha384
+            | A::RsaSsaPssSha512
+            | A::EcdsaP256Sha256
+            | A::EcdsaP384Sha384
+            | A::EcdsaP521Sha512
+            | A::EdDsa
+    )
+}
+
 /// The ID token's `iat`: not ahead of our clock by more than the skew, and
 /// not older than a sign-in may take.
 fn issued_recently(issued: chrono::DateTime<chrono::Utc>) -> Result<(), String> {
@@ -390,14 +421,20 @@ fn known_error(code: &str) -> Option<&'static str> {
     })
 }
 
-fn parameters(callback: &Callback<'_>) -> HashMap<String, String> {
-    let mut map: HashMap<String, String> = url::form_urlencoded::parse(callback.query.as_bytes())
-        .into_owned()
-        .collect();
-    if let Some(form) = callback.form {
-        map.extend(url::form_urlencoded::parse(form).into_owned());
+/// The callback's query (connectd asks for the query response mode, so a
+/// form body is not the provider's). A parameter given twice is refused
+/// (RFC 6749 3.1): which one a server reads is how confusion attacks start.
+fn parameters(callback: &Callback<'_>) -> Result<HashMap<String, String>, AuthError> {
+    let mut map = HashMap::new();
+    for (name, value) in url::form_urlencoded::parse(callback.query.as_bytes()).into_owned() {
+        if map.insert(name.clone(), value).is_some() {
+            return Err(AuthError::Flow(format!(
+                "the callback names {:?} twice",
+                name.escape_debug().to_string()
+            )));
+        }
     }
-    map
+    Ok(map)
 }
 
 #[async_trait]
@@ -415,23 +452,25 @@ impl IdentityProvider for OidcProvider {
     }
 
     fn end_session_endpoint(&self) -> Option<String> {
-        let endpoint = self.discovery.end_session_endpoint()?;
-        let mut url = url::Url::parse(&endpoint).ok()?;
+        let mut url = self.discovery.end_session_endpoint()?;
         url.query_pairs_mut()
             .append_pair("client_id", &self.settings.client_id);
         Some(url.to_string())
     }
 
-    async fn begin(&self, return_to: &str) -> Result<Redirect, AuthError> {
+    async fn begin(&self, return_to: &str, binding: &str) -> Result<Redirect, AuthError> {
         let discovered = self.discovery.current().await?;
         let client = self.client(&discovered);
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let nonce = Nonce::new_random();
-        let state = self.flows.start(PendingSignIn {
-            nonce: nonce.clone(),
-            verifier,
-            return_to: return_to.to_owned(),
-        })?;
+        let state = self.flows.start(
+            PendingSignIn {
+                nonce: nonce.clone(),
+                verifier,
+                return_to: return_to.to_owned(),
+            },
+            binding,
+        )?;
         let mut request = client
             .authorize_url(
                 AuthenticationFlow::<CoreResponseType>::AuthorizationCode,
@@ -451,30 +490,50 @@ impl IdentityProvider for OidcProvider {
     }
 
     async fn finish(&self, callback: Callback<'_>) -> Result<Returned, AuthError> {
-        let params = parameters(&callback);
+        let params = parameters(&callback)?;
         let state = params.get("state").ok_or_else(|| {
             AuthError::Flow("the provider sent the viewer back without a state".into())
         })?;
         // Taken before anything else: a state is good for one answer,
         // whatever that answer is.
-        let pending = self.flows.take(state)?;
+        let pending = self.flows.take(state, callback.binding)?;
         if let Some(code) = params.get("error") {
             let detail = params
                 .get("error_description")
-                .map(|d| format!(" ({})", d.escape_debug()))
+                .map(|d| format!(" ({d})"))
                 .unwrap_or_default();
             return Err(AuthError::Denied {
                 shown: known_error(code).map(str::to_owned),
-                logged: format!(
-                    "the identity provider answered {}{detail}",
-                    code.escape_debug()
-                ),
+                logged: format!("the identity provider answered {code}{detail}"),
             });
         }
         let code = params.get("code").ok_or_else(|| {
             AuthError::Flow("the provider sent neither a code nor an error".into())
         })?;
         let discovered = self.discovery.current().await?;
+        // RFC 9207: the answer names who sent it, so that a code from
+        // another provider the viewer also uses cannot be slipped in here.
+        let issuer = discovered.metadata.issuer().as_str();
+        match params.get("iss") {
+            Some(iss) if iss != issuer => {
+                return Err(AuthError::Rejected(format!(
+                    "the authorization answer came from {iss:?}, not {issuer:?} (iss)"
+                )))
+            }
+            None if discovered
+                .metadata
+                .additional_metadata()
+                .authorization_response_iss_parameter_supported
+                == Some(true) =>
+            {
+                return Err(AuthError::Rejected(
+                    "the authorization answer does not name its issuer (iss), which this \
+                     provider promises to"
+                        .into(),
+                ))
+            }
+            _ => {}
+        }
         let client = self.client(&discovered);
         let tokens = self.exchange(&client, code, pending.verifier).await?;
         let (discovered, mut claims) = self
