@@ -75,7 +75,7 @@ pub fn restore_report(
         (IdKind::Uid, "uid", uid_range),
         (IdKind::Gid, "gid", gid_range),
     ] {
-        let record = high_water::database_record(&conn, kind, range).map_err(|e| e.to_string())?;
+        let record = high_water::database_record(&conn, kind).map_err(|e| e.to_string())?;
         let mark = marks.get(kind);
         report.push_str(&format!(
             "{name}s: the database accounts for up to {}, the high-water mark is {}",
@@ -85,7 +85,7 @@ pub fn restore_report(
         match mark {
             Some(mark) if record.is_none_or(|r| r < mark) => {
                 behind = true;
-                let from = record.map(|r| r + 1).unwrap_or(*range.start());
+                let from = record.map(|r| r + 1).unwrap_or(*range.start()).min(mark);
                 report.push_str(&format!(
                     ": {name}s {from}-{mark} were handed out but are not in this database. \
                      Files owned by them (find <shared filesystem> -{name} N) belonged to \

@@ -1,6 +1,14 @@
 //! The high-water mark: the highest uid and gid ever handed out, kept in a
 //! small file beside the database and written durably (the file, then its
-//! directory, fsynced) before the transaction that uses a new id commits.
+//! directory, fsynced) before a provisioning that used a new id is
+//! acknowledged. Allocation raises the mark in memory, under the writer
+//! lock, so the next allocation starts above it; [`HighWater::sync`]
+//! makes it durable after the commit, and concurrent provisionings share
+//! one write (group commit), so the mark costs little throughput. A crash
+//! between the commit and the write leaves the database ahead of the
+//! mark, which start-up notices and follows; an id that was committed but
+//! never acknowledged may be lost with a lost WAL tail, and nobody holds
+//! it.
 //!
 //! The database alone cannot promise that a uid is never given twice: a
 //! restored backup, a rolled-back snapshot or a WAL that lost its tail all
@@ -132,33 +140,54 @@ pub fn write(dir: &Path, file: &str, marks: &Marks) -> Result<(), String> {
 }
 
 /// The highest id the database itself accounts for: its counter's last
-/// id or its highest row, whichever is higher. Ids outside `range` (a
-/// configured `SharedGroupGid`) were never allocated and do not count.
-pub fn database_record(
-    c: &Connection,
-    kind: IdKind,
-    range: &RangeInclusive<u32>,
-) -> Result<Option<u32>, store::DbError> {
-    let counter = store::next_id(c, kind)?
-        .and_then(|n| n.checked_sub(1))
-        .filter(|n| range.contains(n));
-    let highest = store::highest_id(c, kind, range)?;
+/// id or its highest row, whichever is higher, whatever the configured
+/// range is now. The shared group's row is left out (its gid may be
+/// configured, not allocated; an allocated one is in the counter).
+pub fn database_record(c: &Connection, kind: IdKind) -> Result<Option<u32>, store::DbError> {
+    let counter = store::next_id(c, kind)?.and_then(|n| n.checked_sub(1));
+    let highest = store::highest_id(c, kind)?;
     Ok(counter.max(highest))
+}
+
+/// Brings the database's counters up to the mark, so that it accounts for
+/// every id the mark does: after an administrator accepted a database
+/// behind it, or after a transaction that had raised the mark rolled
+/// back (a refused group, a full disk).
+pub fn settle(c: &Connection, marks: &Marks) -> Result<(), store::DbError> {
+    for kind in [IdKind::Uid, IdKind::Gid] {
+        if let Some(mark) = marks.get(kind) {
+            let next = u64::from(mark) + 1;
+            if store::next_id(c, kind)?.is_none_or(|n| u64::from(n) < next) {
+                store::set_next_id(c, kind, next)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The live mark, shared by every allocation, and whether allocation is
 /// held back because the database is behind it.
 pub struct HighWater {
     dir: PathBuf,
+    /// The mark as allocation sees it (raised before commit).
     marks: Mutex<Marks>,
+    /// The mark as of the last commit: what may be made durable (an id
+    /// raised by a transaction still open is not in the database yet).
+    committed: Mutex<Marks>,
+    /// The mark as the file holds it; its lock also makes writers wait for
+    /// the write in progress, which then covers their ids too.
+    durable: Mutex<Marks>,
     behind: Mutex<Option<(String, Marks)>>,
 }
 
 impl HighWater {
+    /// `marks` as read from (or just written to) the file.
     pub fn new(dir: &Path, marks: Marks) -> Self {
         Self {
             dir: dir.to_owned(),
             marks: Mutex::new(marks),
+            committed: Mutex::new(marks),
+            durable: Mutex::new(marks),
             behind: Mutex::new(None),
         }
     }
@@ -171,21 +200,32 @@ impl HighWater {
 
     /// `Err` with the reason while new ids are held back; an
     /// administrator's confirmation (`nameservicectl confirm-restore`) is
-    /// picked up here, without a restart.
-    pub fn check_allowed(&self) -> Result<(), String> {
+    /// picked up here, without a restart: then `Ok(true)`, and the caller
+    /// must [`settle`] the database in its transaction.
+    pub fn check_allowed(&self) -> Result<bool, String> {
         let mut behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
         let Some((message, marks)) = behind.as_ref() else {
-            return Ok(());
+            return Ok(false);
         };
         if confirmed(&self.dir, marks) {
             tracing::warn!(
                 "an administrator confirmed going on with a database behind the high-water \
                  mark; new ids start above it"
             );
+            let _ = std::fs::remove_file(self.dir.join(CONFIRM_FILE));
             *behind = None;
-            return Ok(());
+            return Ok(true);
         }
         Err(message.clone())
+    }
+
+    /// Whether new ids are held back now (without taking a confirmation:
+    /// [`HighWater::check_allowed`] does that).
+    pub fn is_held_back(&self) -> bool {
+        let behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
+        behind
+            .as_ref()
+            .is_some_and(|(_, marks)| !confirmed(&self.dir, marks))
     }
 
     /// The reason new ids are held back, for health.
@@ -205,17 +245,33 @@ impl HighWater {
         }
     }
 
-    /// Records that `id` is handed out, durably, before its transaction
-    /// commits. An error means the id must not be used.
-    pub fn raise(&self, kind: IdKind, id: u32) -> Result<(), String> {
+    /// Records that `id` is handed out: no allocation goes at or below it
+    /// from now on. Durable only after [`HighWater::sync`].
+    pub fn raise(&self, kind: IdKind, id: u32) {
         let mut marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
-        if marks.get(kind).is_some_and(|mark| mark >= id) {
+        if marks.get(kind).is_none_or(|mark| mark < id) {
+            marks.set(kind, id);
+        }
+    }
+
+    /// After a commit (or a [`settle`]), still under the writer lock:
+    /// every id raised so far is in the database.
+    pub fn publish(&self) {
+        let marks = self.marks();
+        *self.committed.lock().unwrap_or_else(|p| p.into_inner()) = marks;
+    }
+
+    /// Makes the mark durable up to every committed id; called before any
+    /// provisioning is acknowledged. An error means the answer must not be
+    /// given (the id is still never reused: it stays raised).
+    pub fn sync(&self) -> Result<(), String> {
+        let mut durable = self.durable.lock().unwrap_or_else(|p| p.into_inner());
+        let wanted = *self.committed.lock().unwrap_or_else(|p| p.into_inner());
+        if *durable == wanted {
             return Ok(());
         }
-        let mut raised = *marks;
-        raised.set(kind, id);
-        write(&self.dir, MARK_FILE, &raised)?;
-        *marks = raised;
+        write(&self.dir, MARK_FILE, &wanted)?;
+        *durable = wanted;
         Ok(())
     }
 }
@@ -244,10 +300,10 @@ pub fn compare(
         (IdKind::Uid, "uid", uid_range),
         (IdKind::Gid, "gid", gid_range),
     ] {
-        let record = database_record(c, kind, range)?;
+        let record = database_record(c, kind)?;
         if let Some(mark) = marks.get(kind) {
             if record.is_none_or(|r| r < mark) {
-                let from = record.map(|r| r + 1).unwrap_or(0);
+                let from = record.map(|r| r + 1).unwrap_or(*range.start()).min(mark);
                 missing.push(format!("{name}s {from}-{mark}"));
             }
         }
@@ -285,12 +341,20 @@ pub fn open_checked(
     gid_range: &RangeInclusive<u32>,
 ) -> Result<(Connection, HighWater), String> {
     let marks = read(dir, MARK_FILE)?;
+    if start_over && had_data {
+        return Err(format!(
+            "--start-over is only for a state directory whose database is empty or missing, \
+             and {} holds data: start without it (a database behind the high-water mark is \
+             served, and `nameservicectl confirm-restore` accepts it)",
+            db.display()
+        ));
+    }
     if let (Some(marks), false, false) = (&marks, had_data, start_over) {
         return Err(format!(
             "the state directory {dir} was initialised (its high-water mark says uids up to {} \
              were handed out) but the database {db} is empty or missing. Restore the database \
-             from a backup (stop nameserviced, copy the backup to {db}, start it; keep the \
-             high-water file as it is), or, to start over with no accounts on purpose, run \
+             from a backup (stop nameserviced, remove {db}-wal and {db}-shm, copy the backup \
+             to {db}, start it; keep the high-water file as it is), or, to start over with no accounts on purpose, run \
              `nameserviced --start-over` once: ids up to the mark are still never given again",
             marks
                 .uid
@@ -311,17 +375,17 @@ pub fn open_checked(
             dir.display()
         )
     };
-    let conn = store::open_writer(db).map_err(|e| damaged(e.to_string()))?;
-    let problems = store::integrity_problems(&conn).map_err(|e| damaged(e.to_string()))?;
-    if !problems.is_empty() {
-        return Err(damaged(problems.join("; ")));
+    // Checked read-only first: migrations must not write into a damaged file.
+    if had_data {
+        let reader = store::open_reader(db).map_err(|e| damaged(e.to_string()))?;
+        let problems = store::integrity_problems(&reader).map_err(|e| damaged(e.to_string()))?;
+        if !problems.is_empty() {
+            return Err(damaged(problems.join("; ")));
+        }
     }
-    let record =
-        |kind, range| database_record(&conn, kind, range).map_err(|e| damaged(e.to_string()));
-    let (uid_record, gid_record) = (
-        record(IdKind::Uid, uid_range)?,
-        record(IdKind::Gid, gid_range)?,
-    );
+    let conn = store::open_writer(db).map_err(|e| damaged(e.to_string()))?;
+    let record = |kind| database_record(&conn, kind).map_err(|e| damaged(e.to_string()));
+    let (uid_record, gid_record) = (record(IdKind::Uid)?, record(IdKind::Gid)?);
     let Some(mut marks) = marks else {
         // A new state directory, or one from before the mark existed: the
         // database is all there is to go on.
@@ -352,11 +416,13 @@ pub fn open_checked(
                 marks.uid,
                 marks.gid
             );
-            write(dir, CONFIRM_FILE, &marks)?;
+            settle(&conn, &marks).map_err(|e| damaged(e.to_string()))?;
             Ok((conn, HighWater::new(dir, marks)))
         }
         StateCheck::Behind { message, marks } if confirmed(dir, &marks) => {
             tracing::warn!("{message} (confirmed by an administrator; going on)");
+            settle(&conn, &marks).map_err(|e| damaged(e.to_string()))?;
+            let _ = std::fs::remove_file(dir.join(CONFIRM_FILE));
             Ok((conn, HighWater::new(dir, marks)))
         }
         StateCheck::Behind { message, marks } => {
@@ -406,14 +472,27 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let hw = HighWater::new(dir.path(), Marks::default());
         assert_eq!(hw.floor(IdKind::Uid), Some(0));
-        hw.raise(IdKind::Uid, 2000).expect("raise");
-        hw.raise(IdKind::Uid, 1500).expect("lower is a no-op");
-        assert_eq!(hw.marks().uid, Some(2000));
+        hw.raise(IdKind::Uid, 2000);
+        hw.raise(IdKind::Uid, 1500);
+        assert_eq!(hw.marks().uid, Some(2000), "lowering is a no-op");
         assert_eq!(hw.floor(IdKind::Uid), Some(2001));
         assert_eq!(hw.floor(IdKind::Gid), Some(0));
+        assert_eq!(
+            read(dir.path(), MARK_FILE).expect("read"),
+            None,
+            "not durable yet"
+        );
+        hw.sync().expect("nothing committed yet");
+        assert_eq!(
+            read(dir.path(), MARK_FILE).expect("read"),
+            None,
+            "uncommitted ids wait"
+        );
+        hw.publish();
+        hw.sync().expect("sync");
         let on_disk = read(dir.path(), MARK_FILE).expect("read").expect("file");
         assert_eq!(on_disk.uid, Some(2000));
-        hw.raise(IdKind::Uid, u32::MAX).expect("raise");
+        hw.raise(IdKind::Uid, u32::MAX);
         assert_eq!(
             hw.floor(IdKind::Uid),
             None,
@@ -449,6 +528,58 @@ mod tests {
         assert!(
             !confirmed(dir.path(), &marks),
             "a confirmation names its marks"
+        );
+    }
+
+    #[test]
+    fn settling_brings_the_counters_to_the_mark_and_the_shared_group_does_not_count() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("db");
+        let conn = store::open_writer(&db).expect("open");
+        store::insert_group(
+            &conn,
+            &store::GroupRow {
+                gid: 9_000_000,
+                name: "shared".into(),
+                provider: store::SYSTEM_PROVIDER.into(),
+                unique_id: "shared:shared".into(),
+                idp_name: "shared".into(),
+            },
+            0,
+        )
+        .expect("shared group");
+        assert_eq!(database_record(&conn, IdKind::Gid).expect("record"), None);
+        let marks = Marks {
+            uid: Some(2041),
+            gid: Some(3007),
+            initialised: 0,
+        };
+        settle(&conn, &marks).expect("settle");
+        assert_eq!(
+            database_record(&conn, IdKind::Uid).expect("uid"),
+            Some(2041)
+        );
+        assert_eq!(
+            database_record(&conn, IdKind::Gid).expect("gid"),
+            Some(3007)
+        );
+        let range = 1..=5000;
+        assert_eq!(
+            compare(&conn, &marks, &db, &range, &range).expect("compare"),
+            StateCheck::Consistent
+        );
+        settle(
+            &conn,
+            &Marks {
+                uid: Some(10),
+                ..marks
+            },
+        )
+        .expect("lower");
+        assert_eq!(
+            database_record(&conn, IdKind::Uid).expect("uid"),
+            Some(2041),
+            "settling never lowers a counter"
         );
     }
 }

@@ -280,6 +280,7 @@ impl Nameservice {
                 )
                 .map_err(|e| e.to_string())?;
                 tx.commit().map_err(|e| e.to_string())?;
+                high_water.sync()?;
                 Ok(Shared {
                     name,
                     gid,
@@ -474,6 +475,15 @@ impl Nameservice {
         ))
     }
 
+    fn sync_high_water(&self) -> Result<(), ServiceError> {
+        self.high_water.sync().map_err(|e| {
+            ServiceError::FailedPrecondition(format!(
+                "the account is saved, but the high-water mark cannot be written, so it is \
+                 not confirmed: {e}"
+            ))
+        })
+    }
+
     /// Why new accounts are refused, when the database is behind the
     /// high-water mark and nobody confirmed it yet.
     pub fn provisioning_held_back(&self) -> Option<String> {
@@ -588,12 +598,52 @@ impl Nameservice {
         }
         let local = self.local.current();
         let mut writer = lock(&self.writer);
+        let marks_before = self.high_water.marks();
+        let outcome = self.ensure_user_locked(&mut writer, req, &local);
+        match &outcome {
+            Ok(_) => self.high_water.publish(),
+            // The transaction rolled back after raising the mark (a group
+            // refused after the uid was picked): the counters catch up, or
+            // the next start would think ids were lost. Only then: a
+            // database held back behind the mark must stay behind it until
+            // an administrator says otherwise.
+            Err(_) if self.high_water.marks() == marks_before => {}
+            Err(_) => {
+                if let Err(e) = self.settle_counters(&mut writer) {
+                    tracing::warn!(
+                        "could not bring the id counters up to the high-water mark: {e}"
+                    );
+                }
+            }
+        }
+        drop(writer);
+        let outcome = outcome?;
+        // Before any answer: the mark covers every id in the database.
+        // Outside the writer lock, so other provisionings commit meanwhile
+        // and one write covers them all.
+        self.sync_high_water()?;
+        Ok(outcome)
+    }
+
+    fn settle_counters(&self, writer: &mut Connection) -> Result<(), ServiceError> {
+        let tx = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        high_water::settle(&tx, &self.high_water.marks())?;
+        tx.commit()?;
+        self.high_water.publish();
+        Ok(())
+    }
+
+    fn ensure_user_locked(
+        &self,
+        writer: &mut Connection,
+        req: &EnsureRequest,
+        local: &LocalAccounts,
+    ) -> Result<EnsureOutcome, ServiceError> {
         let tx = writer.transaction_with_behavior(TransactionBehavior::Immediate)?;
 
         if let Some(local_user) = store::mapping(&tx, &req.provider, &req.unique_id)? {
             drop(tx);
-            let account =
-                self.mapped_account(&req.provider, &req.unique_id, &local_user, &local)?;
+            let account = self.mapped_account(&req.provider, &req.unique_id, &local_user, local)?;
             return Ok(EnsureOutcome {
                 account,
                 created: false,
@@ -619,7 +669,7 @@ impl Nameservice {
         let (row, created) = match store::user_by_identity(&tx, &req.provider, &req.unique_id)? {
             Some(mut row) => {
                 if row.idp_username != req.username {
-                    let name = self.pick_user_name(&tx, &desired, Some(row.uid), &local)?;
+                    let name = self.pick_user_name(&tx, &desired, Some(row.uid), local)?;
                     if name != row.name {
                         tracing::info!(uid = row.uid, from = %row.name, to = %name, "renaming account after the identity provider renamed the user");
                         row.name = name;
@@ -638,7 +688,7 @@ impl Nameservice {
                 (row, false)
             }
             None => {
-                let name = self.pick_user_name(&tx, &desired, None, &local)?;
+                let name = self.pick_user_name(&tx, &desired, None, local)?;
                 if name != desired {
                     warnings.push(format!(
                         "{desired:?} is taken by another identity, so this one is {name:?}"
@@ -673,7 +723,7 @@ impl Nameservice {
             &row,
             &req.provider,
             &req.groups,
-            &local,
+            local,
             now,
             &mut warnings,
         )?;
@@ -687,7 +737,7 @@ impl Nameservice {
         for w in &warnings {
             tracing::warn!(name = %row.name, "{w}");
         }
-        let account = self.account(&writer, &row)?;
+        let account = self.account(writer, &row)?;
         Ok(EnsureOutcome {
             account,
             created,
@@ -793,6 +843,14 @@ impl Nameservice {
                         changed = true;
                     }
                     row.gid
+                }
+                None if self.high_water.is_held_back() => {
+                    // The person keeps signing in; only the group waits.
+                    warnings.push(format!(
+                        "identity provider group {display:?} is new and is not created while \
+                         new ids are held back (nameservicectl check-restore)"
+                    ));
+                    continue;
                 }
                 None => {
                     let name = self.pick_group_name(c, &normalised, None, local)?;
@@ -1009,8 +1067,8 @@ impl Nameservice {
 
 /// Hands out the next id of `range` that neither the database nor the local
 /// files use, above the high-water mark, advances the counter and raises
-/// the mark (durably, before the caller commits) so it is never handed out
-/// again, whatever happens to the database.
+/// the mark, so it is never handed out again whatever happens to the
+/// database (the caller syncs the mark before it answers).
 fn allocate(
     c: &Connection,
     kind: IdKind,
@@ -1019,9 +1077,14 @@ fn allocate(
     key: &str,
     high_water: &HighWater,
 ) -> Result<u32, ServiceError> {
-    high_water
+    if high_water
         .check_allowed()
-        .map_err(ServiceError::FailedPrecondition)?;
+        .map_err(ServiceError::FailedPrecondition)?
+    {
+        // Just confirmed by an administrator: from now on the database
+        // accounts for the ids it lost.
+        high_water::settle(c, &high_water.marks())?;
+    }
     let counter = store::next_id(c, kind)?;
     let mut next = match counter {
         Some(n) if range.contains(&n) => n,
@@ -1049,11 +1112,7 @@ fn allocate(
             };
         if !taken {
             store::set_next_id(c, kind, u64::from(next) + 1)?;
-            high_water.raise(kind, next).map_err(|e| {
-                ServiceError::FailedPrecondition(format!(
-                    "cannot record the high-water mark, so no new id is handed out: {e}"
-                ))
-            })?;
+            high_water.raise(kind, next);
             return Ok(next);
         }
         match next.checked_add(1) {

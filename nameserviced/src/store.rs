@@ -368,61 +368,28 @@ pub fn next_id(c: &Connection, kind: IdKind) -> Result<Option<u32>, DbError> {
         .optional()
 }
 
-/// The highest uid (or gid) in the table within `range`.
-pub fn highest_id(
-    c: &Connection,
-    kind: IdKind,
-    range: &std::ops::RangeInclusive<u32>,
-) -> Result<Option<u32>, DbError> {
+/// The highest uid (or gid) in the table, the nameservice's own shared
+/// group left out.
+pub fn highest_id(c: &Connection, kind: IdKind) -> Result<Option<u32>, DbError> {
     let sql = match kind {
-        IdKind::Uid => "SELECT max(uid) FROM users WHERE uid BETWEEN ?1 AND ?2",
-        IdKind::Gid => "SELECT max(gid) FROM groups WHERE gid BETWEEN ?1 AND ?2",
+        IdKind::Uid => "SELECT max(uid) FROM users",
+        IdKind::Gid => "SELECT max(gid) FROM groups WHERE provider != ''",
     };
-    c.prepare_cached(sql)?
-        .query_row(params![range.start(), range.end()], |r| r.get(0))
+    c.prepare_cached(sql)?.query_row([], |r| r.get(0))
 }
 
 /// What is wrong with the database file, if anything: SQLite's
-/// `quick_check` (every page and record well formed), then each table
-/// counted through the table itself and through each of its indexes,
-/// which `quick_check` does not compare (a damaged index answers counts
-/// and lookups from rows that are not there).
+/// `integrity_check`, which besides every page and record also compares
+/// each index with its table (a damaged index answers counts and lookups
+/// from rows that are not there). It reads the whole file once, which at
+/// 100,000 accounts is a fraction of a second at start-up.
 pub fn integrity_problems(c: &Connection) -> Result<Vec<String>, DbError> {
-    let mut problems: Vec<String> = c
-        .prepare("PRAGMA quick_check")?
+    Ok(c.prepare("PRAGMA integrity_check")?
         .query_map([], |r| r.get::<_, String>(0))?
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
         .filter(|line| line != "ok")
-        .collect();
-    if !problems.is_empty() {
-        return Ok(problems);
-    }
-    let indexes: Vec<(String, String)> = c
-        .prepare(
-            "SELECT tbl_name, name FROM sqlite_schema WHERE type = 'index' \
-             AND tbl_name IN ('users', 'groups', 'memberships', 'mappings')",
-        )?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    for (table, index) in indexes {
-        let rows: i64 = c.query_row(
-            &format!("SELECT count(*) FROM \"{table}\" NOT INDEXED"),
-            [],
-            |r| r.get(0),
-        )?;
-        let indexed: i64 = c.query_row(
-            &format!("SELECT count(*) FROM \"{table}\" INDEXED BY \"{index}\""),
-            [],
-            |r| r.get(0),
-        )?;
-        if rows != indexed {
-            problems.push(format!(
-                "table {table} has {rows} rows but its index {index} has {indexed}"
-            ));
-        }
-    }
-    Ok(problems)
+        .collect())
 }
 
 pub fn set_next_id(c: &Connection, kind: IdKind, value: u64) -> Result<(), DbError> {

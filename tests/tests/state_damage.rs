@@ -318,3 +318,67 @@ fn an_old_backup_restored_holds_new_accounts_until_confirmed() {
     let returning = try_new(&sandbox, "after-0").expect("returning identity");
     assert!(!all.contains(&returning), "{returning} in {all:?}");
 }
+
+#[test]
+fn a_refused_provisioning_or_a_confirmed_restore_never_looks_like_lost_ids_later() {
+    if need_root() {
+        return;
+    }
+    let sandbox = Sandbox::new("");
+    let daemon = sandbox.start_daemon();
+    let mut all = provision(&sandbox, "ok", 3);
+    // A uid is picked, then the second group's name is refused: the
+    // transaction rolls back after the mark was raised.
+    let long = "g".repeat(2000);
+    let refused = block_on(async {
+        let mut client = sandbox.provisioning().await;
+        client
+            .ensure_user(ensure("oidc", "refused", "refused", &["fine", &long]))
+            .await
+    });
+    assert!(refused.is_err(), "{refused:?}");
+    // Someone known signs in again: that commit publishes (and syncs) the
+    // mark, which must not now claim the refused uid was handed out.
+    assert_eq!(provision(&sandbox, "ok", 1), all[..1]);
+    assert!(daemon.stop());
+    let daemon = sandbox.start_daemon();
+    let uid = try_new(&sandbox, "after-refusal").expect("not held back after a refusal");
+    assert!(!all.contains(&uid));
+    all.push(uid);
+
+    // --start-over is refused on a database with data.
+    assert!(daemon.stop());
+    let mut args = vec!["--config", sandbox.config.to_str().expect("path")];
+    args.push("--start-over");
+    let out = sandbox.run(&connect_tests::artifacts().nameserviced, &args);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{text}");
+    assert!(
+        text.contains("only for a state directory whose database is empty"),
+        "{text}"
+    );
+
+    // Restore an old copy, confirm, then add accounts with no new groups
+    // (only uids move): later starts are not held back again.
+    let daemon = sandbox.start_daemon();
+    let backup = sandbox.path("backup-2");
+    ctl_text(&sandbox, &["backup", backup.to_str().expect("path")]);
+    all.extend(provision(&sandbox, "lost", 3));
+    assert!(daemon.stop());
+    let state = sandbox.path("state");
+    for suffix in ["-wal", "-shm"] {
+        let _ = fs::remove_file(state.join(format!("{DATABASE}{suffix}")));
+    }
+    fs::copy(backup.join(DATABASE), state.join(DATABASE)).expect("restore");
+    let daemon = sandbox.start_daemon();
+    ctl_text(&sandbox, &["confirm-restore"]);
+    let fresh = try_new(&sandbox, "only-a-uid").expect("after the confirmation");
+    assert!(fresh > *all.iter().max().expect("some"));
+    assert!(daemon.stop());
+    let _daemon = sandbox.start_daemon();
+    assert!(health(&sandbox).contains("ok"), "{}", health(&sandbox));
+    assert!(
+        try_new(&sandbox, "next-start").is_ok(),
+        "not held back again"
+    );
+}
