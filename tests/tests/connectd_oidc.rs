@@ -403,6 +403,37 @@ fn a_dead_hung_or_mismatched_provider_is_a_clear_page() {
         "the request timed out in time"
     );
 
+    // The issuer answers with more than connectd reads (3 MB, without a
+    // length, so only counting the body can stop it).
+    let flood = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let flood_issuer = format!("http://{}", flood.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut stream in flood.incoming().take(4).flatten() {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n",
+            );
+            let chunk = vec![b' '; 64 * 1024];
+            for _ in 0..48 {
+                if stream.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let flooded = start(&flood_issuer);
+    let (status, body) = Browser::new().get(&format!("{}/__login__", base(&flooded)));
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        !flooded
+            .log_lines_with("larger than 1048576 bytes")
+            .is_empty(),
+        "{}",
+        flooded.log_text()
+    );
+
     // The provider names itself differently from the configuration.
     let idp = Idp::start(dir.path(), "http://127.0.0.1:1/__login__/callback", users());
     let other_name = idp.issuer.replace("127.0.0.1", "localhost");

@@ -75,9 +75,63 @@ pub(super) struct Discovered {
     fetched: Instant,
 }
 
+/// The most connectd reads of any answer from the provider: discovery
+/// documents, key sets, tokens and userinfo are a few kilobytes, and a
+/// provider (or something posing as one) must not fill memory.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// reqwest for the `openidconnect` crate, reading at most
+/// [`MAX_ANSWER_BYTES`] of each answer.
+pub(super) struct Http(openidconnect::reqwest::Client);
+
+#[derive(Debug, thiserror::Error)]
+pub(super) enum HttpError {
+    #[error(transparent)]
+    Request(#[from] openidconnect::reqwest::Error),
+    #[error("the provider's answer is larger than {MAX_ANSWER_BYTES} bytes")]
+    TooLarge,
+    #[error("unusable answer: {0}")]
+    Answer(#[from] openidconnect::http::Error),
+}
+
+impl<'c> openidconnect::AsyncHttpClient<'c> for Http {
+    type Error = HttpError;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<openidconnect::HttpResponse, HttpError>>
+                + Send
+                + 'c,
+        >,
+    >;
+
+    fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            let mut response = self.0.execute(request.try_into()?).await?;
+            if response
+                .content_length()
+                .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+            {
+                return Err(HttpError::TooLarge);
+            }
+            let mut answer = openidconnect::http::Response::builder().status(response.status());
+            for (name, value) in response.headers() {
+                answer = answer.header(name, value);
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await? {
+                if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                    return Err(HttpError::TooLarge);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(answer.body(body)?)
+        })
+    }
+}
+
 pub(super) struct Discovery {
     issuer: IssuerUrl,
-    pub http: openidconnect::reqwest::Client,
+    pub http: Http,
     current: RwLock<Option<Arc<Discovered>>>,
     /// One fetch at a time; the others wait for its result.
     fetching: tokio::sync::Mutex<()>,
@@ -117,7 +171,7 @@ impl RateLimit {
 /// allowed, no redirects (a redirect could point a back-channel request
 /// anywhere), and timeouts so a hung provider fails a sign-in, not the
 /// server.
-fn http_client(settings: &OAuth2Settings) -> Result<openidconnect::reqwest::Client, String> {
+fn http_client(settings: &OAuth2Settings) -> Result<Http, String> {
     use openidconnect::reqwest;
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -143,6 +197,7 @@ fn http_client(settings: &OAuth2Settings) -> Result<openidconnect::reqwest::Clie
     }
     builder
         .build()
+        .map(Http)
         .map_err(|e| format!("cannot build the HTTP client for the identity provider: {e}"))
 }
 
