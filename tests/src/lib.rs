@@ -410,6 +410,14 @@ impl Sandbox {
         text
     }
 
+    /// The uid `getent passwd NAME` gives inside the sandbox; panics when
+    /// there is none.
+    pub fn uid_of(&self, name: &str) -> u32 {
+        let (code, line) = self.getent(&["passwd", name]);
+        assert_eq!(code, 0, "getent passwd {name}");
+        line.split(':').nth(2).expect("uid").parse().expect("uid")
+    }
+
     /// nameservicectl with this sandbox's config (as root, outside any namespace).
     pub fn ctl(&self, args: &[&str]) -> Output {
         Command::new(&artifacts().nameservicectl)

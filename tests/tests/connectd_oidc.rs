@@ -64,12 +64,6 @@ fn me(server: &Connectd, cookie: &str) -> Value {
     r.json()
 }
 
-fn uid_of(sandbox: &Sandbox, name: &str) -> u32 {
-    let (code, line) = sandbox.getent(&["passwd", name]);
-    assert_eq!(code, 0, "getent passwd {name}");
-    line.split(':').nth(2).expect("uid").parse().expect("uid")
-}
-
 #[test]
 fn oidc_viewers_are_provisioned_keep_their_account_and_run_as_themselves() {
     if need_root() {
@@ -140,7 +134,7 @@ fn oidc_viewers_are_provisioned_keep_their_account_and_run_as_themselves() {
 
     // The nameservice gave alice an account; current-user content runs
     // under it.
-    let alice_uid = uid_of(&sandbox, "alice");
+    let alice_uid = sandbox.uid_of("alice");
     let app = server.create_content(
         &carol,
         json!({"name": "explorer", "access_type": "logged_in", "run_as_current_user": true}),

@@ -15,12 +15,6 @@ use connect_tests::slapd::Slapd;
 use connect_tests::*;
 use serde_json::json;
 
-fn uid_of(sandbox: &Sandbox, name: &str) -> u32 {
-    let (code, line) = sandbox.getent(&["passwd", name]);
-    assert_eq!(code, 0, "getent passwd {name}");
-    line.split(':').nth(2).expect("uid").parse().expect("uid")
-}
-
 #[test]
 fn two_directory_viewers_share_an_app_but_not_their_data() {
     if need_root() {
@@ -70,7 +64,7 @@ fn two_directory_viewers_share_an_app_but_not_their_data() {
     let carol = login("carol", "carol pw"); // first user: administrator
     let alice = login("alice", "alice pw");
     let bob = login("bob", "bob pw");
-    let (alice_uid, bob_uid) = (uid_of(&sandbox, "alice"), uid_of(&sandbox, "bob"));
+    let (alice_uid, bob_uid) = (sandbox.uid_of("alice"), sandbox.uid_of("bob"));
     assert_ne!(alice_uid, bob_uid);
 
     // Each viewer's private directory on the shared filesystem.
@@ -229,7 +223,7 @@ fn a_renamed_directory_user_keeps_their_user_and_uid() {
     assert_eq!(r.status, 200, "{}\n{}", r.body, server.log_text());
     let before = r.json();
     let cookie = r.session_cookie();
-    let uid = uid_of(&sandbox, "alice");
+    let uid = sandbox.uid_of("alice");
     let app = server.create_content(
         &cookie,
         json!({"name": "mine", "access_type": "logged_in", "run_as_current_user": true}),

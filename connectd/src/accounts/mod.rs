@@ -5,8 +5,8 @@
 //! - [`runas`]: which accounts content may run as (Connect's codes 54-58);
 //! - [`provision`]: provisioning through nameserviced over its socket.
 //!
-//! Owns no state. May import `config`, the plain types of `store` and
-//! `roles`; never `identity`, `run` or `http`.
+//! Owns no state. May import `config`, `logging`, the plain types of
+//! `store` and `roles`; never `identity`, `run` or `http`.
 
 pub mod provision;
 pub mod runas;

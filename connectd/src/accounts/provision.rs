@@ -2,6 +2,7 @@
 //! provisioning socket (connectd runs as root or as the configured
 //! `[Nameservice] ServiceAccount`).
 
+use crate::logging::error_chain;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -84,17 +85,4 @@ impl Provisioner {
             message: "the reply held no account".into(),
         })
     }
-}
-
-/// An error with its causes, since transport errors hide the useful part
-/// ("No such file or directory") in their sources.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

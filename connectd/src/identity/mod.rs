@@ -11,7 +11,7 @@
 //!
 //! [`from_settings`] is the one place that turns `[Authentication]
 //! Provider` into a provider. May import `config`, `roles`, `secrets`,
-//! `store` and `accounts`; never `run`, `http` or content.
+//! `store`, `accounts` and `logging`; never `run`, `http` or content.
 
 pub mod flow;
 pub mod ldap;

@@ -201,17 +201,7 @@ fn http_client(settings: &OAuth2Settings) -> Result<Http, String> {
         .map_err(|e| format!("cannot build the HTTP client for the identity provider: {e}"))
 }
 
-/// `error` and the errors that caused it, as one line.
-pub(super) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub(super) use crate::logging::error_chain as chain;
 
 impl Discovery {
     pub fn new(settings: &OAuth2Settings) -> Result<Self, String> {
@@ -407,17 +397,5 @@ mod tests {
         assert!(!limit.allow(), "a second one at once does not");
         std::thread::sleep(Duration::from_millis(60));
         assert!(limit.allow(), "after the interval it may again");
-    }
-
-    #[test]
-    fn error_chains_read_as_one_line() {
-        let inner = std::io::Error::other("connection refused");
-        let outer = std::io::Error::other(inner);
-        assert_eq!(chain(&outer), "connection refused");
-        #[derive(Debug, thiserror::Error)]
-        #[error("discovery failed")]
-        struct Outer(#[source] std::io::Error);
-        let e = Outer(std::io::Error::other("timed out"));
-        assert_eq!(chain(&e), "discovery failed: timed out");
     }
 }

@@ -9,7 +9,7 @@
 //! the code for tokens on the back channel, verifies the ID token
 //! (signature with an advertised algorithm, issuer, audience and `azp`,
 //! expiry, issue time, nonce, access-token hash) and merges userinfo. May
-//! import `config`, `store` and its parent `identity`.
+//! import `config`, `store`, `logging` and its parent `identity`.
 
 pub(crate) mod claims;
 mod discovery;
