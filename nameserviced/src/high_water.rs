@@ -392,7 +392,7 @@ pub fn open_checked(
         let marks = Marks {
             uid: uid_record,
             gid: gid_record,
-            initialised: now(),
+            initialised: store::unix_now(),
         };
         write(dir, MARK_FILE, &marks)?;
         return Ok((conn, HighWater::new(dir, marks)));
@@ -430,13 +430,6 @@ pub fn open_checked(
             Ok((conn, HighWater::held_back(dir, marks, message)))
         }
     }
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// Whether an administrator confirmed going on with a database behind

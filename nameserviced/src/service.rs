@@ -14,7 +14,7 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use connect_proto::v1::{Account, AccountGroup, Identity, PosixGroup, PosixUser};
 use rusqlite::{Connection, TransactionBehavior};
@@ -26,7 +26,7 @@ use crate::local::{LocalAccounts, LocalFiles, LocalWatcher};
 use crate::names::{plausible_lookup_name, sanitise_gecos, with_suffix, NameError};
 use crate::publish::Publisher;
 use crate::state_dir::{lock_state_dir, prepare_state_dir};
-use crate::store::{self, DbError, GroupRow, IdKind, Table, UserRow, SYSTEM_PROVIDER};
+use crate::store::{self, unix_now, DbError, GroupRow, IdKind, Table, UserRow, SYSTEM_PROVIDER};
 
 /// Most entries one enumeration page returns.
 pub const MAX_PAGE: u32 = 1000;
@@ -111,13 +111,6 @@ pub struct Nameservice {
     started: Instant,
     /// The highest ids ever handed out; no allocation goes at or below it.
     high_water: HighWater,
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

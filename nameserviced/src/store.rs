@@ -138,6 +138,14 @@ fn migrate(conn: &mut Connection) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Seconds since the epoch, as rows and the high-water mark record times.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 const USER_COLUMNS: &str =
     "uid, name, provider, unique_id, idp_username, gecos, locked, created, updated";
 const GROUP_COLUMNS: &str = "gid, name, provider, unique_id, idp_name";

@@ -553,7 +553,7 @@ impl IdentityProvider for OidcProvider {
             tracing::info!(
                 subject = %subject.escape_debug(),
                 "OpenID Connect claims received (ID token and userinfo): {}",
-                names.join(", ")
+                names.join(", ").escape_debug()
             );
         }
         let mut identity = claims::identity(&self.settings, &self.provider_name, &claims)?;
