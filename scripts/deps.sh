@@ -34,6 +34,15 @@ need curl curl
 # The content benchmark (tests/src/bin/content-bench.rs) and its smoke test
 # drive wrk through nginx (its own, from a temporary directory) and connectd.
 need wrk wrk
+# SAML sign-in: samael checks XML signatures with libxmlsec1 (through
+# bindgen, which needs libclang) and libxml2, and reads keys with openssl;
+# the test IdP (tests/saml/idp.py, pysaml2) signs with Debian's xmlsec1.
+[ -e /usr/include/xmlsec1/xmlsec/xmlsec.h ] || missing="$missing libxmlsec1-dev"
+[ -e /usr/include/libxml2/libxml/parser.h ] || missing="$missing libxml2-dev"
+[ -e /usr/include/openssl/ssl.h ] || missing="$missing libssl-dev"
+ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || missing="$missing libclang-dev"
+need pkg-config pkgconf
+need xmlsec1 xmlsec1
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx"
 if [ -n "$missing" ]; then
     echo "==> installing:$missing"
@@ -84,6 +93,28 @@ elif [ ! -e "$oidc/node_modules/.package-lock.json" ] ||
     [ "$oidc/package-lock.json" -nt "$oidc/node_modules/.package-lock.json" ]; then
     echo "==> npm ci of the test OpenID Connect provider (tests/oidc)"
     (cd "$oidc" && npm ci --no-audit --no-fund --loglevel=error) >/dev/null
+fi
+# The SAML tests run a real IdP built on pysaml2 from tests/saml, pinned with
+# hashes in requirements.txt, in a virtual environment of Debian's python3
+# (again only when the requirements changed; a scratch one when the checkout
+# is read-only, as for npm above).
+saml="$(cd "$(dirname "$0")/.." && pwd)/tests/saml"
+install_saml() {
+    /usr/bin/python3 -m venv "$1"
+    "$1/bin/pip" install -q --disable-pip-version-check --require-hashes \
+        --no-deps -r "$saml/requirements.txt"
+}
+if [ ! -w "$saml" ]; then
+    scratch=$(mktemp -d)
+    echo "==> pip install of the test SAML IdP (in a scratch venv: $saml is read-only)"
+    install_saml "$scratch/venv" >/dev/null
+    rm -rf "$scratch"
+elif [ ! -e "$saml/.venv/installed" ] ||
+    [ "$saml/requirements.txt" -nt "$saml/.venv/installed" ]; then
+    echo "==> pip install of the test SAML IdP (tests/saml/.venv)"
+    rm -rf "$saml/.venv"
+    install_saml "$saml/.venv" >/dev/null
+    touch "$saml/.venv/installed"
 fi
 if ! command -v cargo >/dev/null 2>&1; then
     if [ -x "$HOME/.cargo/bin/cargo" ]; then

@@ -97,7 +97,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     let auth = Arc::new(Authenticator::new(
         settings.clone(),
         store.clone(),
-        identity::from_settings(&settings, store.clone())?,
+        identity::from_settings(&settings, store.clone()).await?,
         Provisioner::new(settings.provision_socket.clone(), Duration::from_secs(5)),
     ));
     match store.end_unfinished_jobs() {

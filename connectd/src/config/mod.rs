@@ -13,6 +13,7 @@
 mod limits;
 mod oauth2;
 mod providers;
+mod saml;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ use crate::roles::{Mapping, Role, RoleTable};
 pub use limits::{ResourceLimits, DEFAULT_TASKS_MAX};
 pub use oauth2::{is_loopback_http, OAuth2Settings};
 pub use providers::{LdapSettings, PamSettings, ProxySettings};
+pub use saml::{attribute_profile, MetadataSource, SamlAttributes, SamlSettings, SsoInitiated};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/connect/connect.gcfg";
 
@@ -148,7 +150,29 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "logging",
         ],
     ),
-    ("saml", &["idpmetadataurl", "roleattribute", "logging"]),
+    (
+        "saml",
+        &[
+            "idpmetadataurl",
+            "idpmetadata",
+            "allowinsecureloopbackmetadata",
+            "metadatarefreshinterval",
+            "tlscacertificate",
+            "idpattributeprofile",
+            "uniqueidattribute",
+            "usernameattribute",
+            "firstnameattribute",
+            "lastnameattribute",
+            "emailattribute",
+            "groupsattribute",
+            "roleattribute",
+            "groupsautoprovision",
+            "ssoinitiated",
+            "spcertificatefile",
+            "spprivatekeyfile",
+            "logging",
+        ],
+    ),
     (
         "scheduler",
         &[
@@ -303,6 +327,8 @@ pub struct Settings {
     pub proxy: ProxySettings,
     /// `[OAuth2]`, read only with `Provider = oauth2`.
     pub oauth2: Option<OAuth2Settings>,
+    /// `[SAML]`, read only with `Provider = saml`.
+    pub saml: Option<SamlSettings>,
     pub self_registration: bool,
     pub password_min_length: usize,
     pub provision_socket: PathBuf,
@@ -324,6 +350,7 @@ impl Settings {
             ProviderKind::Ldap => ldap.is_some_and(|l| l.logging),
             ProviderKind::Proxy => self.proxy.logging,
             ProviderKind::OAuth2 => self.oauth2.as_ref().is_some_and(|o| o.logging),
+            ProviderKind::Saml => self.saml.as_ref().is_some_and(|s| s.logging),
             _ => false,
         }
     }
@@ -374,15 +401,7 @@ impl Reader<'_> {
             Some("pam") => ProviderKind::Pam,
             Some("proxy") => ProviderKind::Proxy,
             Some("oauth2") => ProviderKind::OAuth2,
-            Some(p @ "saml") => {
-                return Err(self.refuse(
-                    Some(provider_key),
-                    format!(
-                        "[Authentication] Provider = {p}: this build of connectd does not \
-                         support {p} sign-in yet; use ldap, oauth2, pam, proxy or password"
-                    ),
-                ))
-            }
+            Some("saml") => ProviderKind::Saml,
             Some(other) => {
                 return Err(self.refuse(
                     Some(provider_key),
@@ -443,10 +462,12 @@ impl Reader<'_> {
         let proxy = self.proxy(provider)?;
         let address = self.string(Key::new("Server", "Address"));
         let oauth2 = self.oauth2(provider, run_as_current_user, address.as_deref())?;
+        let saml = self.saml(provider, run_as_current_user, address.as_deref())?;
         let role_attribute = match provider {
             ProviderKind::Ldap => ldap.iter().find_map(|l| l.role_attribute.clone()),
             ProviderKind::Proxy => proxy.role_header.clone(),
             ProviderKind::OAuth2 => oauth2.as_ref().and_then(|o| o.role_claim.clone()),
+            ProviderKind::Saml => saml.as_ref().and_then(|s| s.role_attribute.clone()),
             _ => None,
         };
         let mapping = self.mapping(provider, role_attribute)?;
@@ -519,6 +540,7 @@ impl Reader<'_> {
             pam,
             proxy,
             oauth2,
+            saml,
             self_registration: self.bool_or(Key::new("Password", "SelfRegistration"), false)?,
             password_min_length,
             provision_socket: self

@@ -291,3 +291,99 @@ fn role_claim_feeds_role_mapping() {
     ));
     assert!(e.contains("[OAuth2] RoleClaim"), "{e}");
 }
+
+const SAML: &str = "[Server]\nAddress = https://connect.example.com\n\
+                    [Authentication]\nProvider = saml\n[SAML]\n\
+                    IdPMetaDataURL = https://idp.example.com/metadata\n";
+
+#[test]
+fn saml_is_read_with_connects_defaults_and_profiles() {
+    let s = load(SAML).expect("valid");
+    assert_eq!(s.provider, ProviderKind::Saml);
+    let saml = s.saml.expect("[SAML]");
+    assert_eq!(
+        saml.metadata,
+        MetadataSource::Url("https://idp.example.com/metadata".parse().expect("url"))
+    );
+    assert_eq!(saml.attributes.unique_id, None, "the NameID by default");
+    assert_eq!(saml.attributes.username, "Username");
+    assert_eq!(saml.sso_initiated, SsoInitiated::Sp);
+    assert_eq!(saml.metadata_refresh, std::time::Duration::from_secs(3600));
+
+    let azure = load(&format!(
+        "{SAML}IdPAttributeProfile = azure\nEmailAttribute = mail\nSSOInitiated = IdPAndSP\n\
+         UniqueIdAttribute = NameID\n"
+    ))
+    .expect("valid")
+    .saml
+    .expect("[SAML]");
+    assert!(azure.attributes.username.ends_with("/claims/name"));
+    assert_eq!(
+        azure.attributes.email, "mail",
+        "a key overrides the profile"
+    );
+    assert_eq!(azure.attributes.unique_id, None, "NameID spelled out");
+    assert_eq!(azure.sso_initiated, SsoInitiated::Both);
+    let file = load(&SAML.replace(
+        "https://idp.example.com/metadata",
+        "/etc/rstudio-connect/idp.xml",
+    ))
+    .expect("a file")
+    .saml
+    .expect("[SAML]");
+    assert_eq!(
+        file.metadata,
+        MetadataSource::File("/etc/rstudio-connect/idp.xml".into())
+    );
+    let s = load(&format!(
+        "{SAML}RoleAttribute = role\n[Authorization]\nUserRoleMapping = true\n"
+    ))
+    .expect("valid");
+    assert!(matches!(s.mapping, Mapping::Attribute(_)));
+    assert!(
+        refusal(&format!("{SAML}[Authorization]\nUserRoleMapping = true\n"))
+            .contains("[SAML] RoleAttribute")
+    );
+}
+
+#[test]
+fn saml_refusals_name_the_key_and_the_fix() {
+    let e = refusal(&SAML.replace("IdPMetaDataURL = https://idp.example.com/metadata\n", ""));
+    assert!(e.contains("needs [SAML] IdPMetaDataURL"), "{e}");
+    let e = refusal(&SAML.replace("Address = https://connect.example.com\n", ""));
+    assert!(
+        e.contains("needs [Server] Address") && e.contains("/__login__"),
+        "{e}"
+    );
+    let e = refusal(&SAML.replace("https://connect.example.com", "http://connect.example.com"));
+    assert!(e.contains("needs an https address"), "{e}");
+    let loopback = SAML.replace("https://connect.example.com", "http://127.0.0.1:3939");
+    assert!(load(&loopback).is_ok(), "plain http on loopback (tests)");
+    let http_idp = SAML.replace("https://idp.example.com", "http://idp.example.com");
+    let e = refusal(&http_idp);
+    assert!(
+        e.contains("must be https") && e.contains("AllowInsecureLoopbackMetadata"),
+        "{e}"
+    );
+    let e = refusal(&format!("{http_idp}AllowInsecureLoopbackMetadata = true\n"));
+    assert!(e.contains("only to 127.0.0.1"), "{e}");
+    let e = refusal(&format!("{SAML}IdPAttributeProfile = keycloak\n"));
+    assert!(e.contains("unknown; use default, azure"), "{e}");
+    let e = refusal(&format!("{SAML}SSOInitiated = both\n"));
+    assert!(e.contains("use SP, IdP or IdPAndSP"), "{e}");
+    let e = refusal(&format!("{SAML}SPCertificateFile = /etc/sp.pem\n"));
+    assert!(e.contains("go together"), "{e}");
+    let e = refusal(&SAML.replace("https://idp.example.com/metadata", "idp.xml"));
+    assert!(e.contains("neither an absolute file path nor a URL"), "{e}");
+    let e = refusal(&format!(
+        "{SAML}UniqueIdAttribute = Email\n[Applications]\nRunAsCurrentUser = true\n"
+    ));
+    assert!(
+        e.contains("UniqueIdAttribute = Email") && e.contains("can change"),
+        "{e}"
+    );
+    assert!(load(&format!(
+        "{SAML}UniqueIdAttribute = ObjectId\n[Applications]\nRunAsCurrentUser = true\n"
+    ))
+    .is_ok());
+}

@@ -130,15 +130,24 @@ impl AppState {
 
     /// The cookie that binds a redirect sign-in to this browser: only the
     /// callback reads it, and it lives as long as a sign-in may take.
+    ///
+    /// OpenID Connect comes back with a top-level GET, which `Lax` cookies
+    /// go with. SAML comes back with a POST from the IdP's page, which they
+    /// do not: there the cookie is `SameSite=None`, which browsers accept
+    /// only with `Secure` (an https Address). Over plain http, allowed on
+    /// loopback only, it carries no SameSite at all, and browsers that
+    /// default to Lax still send a cookie this young on a top-level POST.
     fn flow_cookie(&self, value: &str, max_age: u64) -> String {
+        let secure = self.settings.secure_cookies();
+        let same_site = match (self.auth.provider().callback_is_cross_site_post(), secure) {
+            (false, _) => "; SameSite=Lax",
+            (true, true) => "; SameSite=None",
+            (true, false) => "",
+        };
         format!(
-            "{FLOW_COOKIE}={value}; Path=/__login__/callback; HttpOnly; SameSite=Lax; \
+            "{FLOW_COOKIE}={value}; Path=/__login__/callback; HttpOnly{same_site}; \
              Max-Age={max_age}{}",
-            if self.settings.secure_cookies() {
-                "; Secure"
-            } else {
-                ""
-            }
+            if secure { "; Secure" } else { "" }
         )
     }
 
@@ -183,6 +192,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/__login__/callback",
             get(pages::login_callback).post(pages::login_callback),
         )
+        .route("/__login__/metadata", get(pages::service_metadata))
         .route("/__logout__", post(pages::logout))
         .route("/__signup__", get(pages::signup_page).post(pages::signup))
         .route("/__ping__", get(|| async { "ok" }))

@@ -140,6 +140,21 @@ pub async fn login_page(
     }
 }
 
+/// `/__login__/metadata`: this server's SAML metadata, for the IdP's
+/// administrator to import; 404 with other providers.
+pub async fn service_metadata(State(app): State<Arc<AppState>>) -> Response {
+    match app.auth.provider().service_metadata() {
+        Some(xml) => (
+            StatusCode::OK,
+            [(CONTENT_TYPE, "application/samlmetadata+xml")],
+            xml,
+        )
+            .into_response(),
+        None => ApiError::not_found("SAML metadata: this server does not sign in with SAML")
+            .into_response(),
+    }
+}
+
 /// `/__login__/callback`: the identity provider sends the viewer back here
 /// (a query for redirect bindings, a form for POST bindings).
 pub async fn login_callback(

@@ -3,8 +3,9 @@
 //! - [`provider`]: the [`IdentityProvider`] trait every sign-in method
 //!   implements, in one of three shapes (credentials, trusted headers, a
 //!   redirect flow);
-//! - [`password`], [`ldap`], [`pam`], [`proxy`]: the providers (OIDC and
-//!   SAML slot in beside them);
+//! - [`password`], [`ldap`], [`pam`], [`proxy`], [`oidc`], [`saml`]: the
+//!   providers;
+//! - [`http_client`]: the back-channel HTTP client of OIDC and SAML;
 //! - [`flow`]: server-side state of redirect flows, bounded and single use;
 //! - [`login`]: everything after a provider said yes, the same way for
 //!   every provider: role mapping, storage, provisioning.
@@ -14,6 +15,7 @@
 //! `store`, `accounts` and `logging`; never `run`, `http` or content.
 
 pub mod flow;
+pub(crate) mod http_client;
 pub mod ldap;
 pub mod login;
 pub mod oidc;
@@ -21,6 +23,7 @@ pub mod pam;
 pub mod password;
 pub mod provider;
 pub mod proxy;
+pub mod saml;
 
 #[cfg(test)]
 pub(crate) mod fake;
@@ -37,8 +40,9 @@ use crate::config::{ProviderKind, Settings};
 use crate::store::Store;
 
 /// The provider `[Authentication] Provider` names, with its settings; an
-/// error names what an administrator must fix.
-pub fn from_settings(
+/// error names what an administrator must fix. Providers that need their
+/// identity provider's metadata first (SAML) read it here.
+pub async fn from_settings(
     settings: &Settings,
     store: Arc<dyn Store>,
 ) -> Result<Arc<dyn IdentityProvider>, String> {
@@ -60,29 +64,36 @@ pub fn from_settings(
             };
             Arc::new(oidc::OidcProvider::new(oauth2.clone(), address, store)?)
         }
-        // The settings refuse it until its provider exists, so only a test
-        // gets here: such a server signs nobody in.
-        kind @ ProviderKind::Saml => Arc::new(Refusing(kind)),
+        ProviderKind::Saml => {
+            let (Some(saml), Some(address)) = (&settings.saml, &settings.address) else {
+                return Err(
+                    "[Authentication] Provider = saml needs a [SAML] section and [Server] Address"
+                        .into(),
+                );
+            };
+            Arc::new(saml::SamlProvider::new(saml.clone(), address, store).await?)
+        }
     })
 }
 
-/// Stands in for a provider this build cannot run: every way of signing
-/// in answers [`AuthError::NotOffered`].
-struct Refusing(ProviderKind);
-
-#[async_trait::async_trait]
-impl IdentityProvider for Refusing {
-    fn kind(&self) -> ProviderKind {
-        self.0
-    }
-
-    fn method(&self) -> SignInMethod {
-        SignInMethod::Redirect
-    }
-
-    fn accounts(&self) -> AccountSource {
-        AccountSource::Provisioned
-    }
+/// With `GroupsAutoProvision = false`, only groups connectd has already
+/// are joined.
+pub(crate) fn keep_existing_groups(
+    store: &dyn Store,
+    identity: &mut ExternalIdentity,
+) -> Result<(), AuthError> {
+    let Some(groups) = identity.groups.as_mut() else {
+        return Ok(());
+    };
+    let known = store
+        .list_groups(None)
+        .map_err(|e| AuthError::Internal(e.to_string()))?;
+    groups.retain(|g| {
+        known
+            .iter()
+            .any(|k| k.provider == identity.provider && k.unique_id == g.unique_id)
+    });
+    Ok(())
 }
 
 use crate::model::GroupRef;

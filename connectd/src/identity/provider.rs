@@ -131,6 +131,19 @@ pub trait IdentityProvider: Send + Sync {
         Err(AuthError::NotOffered)
     }
 
+    /// Whether the identity provider sends the browser back with a
+    /// cross-site POST (SAML's HTTP-POST binding): the sign-in cookie must
+    /// then be one a browser sends on such a request.
+    fn callback_is_cross_site_post(&self) -> bool {
+        false
+    }
+
+    /// This server's metadata for the identity provider to import (SAML),
+    /// served at `/__login__/metadata`.
+    fn service_metadata(&self) -> Option<String> {
+        None
+    }
+
     /// Where a viewer may also end their session at the identity provider
     /// (OpenID Connect RP-initiated logout), once connectd's is ended.
     fn end_session_endpoint(&self) -> Option<String> {

@@ -166,39 +166,15 @@ impl RateLimit {
     }
 }
 
-/// The HTTP client for everything sent to the provider: the system's CA
-/// store and `TLSCACertificate`, https only unless loopback http is
-/// allowed, no redirects (a redirect could point a back-channel request
-/// anywhere), and timeouts so a hung provider fails a sign-in, not the
-/// server.
+/// The HTTP client for everything sent to the provider
+/// ([`crate::identity::http_client`] says what it refuses).
 fn http_client(settings: &OAuth2Settings) -> Result<Http, String> {
-    use openidconnect::reqwest;
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10))
-        .https_only(!settings.allow_loopback_http);
-    if let Some(path) = &settings.ca_certificate {
-        let pem = std::fs::read(path).map_err(|e| {
-            format!(
-                "[OAuth2] TLSCACertificate = {}: cannot be read: {e}",
-                path.display()
-            )
-        })?;
-        let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-            format!(
-                "[OAuth2] TLSCACertificate = {}: not usable: {e}",
-                path.display()
-            )
-        })?;
-        for certificate in certificates {
-            builder = builder.add_root_certificate(certificate);
-        }
-    }
-    builder
-        .build()
-        .map(Http)
-        .map_err(|e| format!("cannot build the HTTP client for the identity provider: {e}"))
+    crate::identity::http_client::client(
+        settings.ca_certificate.as_deref(),
+        settings.allow_loopback_http,
+        "[OAuth2] TLSCACertificate",
+    )
+    .map(Http)
 }
 
 pub(super) use crate::logging::error_chain as chain;

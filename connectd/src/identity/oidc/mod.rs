@@ -343,26 +343,16 @@ impl OidcProvider {
             _ => Ok(Map::new()),
         }
     }
+}
 
+impl OidcProvider {
     /// With `GroupsAutoProvision = false`, only groups connectd has already
     /// are joined.
     fn existing_groups_only(&self, identity: &mut ExternalIdentity) -> Result<(), AuthError> {
         if self.settings.groups_auto_provision {
             return Ok(());
         }
-        let Some(groups) = identity.groups.as_mut() else {
-            return Ok(());
-        };
-        let known = self
-            .store
-            .list_groups(None)
-            .map_err(|e| AuthError::Internal(e.to_string()))?;
-        groups.retain(|g| {
-            known
-                .iter()
-                .any(|k| k.provider == identity.provider && k.unique_id == g.unique_id)
-        });
-        Ok(())
+        super::keep_existing_groups(self.store.as_ref(), identity)
     }
 }
 
