@@ -20,6 +20,7 @@
 pub mod connectd;
 pub mod content;
 pub mod oidc;
+pub mod saml;
 pub mod slapd;
 
 use std::fs;
@@ -408,6 +409,27 @@ impl Sandbox {
             out.status
         );
         text
+    }
+
+    /// The host's users and groups plus connectd's `RunAs` account
+    /// `connect` (uid and gid 999), a member of the shared group: what a
+    /// server running current-user content has.
+    pub fn bind_run_as_account(&mut self) {
+        self.bind_file(
+            "/etc/passwd",
+            &format!(
+                "{}connect:x:999:999:Connect:/var/lib/connect:/usr/sbin/nologin\n",
+                host_passwd()
+            ),
+        );
+        self.bind_file(
+            "/etc/group",
+            &format!(
+                "{}connect:x:999:\n{SHARED_GROUP}:x:{}:connect\n",
+                host_group(),
+                crate::content::SHARED_GID
+            ),
+        );
     }
 
     /// The uid `getent passwd NAME` gives inside the sandbox; panics when

@@ -192,6 +192,19 @@ fn form_action(body: &str) -> Option<String> {
     Some(action[..action.find('"')?].replace("&amp;", "&"))
 }
 
+/// The `connect_session` cookie `jar` holds for `base`, as `name=value`.
+pub(crate) fn session_cookie_in(jar: &reqwest::cookie::Jar, base: &str) -> Option<String> {
+    use reqwest::cookie::CookieStore;
+    let url = reqwest::Url::parse(base).ok()?;
+    let header = jar.cookies(&url)?;
+    header
+        .to_str()
+        .ok()?
+        .split("; ")
+        .find(|c| c.starts_with("connect_session="))
+        .map(str::to_owned)
+}
+
 impl Browser {
     pub fn new() -> Self {
         let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
@@ -210,15 +223,7 @@ impl Browser {
     /// The session cookie connectd at `base` gave this browser, as
     /// `name=value`.
     pub fn session_cookie(&self, base: &str) -> Option<String> {
-        use reqwest::cookie::CookieStore;
-        let url = reqwest::Url::parse(base).ok()?;
-        let header = self.jar.cookies(&url)?;
-        header
-            .to_str()
-            .ok()?
-            .split("; ")
-            .find(|c| c.starts_with("connect_session="))
-            .map(str::to_owned)
+        session_cookie_in(&self.jar, base)
     }
 
     /// GETs `url` and follows redirects; at the provider's login form it

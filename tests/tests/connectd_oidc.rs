@@ -70,20 +70,7 @@ fn oidc_viewers_are_provisioned_keep_their_account_and_run_as_themselves() {
         return;
     }
     let mut sandbox = Sandbox::new("");
-    sandbox.bind_file(
-        "/etc/passwd",
-        &format!(
-            "{}connect:x:999:999:Connect:/var/lib/connect:/usr/sbin/nologin\n",
-            host_passwd()
-        ),
-    );
-    sandbox.bind_file(
-        "/etc/group",
-        &format!(
-            "{}connect:x:999:\n{SHARED_GROUP}:x:{SHARED_GID}:connect\n",
-            host_group()
-        ),
-    );
+    sandbox.bind_run_as_account();
     let _daemon = sandbox.start_daemon();
     let port = free_port();
     let idp = Idp::start(
