@@ -81,8 +81,16 @@ command -v apt-get >/dev/null && command -v dpkg-query >/dev/null ||
 # containers and VMs; then only our own namespace counts.
 SELF_NS=$(readlink /proc/self/ns/mnt) || fail "cannot read /proc/self/ns/mnt"
 INIT_NS=$(readlink /proc/1/ns/mnt 2>/dev/null || true)
+# Scans /proc itself rather than use pgrep: a minimal root has no procps,
+# and a missing pgrep would make this check pass without looking.
+daemon_pids() {
+    for dir in /proc/[0-9]*; do
+        comm=$(cat "$dir/comm" 2>/dev/null) || continue
+        case "$comm" in nscd* | sssd*) echo "${dir#/proc/}" ;; esac
+    done
+}
 host_daemons() {
-    for pid in $(pgrep '^(nscd|sssd)' || true); do
+    for pid in $(daemon_pids); do
         pns=$(readlink "/proc/$pid/ns/mnt" 2>/dev/null || true)
         if [ -n "$pns" ] && { [ "$pns" = "$SELF_NS" ] || [ "$pns" = "$INIT_NS" ]; }; then
             echo "$pid"
