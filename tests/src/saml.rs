@@ -351,6 +351,18 @@ impl SamlBrowser {
         self.follow(&post.action, Some(fields))
     }
 
+    /// Presses "Continue" on connectd's confirmation of a sign-in started at
+    /// the IdP (the page `landing` is).
+    pub fn confirm(&self, landing: &Landing) -> Landing {
+        let (action, fields) = form(&landing.body)
+            .filter(|(action, _)| action == "/__login__/confirm")
+            .unwrap_or_else(|| panic!("no confirmation form: {landing:?}"));
+        let action = reqwest::Url::parse(&landing.url)
+            .and_then(|u| u.join(&action))
+            .expect("action");
+        self.follow(action.as_str(), Some(fields))
+    }
+
     /// The whole sign-in: connectd, the IdP's login, back to connectd.
     pub fn walk(&self, url: &str, login: &str, password: &str) -> Landing {
         let post = self.sign_in_at_idp(url, login, password);

@@ -198,12 +198,21 @@ fn saml_viewers_are_provisioned_keep_their_account_and_run_as_themselves() {
         "alice left staff at the IdP: {members}"
     );
 
-    // A sign-in started at the IdP's portal (SSOInitiated = IdPAndSP),
-    // landing on the page its RelayState names.
+    // A sign-in started at the IdP's portal (SSOInitiated = IdPAndSP):
+    // confirmed by the viewer, it lands on the page its RelayState names.
     let browser = SamlBrowser::new();
     let post = browser.unsolicited(&idp, "alice", &format!("/content/{guid}/"));
     assert!(post.relay_state.is_some());
-    let landing = browser.post(&post);
+    let asked = browser.post(&post);
+    assert!(
+        asked.status == 200 && asked.body.contains("Continue as alice.liddell"),
+        "{asked:?}"
+    );
+    assert!(
+        browser.session_cookie(&base(&server)).is_none(),
+        "not before the viewer says so"
+    );
+    let landing = browser.confirm(&asked);
     assert!(
         landing.url.contains(&format!("/content/{guid}/")),
         "{landing:?}\n{}",
@@ -352,6 +361,32 @@ fn every_saml_refusal_says_why_and_creates_nobody() {
         );
     }
 
+    // A signature whose reference names another resource: libxmlsec1 would
+    // fetch it before checking anything (an unsigned response could have
+    // connectd read files or reach internal URLs). Refused unread.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let target = format!("http://{}/fetched", listener.local_addr().expect("addr"));
+    for uri in [target.as_str(), "file:///dev/zero"] {
+        let browser = SamlBrowser::new();
+        let post = browser.sign_in_at_idp(&login, "alice", "alice pw");
+        let xml = post.xml();
+        let changed = xml.replace(" URI=\"#", &format!(" URI=\"{uri}?"));
+        assert_ne!(changed, xml);
+        let before = server.log_text().len();
+        let landing = browser.post(&post.with_xml(&changed));
+        assert_eq!(landing.status, 403, "{uri}: {landing:?}");
+        assert!(
+            new_log(&server, before).contains("only elements of the response itself"),
+            "{uri}: {}",
+            new_log(&server, before)
+        );
+    }
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "connectd fetched the reference"
+    );
+
     // A response posted twice: the first signs in, the second is refused.
     let browser = SamlBrowser::new();
     let post = browser.sign_in_at_idp(&login, "alice", "alice pw");
@@ -410,12 +445,35 @@ fn unsolicited_sign_ins_are_single_use_and_answers_stay_answers() {
 
     let browser = SamlBrowser::new();
     let post = browser.unsolicited(&idp, "alice", "//evil.example/");
-    let landing = browser.post(&post);
+    let asked = browser.post(&post);
+    assert_eq!(asked.status, 200, "{asked:?}\n{}", server.log_text());
+    assert!(asked.body.contains("Continue as alice"), "{asked:?}");
+    let landing = browser.confirm(&asked);
     assert_eq!(landing.status, 200, "{landing:?}\n{}", server.log_text());
     assert!(
         landing.url.starts_with(&base(&server)),
         "an outside RelayState is not followed: {landing:?}"
     );
+    assert!(browser.session_cookie(&base(&server)).is_some());
+
+    // Login CSRF with an IdP-started sign-in: the attacker's own response,
+    // auto-posted from their page into someone's browser, only asks that
+    // person whether they are mallory; a confirmation from elsewhere (or
+    // one used twice) signs nobody in.
+    let victim = SamlBrowser::new();
+    let asked = victim.post(&browser.unsolicited(&idp, "carol", "/"));
+    assert!(asked.body.contains("Continue as carol"), "{asked:?}");
+    assert!(victim.session_cookie(&base(&server)).is_none());
+    let before = server.log_text().len();
+    let elsewhere = SamlBrowser::new().confirm(&asked);
+    assert_eq!(elsewhere.status, 400, "{elsewhere:?}");
+    assert!(new_log(&server, before).contains("another browser"));
+    let again = victim.confirm(&asked);
+    assert_eq!(
+        again.status, 400,
+        "a confirmation is used up even when refused: {again:?}"
+    );
+    assert!(victim.session_cookie(&base(&server)).is_none());
     // The same unsolicited response again: only the replay cache stops it.
     let before = server.log_text().len();
     let landing = SamlBrowser::new().post(&post);

@@ -62,8 +62,19 @@ fn needs_checking(method: &Method, path: &str, headers: &HeaderMap, cookie: bool
     if safe {
         return false;
     }
+    // The identity provider posts SAML responses here from its own site,
+    // by design; the sign-in's browser binding and the response's signature
+    // protect it, and an IdP on a sibling host must not be refused for a
+    // viewer who still has a session cookie.
+    if path == "/__login__/callback" {
+        return false;
+    }
     // Sign-in pages set a cookie rather than use one.
-    cookie || matches!(path, "/__login__" | "/__signup__" | "/__logout__")
+    cookie
+        || matches!(
+            path,
+            "/__login__" | "/__login__/confirm" | "/__signup__" | "/__logout__"
+        )
 }
 
 fn refused(from: &str, site: &str) -> String {
@@ -201,5 +212,23 @@ mod tests {
         assert!(refused(Method::GET, "/content/x/ws", &websocket, true));
         let with_key = [foreign[0], foreign[1], ("authorization", "Key abc.def")];
         assert!(!refused(Method::POST, "/x", &with_key, true));
+    }
+
+    #[test]
+    fn the_idp_may_post_to_the_callback_and_confirmations_come_from_here() {
+        let idp = [
+            HOST,
+            ("origin", "https://idp.example"),
+            ("sec-fetch-site", "same-site"),
+        ];
+        assert!(
+            !refused(Method::POST, "/__login__/callback", &idp, true),
+            "a SAML response from an IdP on a sibling host, to a viewer with a session"
+        );
+        let foreign = [HOST, ("origin", "http://evil.example")];
+        assert!(
+            refused(Method::POST, "/__login__/confirm", &foreign, false),
+            "an IdP-started sign-in is confirmed on this server's page only"
+        );
     }
 }

@@ -39,6 +39,7 @@ pub use error::ApiError;
 
 use crate::config::Settings;
 use crate::deploy::Deployer;
+use crate::identity::flow::{PendingFlows, MAX_PENDING_FLOWS};
 use crate::identity::login::{Authenticator, LoginError};
 use crate::identity::{AuthError, SignInMethod};
 use crate::model::User;
@@ -49,10 +50,18 @@ use crate::store::Store;
 pub const SESSION_COOKIE: &str = "connect_session";
 /// Binds a redirect sign-in to the browser that started it.
 pub const FLOW_COOKIE: &str = "connect_sign_in";
+/// The same, over https: `__Host-` cookies cannot be set by a sibling
+/// host of the same site, which could otherwise plant its own binding.
+pub const SECURE_FLOW_COOKIE: &str = "__Host-connect_sign_in";
+/// Binds the confirmation of an IdP-started sign-in to its browser.
+pub const CONFIRM_COOKIE: &str = "connect_confirm";
 
 /// How long a verified API key is remembered, so that Argon2 runs once per
 /// key per minute rather than on every request.
 const KEY_CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// How long the confirmation page of an IdP-started sign-in stays good.
+const CONFIRM_LIFETIME: Duration = Duration::from_secs(5 * 60);
 
 pub struct AppState {
     pub settings: Arc<Settings>,
@@ -62,6 +71,8 @@ pub struct AppState {
     pub deployer: Arc<Deployer>,
     limits: LoginLimits,
     verified_keys: Mutex<Vec<(String, i64, Instant)>>,
+    /// IdP-started sign-ins waiting for the viewer to confirm them.
+    confirmations: PendingFlows<(User, String)>,
 }
 
 /// Sign-in attempts allowed, per client address and per username: a burst,
@@ -113,6 +124,7 @@ impl AppState {
             deployer,
             limits: LoginLimits::new(),
             verified_keys: Mutex::new(Vec::new()),
+            confirmations: PendingFlows::new(CONFIRM_LIFETIME, MAX_PENDING_FLOWS),
         }
     }
 
@@ -144,10 +156,45 @@ impl AppState {
             (true, true) => "; SameSite=None",
             (true, false) => "",
         };
+        if secure {
+            format!(
+                "{SECURE_FLOW_COOKIE}={value}; Path=/; HttpOnly{same_site}; Max-Age={max_age}; \
+                 Secure"
+            )
+        } else {
+            format!(
+                "{FLOW_COOKIE}={value}; Path=/__login__/callback; HttpOnly{same_site}; \
+                 Max-Age={max_age}"
+            )
+        }
+    }
+
+    /// The sign-in cookie the browser sent back, by the name
+    /// [`flow_cookie`](Self::flow_cookie) gave it.
+    fn flow_binding<'a>(&self, headers: &'a HeaderMap) -> &'a str {
+        let name = if self.settings.secure_cookies() {
+            SECURE_FLOW_COOKIE
+        } else {
+            FLOW_COOKIE
+        };
+        cookie_value(headers, name).unwrap_or("")
+    }
+
+    /// The confirmation page's binding: only its own form is sent it.
+    fn confirm_cookie(&self, value: &str) -> String {
+        let max_age = if value.is_empty() {
+            0
+        } else {
+            CONFIRM_LIFETIME.as_secs()
+        };
         format!(
-            "{FLOW_COOKIE}={value}; Path=/__login__/callback; HttpOnly{same_site}; \
+            "{CONFIRM_COOKIE}={value}; Path=/__login__/confirm; HttpOnly; SameSite=Strict; \
              Max-Age={max_age}{}",
-            if secure { "; Secure" } else { "" }
+            if self.settings.secure_cookies() {
+                "; Secure"
+            } else {
+                ""
+            }
         )
     }
 
@@ -193,6 +240,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(pages::login_callback).post(pages::login_callback),
         )
         .route("/__login__/metadata", get(pages::service_metadata))
+        .route("/__login__/confirm", post(pages::confirm_sign_in))
         .route("/__logout__", post(pages::logout))
         .route("/__signup__", get(pages::signup_page).post(pages::signup))
         .route("/__ping__", get(|| async { "ok" }))

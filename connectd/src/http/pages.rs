@@ -167,11 +167,11 @@ pub async fn login_callback(
     let callback = Callback {
         query: uri.query().unwrap_or(""),
         form: (!body.is_empty()).then_some(&body[..]),
-        binding: super::cookie_value(&headers, super::FLOW_COOKIE).unwrap_or(""),
+        binding: app.flow_binding(&headers),
     };
     // The binding is good for one callback, whatever its outcome.
     let spent = app.flow_cookie("", 0);
-    let (user, target) = match app.auth.finish(callback).await {
+    let (user, target, unsolicited) = match app.auth.finish(callback).await {
         Ok(done) => done,
         Err(e) => {
             tracing::warn!(client = %address, "sign-in failed: {}", e.to_string().escape_debug());
@@ -182,19 +182,99 @@ pub async fn login_callback(
             );
         }
     };
-    tracing::info!(user = %user.username, role = %user.role, client = %address, "signed in");
-    let cookie = match app.start_session(&user) {
-        Ok(cookie) => cookie,
-        Err(e) => return e.into_response(),
-    };
     // The provider hands back what `begin` was given, checked there; check
     // again so that no provider can turn this into an open redirect.
     let target = safe_target(Some(&target)).to_owned();
+    if unsolicited {
+        return with_cookie(confirm_page(&app, user, target), &spent);
+    }
+    tracing::info!(user = %user.username, role = %user.role, client = %address, "signed in");
+    signed_in(&app, &user, target, &spent)
+}
+
+/// Starts `user`'s session and sends them to `target`.
+fn signed_in(app: &AppState, user: &crate::model::User, target: String, spent: &str) -> Response {
+    let cookie = match app.start_session(user) {
+        Ok(cookie) => cookie,
+        Err(e) => return e.into_response(),
+    };
     let response = with_cookie(
         (StatusCode::SEE_OTHER, [(LOCATION, target)]).into_response(),
         &cookie,
     );
-    with_cookie(response, &spent)
+    with_cookie(response, spent)
+}
+
+/// A sign-in the identity provider started reached connectd without
+/// anything tying it to this browser: an attacker could have posted their
+/// own from a page of theirs (login CSRF). So the viewer is asked first,
+/// naming the account; the page may not be framed (no clickjacking), and
+/// the answer must come from it, in this browser.
+fn confirm_page(app: &AppState, user: crate::model::User, target: String) -> Response {
+    let binding = match secrets::random_bytes::<32>() {
+        Ok(bytes) => base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes),
+        Err(e) => return ApiError::internal(e).into_response(),
+    };
+    let username = user.username.clone();
+    let key = match app.confirmations.start((user, target), &binding) {
+        Ok(key) => key,
+        Err(e) => return ApiError::internal(e).into_response(),
+    };
+    let body = page(
+        "Sign in",
+        &format!(
+            "<p>Your identity provider signed you in as <strong>{}</strong>.</p>\
+             <form method=\"post\" action=\"/__login__/confirm\">\
+             <input type=\"hidden\" name=\"key\" value=\"{key}\">\
+             <button type=\"submit\">Continue as {}</button></form>\
+             <p>Not you, or did you not just sign in? <a href=\"/__login__\">Sign in \
+             yourself</a> instead.</p>",
+            escape(&username),
+            escape(&username)
+        ),
+    );
+    let mut response = (StatusCode::OK, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        "x-frame-options",
+        axum::http::HeaderValue::from_static("DENY"),
+    );
+    headers.insert(
+        "content-security-policy",
+        axum::http::HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    with_cookie(response, &app.confirm_cookie(&binding))
+}
+
+#[derive(Deserialize)]
+pub struct ConfirmForm {
+    #[serde(default)]
+    key: String,
+}
+
+/// `POST /__login__/confirm`: the viewer said yes on [`confirm_page`].
+pub async fn confirm_sign_in(
+    State(app): State<Arc<AppState>>,
+    Extension(ClientAddress(address)): Extension<ClientAddress>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<ConfirmForm>,
+) -> Response {
+    let binding = super::cookie_value(&headers, super::CONFIRM_COOKIE).unwrap_or("");
+    let spent = app.confirm_cookie("");
+    match app.confirmations.take(&form.key, binding) {
+        Ok((user, target)) => {
+            tracing::info!(user = %user.username, role = %user.role, client = %address, "signed in (started at the identity provider, confirmed)");
+            signed_in(&app, &user, target, &spent)
+        }
+        Err(e) => {
+            tracing::warn!(client = %address, "sign-in refused: {}", e.to_string().escape_debug());
+            let error = login_error(e.into());
+            with_cookie(
+                (error.status, sign_in_failed(&error.message)).into_response(),
+                &spent,
+            )
+        }
+    }
 }
 
 /// `response` with `Set-Cookie: cookie` added (a session started or ended).

@@ -154,6 +154,7 @@ impl IdentityProvider for FakeProvider {
         Ok(Returned {
             identity,
             return_to,
+            unsolicited: false,
         })
     }
 }

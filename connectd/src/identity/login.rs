@@ -142,12 +142,15 @@ impl Authenticator {
 
     /// Finishes a redirect sign-in: the provider checks the callback, then
     /// the person is recorded, mapped and provisioned like any other.
-    pub async fn finish(&self, callback: Callback<'_>) -> Result<(User, String), LoginError> {
+    /// Finishes a redirect sign-in: the user, where they set out for, and
+    /// whether they must confirm it first ([`Returned::unsolicited`]).
+    pub async fn finish(&self, callback: Callback<'_>) -> Result<(User, String, bool), LoginError> {
         let Returned {
             identity,
             return_to,
+            unsolicited,
         } = self.provider.finish(callback).await?;
-        Ok((self.complete(identity).await?, return_to))
+        Ok((self.complete(identity).await?, return_to, unsolicited))
     }
 
     /// The password `user_id` last signed in with, when

@@ -163,7 +163,7 @@ async fn a_redirect_sign_in_returns_where_it_started_once() {
         form: None,
         binding: "browser-1",
     };
-    let (alice, return_to) = auth.finish(callback).await.expect("callback");
+    let (alice, return_to, _) = auth.finish(callback).await.expect("callback");
     assert_eq!(return_to, "/content/abc/");
     assert_eq!(alice.username, "alice");
     assert_eq!(alice.role, Role::Publisher);

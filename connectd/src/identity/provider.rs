@@ -78,6 +78,11 @@ pub struct Callback<'a> {
 pub struct Returned {
     pub identity: ExternalIdentity,
     pub return_to: String,
+    /// The identity provider started this sign-in (SAML's IdP-initiated
+    /// SSO): nothing binds it to this browser, so an attacker could have
+    /// had it posted from their own page with their own identity. The
+    /// viewer confirms it before a session starts.
+    pub unsolicited: bool,
 }
 
 /// One sign-in method. Implementations hold their own settings and

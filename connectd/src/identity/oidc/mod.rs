@@ -551,6 +551,7 @@ impl IdentityProvider for OidcProvider {
         Ok(Returned {
             identity,
             return_to: pending.return_to,
+            unsolicited: false,
         })
     }
 }

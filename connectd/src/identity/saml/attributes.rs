@@ -79,13 +79,23 @@ pub fn identity(
     let names = || attrs.names();
     let name_id = assertion.subject.as_ref().and_then(|s| s.name_id.as_ref());
     let unique_id = match &settings.attributes.unique_id {
-        Some(attribute) => first(attribute).ok_or_else(|| {
-            AuthError::Misconfigured(format!(
-                "the IdP's assertion has no {attribute:?} attribute ([SAML] \
-                 UniqueIdAttribute); the attributes it sent are: {}",
-                names()
-            ))
-        })?,
+        Some(attribute) => match attrs.get(attribute).map(Vec::as_slice) {
+            Some([one]) => one.clone(),
+            // Which of several would be the person is anyone's guess.
+            Some([_, _, ..]) => {
+                return Err(AuthError::Rejected(format!(
+                    "the IdP's assertion has several values of {attribute:?} ([SAML] \
+                     UniqueIdAttribute), which must name one person"
+                )))
+            }
+            _ => {
+                return Err(AuthError::Misconfigured(format!(
+                    "the IdP's assertion has no {attribute:?} attribute ([SAML] \
+                     UniqueIdAttribute); the attributes it sent are: {}",
+                    names()
+                )))
+            }
+        },
         None => {
             let name_id = name_id
                 .filter(|n| !n.value.trim().is_empty())

@@ -175,25 +175,20 @@ impl SamlProvider {
         Ok(assertion)
     }
 
-    /// Remembers the assertion's ID until it expires; a second use is a
-    /// replay.
+    /// Remembers the assertion's ID for as long as samael would accept it
+    /// (until `MAX_ISSUE_DELAY` after its IssueInstant); a second use is a
+    /// replay. An assertion issued in the future is refused: it would be
+    /// remembered, and accepted, for longer than that.
     fn first_use(&self, assertion: &Assertion) -> Result<(), AuthError> {
-        let confirmation_ends = assertion
-            .subject
-            .iter()
-            .flat_map(|s| s.subject_confirmations.iter().flatten())
-            .filter_map(|c| c.subject_confirmation_data.as_ref()?.not_on_or_after);
-        let conditions_end = assertion
-            .conditions
-            .as_ref()
-            .and_then(|c| c.not_on_or_after);
         let now = Utc::now();
-        let expires = confirmation_ends
-            .chain(conditions_end)
-            .max()
-            .unwrap_or(now + MAX_ISSUE_DELAY)
-            .max(assertion.issue_instant + MAX_ISSUE_DELAY)
-            + CLOCK_SKEW;
+        if assertion.issue_instant > now + CLOCK_SKEW {
+            return Err(AuthError::Rejected(format!(
+                "the assertion was issued in the future ({}, now {now}); is the IdP's clock or \
+                 this server's wrong?",
+                assertion.issue_instant
+            )));
+        }
+        let expires = assertion.issue_instant + MAX_ISSUE_DELAY + CLOCK_SKEW;
         match self.replay.check(&assertion.id, expires, now) {
             Seen::First => Ok(()),
             Seen::Again => Err(AuthError::Rejected(format!(
@@ -400,7 +395,13 @@ fn status_for_viewer(status: &str, sub_status: Option<&str>) -> &'static str {
 /// A return path from an unsolicited RelayState: only a local path.
 fn local_path(relay_state: Option<&str>) -> String {
     match relay_state {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_owned(),
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && !p.chars().any(|c| c == '\\' || c.is_control()) =>
+        {
+            p.to_owned()
+        }
         _ => "/".into(),
     }
 }
@@ -512,6 +513,7 @@ impl IdentityProvider for SamlProvider {
                 ),
             });
         }
+        let unsolicited = pending.is_none();
         let (assertion, return_to) = match pending {
             Some(pending) => (
                 self.verify(xml, Some(pending.request_id)).await?,
@@ -556,6 +558,7 @@ impl IdentityProvider for SamlProvider {
         Ok(Returned {
             identity,
             return_to,
+            unsolicited,
         })
     }
 }
@@ -590,6 +593,7 @@ mod tests {
         assert_eq!(local_path(Some("//evil.example/")), "/");
         assert_eq!(local_path(Some("https://evil.example/")), "/");
         assert_eq!(local_path(Some("/\\evil.example")), "/");
+        assert_eq!(local_path(Some("/\t/evil.example")), "/");
         assert_eq!(local_path(None), "/");
     }
 
