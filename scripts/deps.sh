@@ -43,6 +43,10 @@ need wrk wrk
 ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || missing="$missing libclang-dev"
 need pkg-config pkgconf
 need xmlsec1 xmlsec1
+# The dashboard's browser tests drive Debian's headless Chromium through
+# its WebDriver (tests/tests/dashboard_browser.rs).
+[ -x /usr/bin/chromium ] || missing="$missing chromium"
+[ -x /usr/bin/chromedriver ] || missing="$missing chromium-driver"
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx"
 if [ -n "$missing" ]; then
     echo "==> installing:$missing"

@@ -17,6 +17,7 @@
 //!
 //! These tests need root (for `unshare -m`); CI runs them as root.
 
+pub mod browser;
 pub mod connectd;
 pub mod content;
 pub mod oidc;

@@ -97,14 +97,18 @@ pub fn may_view(
     })
 }
 
-fn load(app: &AppState, guid: &str) -> Result<Content, ApiError> {
+pub(super) fn load(app: &AppState, guid: &str) -> Result<Content, ApiError> {
     app.store
         .content_by_guid(guid)?
         .ok_or_else(|| ApiError::not_found("content"))
 }
 
 /// The content, if `user` may change it (owner, collaborator, admin).
-fn load_editable(app: &AppState, guid: &str, user: &User) -> Result<(Content, Relation), ApiError> {
+pub(super) fn load_editable(
+    app: &AppState,
+    guid: &str,
+    user: &User,
+) -> Result<(Content, Relation), ApiError> {
     let content = load(app, guid)?;
     let relation = relation_of(app, &content, user)?;
     if relation < Relation::Collaborator {
@@ -126,7 +130,7 @@ fn cannot_change() -> ApiError {
 
 /// Fields of a create or update request. `Some(Value::Null)` resets a
 /// nullable field to the server default; absent fields are left alone.
-struct Fields(Map<String, Value>);
+pub(super) struct Fields(pub(super) Map<String, Value>);
 
 impl Fields {
     fn string(&self, name: &str) -> Result<Option<Option<String>>, ApiError> {
@@ -354,14 +358,26 @@ pub async fn update(
     Json(body): Json<Value>,
 ) -> Result<Json<Value>, ApiError> {
     let me = viewer.require()?;
-    let fields = fields(body)?;
-    let content = load(&app, &guid)?;
-    if !may_view(&app, &content, Some(me))? {
+    let content = apply_update(&app, me, &guid, fields(body)?).await?;
+    Ok(Json(content_json(&app, &content)))
+}
+
+/// Changes content as `me` may, by the API's rules (the dashboard's forms
+/// come here too): absent fields stay, null ones go back to the server's
+/// default.
+pub(super) async fn apply_update(
+    app: &Arc<AppState>,
+    me: &User,
+    guid: &str,
+    fields: Fields,
+) -> Result<Content, ApiError> {
+    let content = load(app, guid)?;
+    if !may_view(app, &content, Some(me))? {
         return Err(ApiError::not_found("content"));
     }
-    let relation = relation_of(&app, &content, me)?;
+    let relation = relation_of(app, &content, me)?;
     let change = fields.run_as()?;
-    check_run_as(&app, me, relation, Some(&content), &change).await?;
+    check_run_as(app, me, relation, Some(&content), &change).await?;
     if relation < Relation::Collaborator {
         return Err(cannot_change());
     }
@@ -403,7 +419,7 @@ pub async fn update(
         app.scheduler.drain_content(content.id, None);
     }
     tracing::info!(content = %content.guid, by = %me.username, "content updated");
-    Ok(Json(content_json(&app, &content)))
+    Ok(content)
 }
 
 pub async fn remove(
@@ -670,7 +686,7 @@ pub async fn jobs(
 
 /// The last MiB of a process's log: enough to see why it failed without
 /// sending a runaway log whole.
-const LOG_TAIL: u64 = 1 << 20;
+pub(super) const LOG_TAIL: u64 = 1 << 20;
 
 pub async fn job_log(
     State(app): State<Arc<AppState>>,
@@ -692,7 +708,7 @@ pub async fn job_log(
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
-fn read_tail(path: &str, max: u64) -> std::io::Result<String> {
+pub(super) fn read_tail(path: &str, max: u64) -> std::io::Result<String> {
     use std::io::{Read, Seek, SeekFrom};
     let mut file = std::fs::File::open(path)?;
     let len = file.metadata()?.len();

@@ -14,6 +14,7 @@
 mod api;
 mod content;
 mod csrf;
+mod dashboard;
 mod error;
 mod pages;
 mod serve;
@@ -295,6 +296,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/content/{guid}", any(serve::redirect_to_slash))
         .route("/content/{guid}/", any(serve::content))
         .route("/content/{guid}/{*rest}", any(serve::content))
+        .merge(dashboard::routes())
         .layer(middleware::from_fn_with_state(state.clone(), identify))
         .with_state(state)
 }

@@ -417,28 +417,14 @@ pub async fn logout(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Res
     with_cookie(response, &app.clear_cookie())
 }
 
-pub async fn home(
-    State(app): State<Arc<AppState>>,
-    Extension(viewer): Extension<Viewer>,
-) -> Response {
-    let Some(user) = viewer.0 else {
-        return (StatusCode::SEE_OTHER, [(LOCATION, "/__login__")]).into_response();
-    };
-    let pending = if user.needs_provisioning && app.settings.run_as_current_user {
-        "<p>Your Unix account is not ready yet; it will be created when you open content.</p>"
+/// `/`: the dashboard for people signed in, the sign-in page otherwise.
+pub async fn home(Extension(viewer): Extension<Viewer>) -> Response {
+    let to = if viewer.0.is_some() {
+        "/connect/"
     } else {
-        ""
+        "/__login__"
     };
-    page(
-        "Connect",
-        &format!(
-            "<p>Signed in as <strong>{}</strong> ({}).</p>{pending}\
-             <form method=\"post\" action=\"/__logout__\"><button>Sign out</button></form>",
-            escape(&user.username),
-            user.role
-        ),
-    )
-    .into_response()
+    (StatusCode::SEE_OTHER, [(LOCATION, to)]).into_response()
 }
 
 /// Self-registration: only with the password provider, and only when

@@ -31,11 +31,11 @@ use crate::run::scheduler::Scheduler;
 use crate::store::fake::FailingStore;
 use crate::store::{ContentStore, Store, TaskStore, UserStore};
 
-struct Server {
-    data: tempfile::TempDir,
-    store: Arc<FailingStore>,
-    provider: Arc<FakeProvider>,
-    app: Router,
+pub(super) struct Server {
+    pub(super) data: tempfile::TempDir,
+    pub(super) store: Arc<FailingStore>,
+    pub(super) provider: Arc<FakeProvider>,
+    pub(super) app: Router,
 }
 
 fn server() -> Server {
@@ -43,7 +43,7 @@ fn server() -> Server {
 }
 
 /// [`server`] with `gcfg` as its configuration.
-fn server_with(gcfg: &str) -> Server {
+pub(super) fn server_with(gcfg: &str) -> Server {
     let data = tempfile::tempdir().expect("data dir");
     let config = Config::parse(gcfg, "test.gcfg").expect("config");
     let mut settings = Settings::from_config(&config).expect("defaults");
@@ -94,14 +94,16 @@ fn server_with(gcfg: &str) -> Server {
     }
 }
 
-struct Answer {
-    status: StatusCode,
-    set_cookie: Option<String>,
-    json: Value,
+pub(super) struct Answer {
+    pub(super) status: StatusCode,
+    pub(super) set_cookie: Option<String>,
+    pub(super) location: Option<String>,
+    pub(super) json: Value,
+    pub(super) text: String,
 }
 
 impl Server {
-    async fn send(&self, request: Request<Body>) -> Answer {
+    pub(super) async fn send(&self, request: Request<Body>) -> Answer {
         let response = self
             .app
             .clone()
@@ -114,6 +116,11 @@ impl Server {
             .get(SET_COOKIE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let location = response
+            .headers()
+            .get(axum::http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body = response
             .into_body()
             .collect()
@@ -124,7 +131,9 @@ impl Server {
         Answer {
             status,
             set_cookie,
+            location,
             json,
+            text: String::from_utf8_lossy(&body).into_owned(),
         }
     }
 
@@ -140,14 +149,20 @@ impl Server {
     }
 
     /// Signs in and returns the Cookie header value of the new session.
-    async fn session(&self, username: &str, password: &str) -> String {
+    pub(super) async fn session(&self, username: &str, password: &str) -> String {
         let answer = self.sign_in(username, password).await;
         assert_eq!(answer.status, StatusCode::OK, "{}", answer.json);
         let set_cookie = answer.set_cookie.expect("a session cookie");
         set_cookie.split(';').next().expect("name=value").to_owned()
     }
 
-    async fn post(&self, path: &str, cookie: &str, content_type: &str, body: Vec<u8>) -> Answer {
+    pub(super) async fn post(
+        &self,
+        path: &str,
+        cookie: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Answer {
         self.send(
             Request::post(path)
                 .header(COOKIE, cookie)
@@ -158,7 +173,7 @@ impl Server {
         .await
     }
 
-    async fn get(&self, path: &str, cookie: &str) -> Answer {
+    pub(super) async fn get(&self, path: &str, cookie: &str) -> Answer {
         self.send(
             Request::get(path)
                 .header(COOKIE, cookie)
@@ -168,7 +183,7 @@ impl Server {
         .await
     }
 
-    fn content_owned_by(&self, username: &str) -> Content {
+    pub(super) fn content_owned_by(&self, username: &str) -> Content {
         let owner = self
             .store
             .user_by_username(username)

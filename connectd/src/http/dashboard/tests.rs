@@ -1,0 +1,256 @@
+//! The dashboard through the real router: who sees what, the form token,
+//! and that forms change only what the API would let the same person
+//! change (a crafted post included).
+
+use axum::http::StatusCode;
+use sha2::{Digest, Sha256};
+
+use super::HTMX;
+use crate::http::tests::{server_with, Server};
+use crate::store::ContentStore;
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+#[test]
+fn vendored_htmx_is_the_pinned_release() {
+    let digest = Sha256::digest(HTMX);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        hex, "d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717",
+        "connectd/assets/README.md says how to upgrade htmx"
+    );
+}
+
+/// The form token on a page.
+fn token_in(page: &str) -> String {
+    let at = page.find("name=\"token\" value=\"").expect("a token field") + 20;
+    page[at..at + page[at..].find('"').expect("end")].to_owned()
+}
+
+async fn form_post(
+    server: &Server,
+    path: &str,
+    cookie: &str,
+    fields: &[(&str, &str)],
+) -> super::super::tests::Answer {
+    let body = serde_urlencoded::to_string(fields).expect("form");
+    server.post(path, cookie, FORM, body.into_bytes()).await
+}
+
+#[tokio::test]
+async fn the_content_list_shows_what_each_person_may_see() {
+    let server = server_with("");
+    let signed_out = server.get("/connect/", "").await;
+    assert_eq!(signed_out.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        signed_out.location.as_deref(),
+        Some("/__login__?url=%2Fconnect%2F")
+    );
+
+    let ada = server.session("ada", "secret").await;
+    let content = server.content_owned_by("ada");
+    let bob = server.session("bob", "hunter2").await;
+    let mut hidden = content.clone();
+    let page = server.get("/connect/", &ada).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert!(page
+        .text
+        .contains(&format!("/connect/content/{}", content.guid)));
+    assert!(page.text.contains("Anyone, no sign-in required"));
+    assert!(
+        page.text.contains("(default)"),
+        "who it runs as: {}",
+        page.text
+    );
+    assert!(page.text.contains("<html"), "a whole page");
+
+    // Search, and htmx's in-place update (only the table).
+    let none = server.get("/connect/?q=nothing-like-it", &ada).await;
+    assert!(!none.text.contains(&content.guid) && none.text.contains("No content matches"));
+    let request = axum::http::Request::get("/connect/?q=ap")
+        .header(axum::http::header::COOKIE, &ada)
+        .header("hx-request", "true")
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let fragment = server.send(request).await;
+    assert!(fragment.text.contains(&content.guid) && !fragment.text.contains("<html"));
+
+    // Restricted to specific people: bob, who is not one of them, does not
+    // see it in the list, nor on its own page.
+    hidden.access_type = crate::model::AccessType::Acl;
+    server.store.update_content(&hidden).expect("update");
+    let list = server.get("/connect/", &bob).await;
+    assert!(!list.text.contains(&content.guid), "{}", list.text);
+    let page = server
+        .get(&format!("/connect/content/{}", content.guid), &bob)
+        .await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn forms_need_the_sessions_token_and_save_through_the_api_rules() {
+    let server = server_with("");
+    let ada = server.session("ada", "secret").await;
+    let content = server.content_owned_by("ada");
+    let path = format!("/connect/content/{}", content.guid);
+    let page = server.get(&path, &ada).await;
+    assert!(
+        page.text.contains("?tab=runtime"),
+        "the owner sees the settings tabs"
+    );
+    let token = token_in(&page.text);
+
+    // Without the token, or with another session's, nothing changes.
+    for sent in ["", "forged"] {
+        let refused = form_post(
+            &server,
+            &path,
+            &ada,
+            &[("token", sent), ("tab", "info"), ("title", "Changed")],
+        )
+        .await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{sent:?}");
+        assert!(refused.text.contains("out of date"));
+    }
+    let stored = server
+        .store
+        .content_by_guid(&content.guid)
+        .expect("read")
+        .expect("there");
+    assert_eq!(stored.title, None);
+
+    let saved = form_post(
+        &server,
+        &path,
+        &ada,
+        &[
+            ("token", &token),
+            ("tab", "info"),
+            ("title", "Sales explorer"),
+            ("description", "Q3"),
+        ],
+    )
+    .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.text);
+    assert_eq!(
+        saved.location.as_deref(),
+        Some(format!("{path}?tab=info&saved=1").as_str())
+    );
+    let stored = server
+        .store
+        .content_by_guid(&content.guid)
+        .expect("read")
+        .expect("there");
+    assert_eq!(stored.title.as_deref(), Some("Sales explorer"));
+    assert_eq!(stored.description, "Q3");
+
+    // Runtime: a number, a blank (the server's default) and a refusal with
+    // Connect's code beside the fields.
+    let saved = form_post(
+        &server,
+        &path,
+        &ada,
+        &[
+            ("token", &token),
+            ("tab", "runtime"),
+            ("max_processes", "4"),
+            ("idle_timeout", ""),
+        ],
+    )
+    .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.text);
+    let stored = server
+        .store
+        .content_by_guid(&content.guid)
+        .expect("read")
+        .expect("there");
+    assert_eq!(stored.process.max_processes, Some(4));
+    assert_eq!(stored.process.idle_timeout, None);
+    let refused = form_post(
+        &server,
+        &path,
+        &ada,
+        &[
+            ("token", &token),
+            ("tab", "runtime"),
+            ("min_processes", "5"),
+            ("max_processes", "2"),
+        ],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+    assert!(
+        refused.text.contains("runtime-error") && refused.text.contains("(code "),
+        "{}",
+        refused.text
+    );
+    let not_a_number = form_post(
+        &server,
+        &path,
+        &ada,
+        &[
+            ("token", &token),
+            ("tab", "runtime"),
+            ("max_processes", "many"),
+        ],
+    )
+    .await;
+    assert_eq!(not_a_number.status, StatusCode::BAD_REQUEST);
+    assert!(not_a_number.text.contains("not a whole number"));
+}
+
+#[tokio::test]
+async fn the_process_owner_is_offered_only_to_who_may_change_it() {
+    let server = server_with(
+        "[Applications]\nRunAsCurrentUser = true\n[Authorization]\nPublishersCanManageRunAs = false\n\
+         [Authentication]\nProvider = ldap\n[LDAP \"x\"]\nServerAddress = 127.0.0.1:1\n\
+         UserSearchBaseDN = dc=x\n",
+    );
+    let ada = server.session("ada", "secret").await;
+    let content = server.content_owned_by("ada");
+    let path = format!("/connect/content/{}", content.guid);
+    let page = server.get(&format!("{path}?tab=access"), &ada).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    let select = &page.text[page.text.find("id=\"process_owner\"").expect("the control")..];
+    let select = &select[..select.find('>').expect("tag")];
+    assert!(
+        select.contains("disabled"),
+        "a publisher may not change it here: {select}"
+    );
+    assert!(page
+        .text
+        .contains("Only administrators may change the process owner"));
+
+    // A crafted post (the disabled control re-enabled) is refused with
+    // Connect's message beside the control, and nothing changes.
+    let token = token_in(&page.text);
+    let refused = form_post(
+        &server,
+        &path,
+        &ada,
+        &[
+            ("token", &token),
+            ("tab", "access"),
+            ("access_type", "all"),
+            ("process_owner", "current_user"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::BAD_REQUEST,
+        "as the API answers: {}",
+        refused.text
+    );
+    assert!(
+        refused.text.contains("owner-error") && refused.text.contains("(code 54)"),
+        "{}",
+        refused.text
+    );
+    let stored = server
+        .store
+        .content_by_guid(&content.guid)
+        .expect("read")
+        .expect("there");
+    assert!(!stored.run_as_current_user);
+}
