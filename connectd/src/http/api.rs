@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::shapes::{check_new_password_user, time, user_json, NewPasswordUser};
 use super::{ApiError, AppState, Viewer};
-use crate::model::Group;
+use crate::model::{ApiKey, Group, User};
 use crate::roles::Role;
 use crate::secrets;
 
@@ -121,16 +121,32 @@ pub async fn update_user(
     Json(update): Json<UserUpdate>,
 ) -> Result<Json<Value>, ApiError> {
     let me = viewer.require()?;
+    let user = match update.user_role {
+        Some(role) => change_role(&app, me, &guid, &role)?,
+        None => {
+            let user = app
+                .store
+                .user_by_guid(&guid)?
+                .ok_or_else(|| ApiError::not_found("user"))?;
+            let full = me.role == Role::Administrator || user.id == me.id;
+            return Ok(Json(user_json(&user, full)));
+        }
+    };
+    Ok(Json(user_json(&user, true)))
+}
+
+/// Gives the user `guid` the role `role_text`, as `me` may (the dashboard's
+/// form comes here too).
+pub(super) fn change_role(
+    app: &AppState,
+    me: &User,
+    guid: &str,
+    role_text: &str,
+) -> Result<User, ApiError> {
     let user = app
         .store
-        .user_by_guid(&guid)?
+        .user_by_guid(guid)?
         .ok_or_else(|| ApiError::not_found("user"))?;
-    let Some(role_text) = update.user_role else {
-        return Ok(Json(user_json(
-            &user,
-            me.role == Role::Administrator || user.id == me.id,
-        )));
-    };
     let role: Role = role_text.parse().map_err(|_| ApiError::unknown_role())?;
     if me.role != Role::Administrator {
         return Err(ApiError::cannot_give_role());
@@ -159,11 +175,9 @@ pub async fn update_user(
             user.role
         );
     }
-    let user = app
-        .store
-        .user_by_guid(&guid)?
-        .ok_or_else(|| ApiError::not_found("user"))?;
-    Ok(Json(user_json(&user, true)))
+    app.store
+        .user_by_guid(guid)?
+        .ok_or_else(|| ApiError::not_found("user"))
 }
 
 #[derive(Deserialize)]
@@ -178,6 +192,17 @@ pub async fn lock_user(
     Json(request): Json<LockRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let me = viewer.require()?;
+    let user = set_locked(&app, me, &guid, request.locked)?;
+    Ok(Json(user_json(&user, true)))
+}
+
+/// Locks or unlocks the user `guid`, as `me` may.
+pub(super) fn set_locked(
+    app: &AppState,
+    me: &User,
+    guid: &str,
+    locked: bool,
+) -> Result<User, ApiError> {
     if me.role != Role::Administrator {
         return Err(ApiError::forbidden(
             "Only administrators can lock or unlock users.",
@@ -185,12 +210,12 @@ pub async fn lock_user(
     }
     let user = app
         .store
-        .user_by_guid(&guid)?
+        .user_by_guid(guid)?
         .ok_or_else(|| ApiError::not_found("user"))?;
-    if request.locked && user.id == me.id {
+    if locked && user.id == me.id {
         return Err(ApiError::bad_request("You cannot lock yourself."));
     }
-    if request.locked
+    if locked
         && user.role == Role::Administrator
         && !user.locked
         && app.store.count_administrators()? <= 1
@@ -199,18 +224,16 @@ pub async fn lock_user(
             "You cannot lock the only remaining administrator.",
         ));
     }
-    app.store.set_locked(user.id, request.locked)?;
+    app.store.set_locked(user.id, locked)?;
     tracing::info!(
         user = %user.username,
         by = %me.username,
         "{}",
-        if request.locked { "user locked" } else { "user unlocked" }
+        if locked { "user locked" } else { "user unlocked" }
     );
-    let user = app
-        .store
-        .user_by_guid(&guid)?
-        .ok_or_else(|| ApiError::not_found("user"))?;
-    Ok(Json(user_json(&user, true)))
+    app.store
+        .user_by_guid(guid)?
+        .ok_or_else(|| ApiError::not_found("user"))
 }
 
 pub async fn list_groups(
@@ -278,7 +301,27 @@ pub async fn create_key(
     Json(new): Json<NewKey>,
 ) -> Result<Response, ApiError> {
     let me = viewer.require()?;
-    let name = new.name.trim();
+    let (stored, key) = new_key(&app, me, &new.name).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "guid": stored.guid,
+            "name": stored.name,
+            "key": key,
+            "created_time": time(stored.created_time),
+        })),
+    )
+        .into_response())
+}
+
+/// A new API key of `me` named `name`: what is stored, and the key itself
+/// (which nothing keeps).
+pub(super) async fn new_key(
+    app: &AppState,
+    me: &User,
+    name: &str,
+) -> Result<(ApiKey, String), ApiError> {
+    let name = name.trim();
     if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
             "The key name must be 1 to 100 characters without control characters.",
@@ -292,16 +335,7 @@ pub async fn create_key(
         .store
         .create_api_key(me.id, name, &key.key_id, &key.hash)?;
     tracing::info!(user = %me.username, key = %stored.name, "API key created");
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "guid": stored.guid,
-            "name": stored.name,
-            "key": key.key,
-            "created_time": time(stored.created_time),
-        })),
-    )
-        .into_response())
+    Ok((stored, key.key))
 }
 
 pub async fn delete_key(

@@ -10,12 +10,15 @@
 //! Origin check of the request middleware.
 //!
 //! - [`content_pages`]: the content list and each content's page (Info,
-//!   Access with the process owner, Runtime, Logs).
+//!   Access with the process owner, Runtime, Logs);
+//! - [`people_pages`]: users (roles, locking), groups, one's own profile
+//!   and API keys.
 //!
 //! Part of the HTTP layer: may import `http`'s own modules, `content`,
 //! `model`, `store`, `config` and `roles`.
 
 mod content_pages;
+mod people_pages;
 #[cfg(test)]
 mod tests;
 
@@ -25,7 +28,7 @@ use askama::Template;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -49,6 +52,16 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route(
             "/connect/content/{guid}/jobs/{key}/log",
             get(content_pages::log),
+        )
+        .route("/connect/people", get(people_pages::people))
+        .route("/connect/people/{guid}/role", post(people_pages::role))
+        .route("/connect/people/{guid}/lock", post(people_pages::lock))
+        .route("/connect/groups", get(people_pages::groups))
+        .route("/connect/profile", get(people_pages::profile))
+        .route("/connect/profile/keys", post(people_pages::create_key))
+        .route(
+            "/connect/profile/keys/{guid}/delete",
+            post(people_pages::delete_key),
         )
         .route(HTMX_PATH, get(|| async { asset(HTMX, "text/javascript") }))
         .route(CSS_PATH, get(|| async { asset(CSS, "text/css") }))

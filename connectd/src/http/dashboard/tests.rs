@@ -3,11 +3,13 @@
 //! change (a crafted post included).
 
 use axum::http::StatusCode;
+use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
+use tower::ServiceExt;
 
 use super::HTMX;
 use crate::http::tests::{server_with, Server};
-use crate::store::ContentStore;
+use crate::store::{ContentStore, UserStore};
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
@@ -253,4 +255,145 @@ async fn the_process_owner_is_offered_only_to_who_may_change_it() {
         .expect("read")
         .expect("there");
     assert!(!stored.run_as_current_user);
+}
+
+#[tokio::test]
+async fn administrators_change_roles_and_lock_people_with_connects_codes() {
+    let server = server_with("");
+    let ada = server.session("ada", "secret").await;
+    let bob = server.session("bob", "hunter2").await;
+    let users = server.store.inner();
+    let ada_user = users.user_by_username("ada").expect("read").expect("ada");
+    let bob_user = users.user_by_username("bob").expect("read").expect("bob");
+    let people = server.get("/connect/people", &bob).await;
+    assert_eq!(people.status, StatusCode::OK);
+    assert!(
+        !people.text.contains("/role\""),
+        "a viewer gets no role controls"
+    );
+    let token = token_in(&people.text);
+    let refused = form_post(
+        &server,
+        &format!("/connect/people/{}/role", ada_user.guid),
+        &bob,
+        &[("token", &token), ("role", "administrator")],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(refused.text.contains("(code 23)"), "{}", refused.text);
+
+    server
+        .store
+        .set_role(ada_user.id, crate::roles::Role::Administrator)
+        .expect("admin");
+    let page = server.get("/connect/people", &ada).await;
+    let token = token_in(&page.text);
+    let saved = form_post(
+        &server,
+        &format!("/connect/people/{}/role", bob_user.guid),
+        &ada,
+        &[("token", &token), ("role", "publisher")],
+    )
+    .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.text);
+    let bob_now = users.user_by_username("bob").expect("read").expect("bob");
+    assert_eq!(bob_now.role, crate::roles::Role::Publisher);
+    let unknown = form_post(
+        &server,
+        &format!("/connect/people/{}/role", bob_user.guid),
+        &ada,
+        &[("token", &token), ("role", "emperor")],
+    )
+    .await;
+    assert!(unknown.text.contains("(code 112)"), "{}", unknown.text);
+
+    let locked = form_post(
+        &server,
+        &format!("/connect/people/{}/lock", bob_user.guid),
+        &ada,
+        &[("token", &token), ("locked", "1")],
+    )
+    .await;
+    assert_eq!(locked.status, StatusCode::SEE_OTHER);
+    assert!(
+        users
+            .user_by_username("bob")
+            .expect("read")
+            .expect("bob")
+            .locked
+    );
+    let myself = form_post(
+        &server,
+        &format!("/connect/people/{}/lock", ada_user.guid),
+        &ada,
+        &[("token", &token), ("locked", "1")],
+    )
+    .await;
+    assert_eq!(myself.status, StatusCode::BAD_REQUEST);
+    assert!(myself.text.contains("cannot lock yourself"));
+}
+
+#[tokio::test]
+async fn a_new_api_key_is_shown_once_and_can_be_deleted() {
+    let server = server_with("");
+    let ada = server.session("ada", "secret").await;
+    let profile = server.get("/connect/profile", &ada).await;
+    assert!(profile.text.contains("You have no API keys"));
+    let token = token_in(&profile.text);
+    let request = axum::http::Request::post("/connect/profile/keys")
+        .header(axum::http::header::COOKIE, &ada)
+        .header(axum::http::header::CONTENT_TYPE, FORM)
+        .body(axum::body::Body::from(format!("token={token}&name=laptop")))
+        .expect("request");
+    let response = server.app.clone().oneshot(request).await.expect("answer");
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let page = String::from_utf8_lossy(&body).into_owned();
+    let at = page.find("id=\"new-key\" value=\"").expect("the key, once") + 20;
+    let key = &page[at..at + page[at..].find('"').expect("end")];
+    // The key works for the API, and is never shown again.
+    let me = server
+        .send(
+            axum::http::Request::get("/__api__/v1/user")
+                .header("authorization", format!("Key {key}"))
+                .body(axum::body::Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(me.json["username"], "ada");
+    let again = server.get("/connect/profile", &ada).await;
+    assert!(!again.text.contains(key) && again.text.contains("laptop"));
+    let guid = server
+        .store
+        .inner()
+        .list_api_keys(
+            server
+                .store
+                .inner()
+                .user_by_username("ada")
+                .expect("r")
+                .expect("ada")
+                .id,
+        )
+        .expect("keys")[0]
+        .guid
+        .clone();
+    let deleted = form_post(
+        &server,
+        &format!("/connect/profile/keys/{guid}/delete"),
+        &ada,
+        &[("token", &token)],
+    )
+    .await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER);
+    assert!(server
+        .get("/connect/profile", &ada)
+        .await
+        .text
+        .contains("You have no API keys"));
 }
