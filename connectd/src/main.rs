@@ -134,6 +134,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         scheduler.clone(),
         deployer,
     ));
+    tokio::spawn(state.usage.clone().sample_forever(scheduler.clone()));
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| format!("cannot listen on [HTTP] Listen {}: {e}", settings.listen))?;

@@ -141,10 +141,28 @@ fn a_publisher_makes_the_viewer_the_process_owner_and_each_viewer_runs_as_themse
     assert!(logs.contains(&format!("bob ({})", uids[1])), "{logs}");
     screenshots(&chrome, "content-logs");
 
-    // Carol, administrator, sees it all too; a server where publishers may
-    // not manage the process owner shows pat the control disabled.
+    // The Processes tab: one group, one process, per viewer.
+    chrome.goto(&format!("{base}/connect/content/{guid}?tab=processes"));
+    let processes = chrome.wait_for_text(&format!("alice <span class=\"muted\">(uid {})", uids[0]));
+    assert!(
+        processes.contains(&format!("bob <span class=\"muted\">(uid {})", uids[1])),
+        "{processes}"
+    );
+    assert_eq!(processes.matches("1 process ·").count(), 2, "{processes}");
+    screenshots(&chrome, "content-processes");
+
+    // Carol, administrator, sees it all too: the server's processes with
+    // the limits in force; a server where publishers may not manage the
+    // process owner shows pat the control disabled.
     let admin = Chrome::start(LAPTOP.0, LAPTOP.1);
     sign_in(&admin, &base, "carol", "carol pw");
+    admin.goto(&format!("{base}/connect/processes"));
+    let server_page = admin.wait_for_text("Limits in force");
+    assert!(
+        server_page.contains("<strong>2</strong> content processes running"),
+        "{server_page}"
+    );
+    screenshots(&admin, "server-processes");
     admin.goto(&format!("{base}/connect/content/{guid}?tab=access"));
     assert_eq!(admin.enabled("#process_owner"), Some(true));
     drop(carol);

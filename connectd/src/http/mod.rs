@@ -74,6 +74,9 @@ pub struct AppState {
     verified_keys: Mutex<Vec<(String, i64, Instant)>>,
     /// IdP-started sign-ins waiting for the viewer to confirm them.
     confirmations: PendingFlows<(User, String)>,
+    /// The last hour of the server's processes and memory, for the
+    /// dashboard; `main` samples it.
+    pub usage: Arc<crate::run::usage::History>,
 }
 
 /// Sign-in attempts allowed, per client address and per username: a burst,
@@ -126,6 +129,7 @@ impl AppState {
             limits: LoginLimits::new(),
             verified_keys: Mutex::new(Vec::new()),
             confirmations: PendingFlows::new(CONFIRM_LIFETIME, MAX_PENDING_FLOWS),
+            usage: Arc::default(),
         }
     }
 

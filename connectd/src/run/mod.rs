@@ -12,7 +12,9 @@
 //!   environment, logs, runtimes); deploy borrows it;
 //! - [`local`]: the first launcher: processes on this machine, in a
 //!   private mount namespace, under the viewer's or the RunAs account,
-//!   with PAM sessions and Unix sockets.
+//!   with PAM sessions and Unix sockets;
+//! - [`usage`]: what running processes cost (memory, CPU) and an hour of
+//!   that history, for capacity planning in the dashboard.
 //!
 //! May import `config`, `content`, `bundle`, `layout`, `accounts`,
 //! `identity::login` (forwarded passwords, provisioning), `store` and
@@ -25,6 +27,9 @@ pub mod launcher;
 pub mod local;
 mod pool;
 pub mod scheduler;
+pub mod usage;
+
+pub use pool::Process;
 
 #[cfg(test)]
 pub(crate) mod fake;

@@ -157,6 +157,16 @@ impl Scheduler {
         self.pools().of_content(content_id).cloned().collect()
     }
 
+    /// Every process running now with its content's id, for the
+    /// dashboard's processes pages and the usage history.
+    pub fn all_running(&self) -> Vec<(i64, Arc<Process>)> {
+        self.pools()
+            .by_key
+            .iter()
+            .flat_map(|(key, processes)| processes.iter().map(|p| (key.content_id, p.clone())))
+            .collect()
+    }
+
     pub fn total(&self) -> usize {
         self.pools().total
     }

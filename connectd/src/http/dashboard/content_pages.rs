@@ -242,6 +242,8 @@ struct ContentPage {
     runtime: Vec<RuntimeField>,
     jobs: Vec<JobRow>,
     processes: usize,
+    /// The Processes tab: what runs now, by account.
+    groups: Vec<super::processes_pages::AccountGroup>,
 }
 
 fn tab_of(name: Option<&str>, editable: bool) -> &'static str {
@@ -249,6 +251,7 @@ fn tab_of(name: Option<&str>, editable: bool) -> &'static str {
         Some("access") if editable => "access",
         Some("runtime") if editable => "runtime",
         Some("logs") if editable => "logs",
+        Some("processes") if editable => "processes",
         _ => "info",
     }
 }
@@ -422,6 +425,7 @@ fn content_page(
         runtime,
         jobs,
         processes: running.len(),
+        groups: Vec::new(),
     })
 }
 
@@ -452,10 +456,29 @@ pub async fn page(
             None,
         )
     })();
-    match shown {
-        Ok(page) => render(StatusCode::OK, &page),
-        Err(e) => problem(e.status, me, &headers, e.message),
+    let mut page = match shown {
+        Ok(page) => page,
+        Err(e) => return problem(e.status, me, &headers, e.message),
+    };
+    if page.tab == "processes" {
+        let found = async {
+            let content = load(&app, &guid)?;
+            let names = HashMap::from([(content.id, (content.name.clone(), content.guid.clone()))]);
+            let running = app
+                .scheduler
+                .running(content.id)
+                .into_iter()
+                .map(|p| (content.id, p))
+                .collect();
+            super::processes_pages::grouped(&app, running, &names).await
+        }
+        .await;
+        match found {
+            Ok(groups) => page.groups = groups,
+            Err(e) => return problem(e.status, me, &headers, e.message),
+        }
     }
+    render(StatusCode::OK, &page)
 }
 
 /// The fields of one tab's form, in the API's terms: blank numbers are

@@ -12,13 +12,16 @@
 //! - [`content_pages`]: the content list and each content's page (Info,
 //!   Access with the process owner, Runtime, Logs);
 //! - [`people_pages`]: users (roles, locking), groups, one's own profile
-//!   and API keys.
+//!   and API keys;
+//! - [`processes_pages`]: running processes by account, per content and
+//!   for the whole server, with the limits and an hour's chart.
 //!
 //! Part of the HTTP layer: may import `http`'s own modules, `content`,
 //! `model`, `store`, `config` and `roles`.
 
 mod content_pages;
 mod people_pages;
+mod processes_pages;
 #[cfg(test)]
 mod tests;
 
@@ -53,6 +56,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
             "/connect/content/{guid}/jobs/{key}/log",
             get(content_pages::log),
         )
+        .route("/connect/processes", get(processes_pages::server))
         .route("/connect/people", get(people_pages::people))
         .route("/connect/people/{guid}/role", post(people_pages::role))
         .route("/connect/people/{guid}/lock", post(people_pages::lock))
@@ -116,6 +120,7 @@ pub(super) struct Layout {
     pub title: String,
     pub username: String,
     pub role: String,
+    pub admin: bool,
     pub section: &'static str,
     pub token: String,
     pub htmx: &'static str,
@@ -133,6 +138,7 @@ impl Layout {
             title: title.into(),
             username: user.username.clone(),
             role: user.role.to_string(),
+            admin: user.role == crate::roles::Role::Administrator,
             section,
             token: form_token(headers),
             htmx: HTMX_PATH,
