@@ -165,6 +165,32 @@ fn a_publisher_makes_the_viewer_the_process_owner_and_each_viewer_runs_as_themse
     screenshots(&admin, "server-processes");
     admin.goto(&format!("{base}/connect/content/{guid}?tab=access"));
     assert_eq!(admin.enabled("#process_owner"), Some(true));
+
+    // The inspector: alice's account as the OS sees it, in the shared
+    // group, and what a launch would do.
+    admin.goto(&format!("{base}/connect/people"));
+    admin.wait_for_text("Unix account");
+    let alice_guid = server
+        .get_with_cookie(
+            "/__api__/v1/user",
+            &server.login("alice", "alice pw").session_cookie(),
+        )
+        .json()["guid"]
+        .as_str()
+        .expect("guid")
+        .to_owned();
+    admin.goto(&format!("{base}/connect/people/{alice_guid}/account"));
+    let inspected = admin.wait_for_text("What a launch would do");
+    assert!(
+        inspected.contains(&format!("<dt>uid</dt><dd>{}</dd>", uids[0])),
+        "{inspected}"
+    );
+    assert!(
+        inspected.contains("<dd>yes</dd>"),
+        "in the shared group: {inspected}"
+    );
+    assert!(inspected.contains("would run as alice"), "{inspected}");
+    screenshots(&admin, "inspector");
     drop(carol);
     let strict = Connectd::start_in(
         &sandbox,

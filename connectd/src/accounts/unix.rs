@@ -113,6 +113,35 @@ pub fn lookup_group_gid(name: &str) -> Result<Option<u32>, LookupError> {
     }
 }
 
+/// `getgrgid_r`: the name of a group, `Ok(None)` when no source knows it.
+pub fn group_name(gid: u32) -> Result<Option<String>, LookupError> {
+    let mut size = 4096;
+    loop {
+        let mut buffer = vec![0 as libc::c_char; size];
+        // SAFETY: group is plain data; zeroed is a valid initial value.
+        let mut entry: libc::group = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call and the buffer length is exact.
+        let rc = unsafe {
+            libc::getgrgid_r(
+                gid,
+                &mut entry,
+                buffer.as_mut_ptr(),
+                buffer.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && size < MAX_BUFFER {
+            size *= 4;
+            continue;
+        }
+        if rc != 0 {
+            return lookup_failure(rc).map_or(Ok(None), Err);
+        }
+        return Ok((!result.is_null()).then(|| text(entry.gr_name)));
+    }
+}
+
 /// `getgrouplist`: every gid the account belongs to, its primary gid first.
 pub fn group_list(account: &Account) -> Result<Vec<u32>, LookupError> {
     let cname = CString::new(account.name.as_str()).map_err(|_| LookupError::BadName)?;
@@ -152,6 +181,8 @@ mod tests {
             .is_none());
         assert!(matches!(lookup_user("a\0b"), Err(LookupError::BadName)));
         assert_eq!(lookup_group_gid("root").expect("lookup"), Some(0));
+        assert_eq!(group_name(0).expect("lookup").as_deref(), Some("root"));
+        assert_eq!(group_name(u32::MAX - 7).expect("lookup"), None);
         let groups = group_list(&root).expect("groups");
         assert!(groups.contains(&0));
     }

@@ -13,6 +13,8 @@
 //!   Access with the process owner, Runtime, Logs);
 //! - [`people_pages`]: users (roles, locking), groups, one's own profile
 //!   and API keys;
+//! - [`inspect_pages`]: a person's Unix account as the OS sees it, and
+//!   what a launch would do;
 //! - [`processes_pages`]: running processes by account, per content and
 //!   for the whole server, with the limits and an hour's chart.
 //!
@@ -20,6 +22,7 @@
 //! `model`, `store`, `config` and `roles`.
 
 mod content_pages;
+mod inspect_pages;
 mod people_pages;
 mod processes_pages;
 #[cfg(test)]
@@ -60,6 +63,10 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/connect/people", get(people_pages::people))
         .route("/connect/people/{guid}/role", post(people_pages::role))
         .route("/connect/people/{guid}/lock", post(people_pages::lock))
+        .route(
+            "/connect/people/{guid}/account",
+            get(inspect_pages::inspect),
+        )
         .route("/connect/groups", get(people_pages::groups))
         .route("/connect/profile", get(people_pages::profile))
         .route("/connect/profile/keys", post(people_pages::create_key))

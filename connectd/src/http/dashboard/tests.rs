@@ -397,3 +397,36 @@ async fn a_new_api_key_is_shown_once_and_can_be_deleted() {
         .text
         .contains("You have no API keys"));
 }
+
+#[tokio::test]
+async fn the_inspector_is_for_administrators_and_says_where_accounts_come_from() {
+    let server = server_with("");
+    let ada = server.session("ada", "secret").await;
+    let bob = server.session("bob", "hunter2").await;
+    let bob_user = server
+        .store
+        .inner()
+        .user_by_username("bob")
+        .expect("read")
+        .expect("bob");
+    let path = format!("/connect/people/{}/account", bob_user.guid);
+    assert_eq!(server.get(&path, &bob).await.status, StatusCode::FORBIDDEN);
+    let ada_user = server
+        .store
+        .inner()
+        .user_by_username("ada")
+        .expect("read")
+        .expect("ada");
+    server
+        .store
+        .set_role(ada_user.id, crate::roles::Role::Administrator)
+        .expect("admin");
+    let page = server.get(&path, &ada).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert!(page.text.contains("none yet: the nameservice provisions one"), "{}", page.text);
+    assert!(
+        page.text.contains("no account to launch as"),
+        "{}",
+        page.text
+    );
+}
