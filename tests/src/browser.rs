@@ -120,6 +120,20 @@ impl Chrome {
         });
     }
 
+    /// Puts the file at `path` into the file input `css` names (as
+    /// choosing it in the file picker would).
+    pub fn choose_file(&self, css: &str, path: &Path) {
+        self.runtime.block_on(async {
+            self.client()
+                .find(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("no {css}: {e}"))
+                .send_keys(&path.display().to_string())
+                .await
+                .unwrap_or_else(|e| panic!("choose {} in {css}: {e}", path.display()));
+        });
+    }
+
     pub fn click(&self, css: &str) {
         self.runtime.block_on(async {
             self.client()
@@ -155,7 +169,12 @@ impl Chrome {
 
     /// Waits (at most 10 s) until the page's HTML contains `text`.
     pub fn wait_for_text(&self, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.wait_for_text_within(text, Duration::from_secs(10))
+    }
+
+    /// Waits (at most `within`) until the page's HTML contains `text`.
+    pub fn wait_for_text_within(&self, text: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
         loop {
             let source = self.source();
             if source.contains(text) {

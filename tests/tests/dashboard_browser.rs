@@ -11,6 +11,7 @@
 //! CONNECT_UPDATE_SCREENSHOTS=1 (which is how the README's are made).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use connect_tests::browser::{self, Chrome};
 use connect_tests::connectd::Connectd;
@@ -92,9 +93,9 @@ fn a_publisher_makes_the_viewer_the_process_owner_and_each_viewer_runs_as_themse
         json!({"name": "explorer", "title": "Sales explorer", "access_type": "logged_in"}),
     );
     let guid = app["guid"].as_str().expect("guid").to_owned();
-    server.deploy(&pat, &guid, &probe_bundle());
 
-    // Pat, in the browser: the list, the content, its Access tab.
+    // Pat, in the browser: the list, the content, its Deploy tab (upload
+    // with the file picker, the build log until it is live), its Access tab.
     let chrome = Chrome::start(LAPTOP.0, LAPTOP.1);
     sign_in(&chrome, &base, "pat", "pat pw");
     assert!(chrome.url().ends_with("/connect/"), "{}", chrome.url());
@@ -103,6 +104,15 @@ fn a_publisher_makes_the_viewer_the_process_owner_and_each_viewer_runs_as_themse
     screenshots(&chrome, "content-list");
     chrome.click(&format!("a[href='/connect/content/{guid}']"));
     chrome.wait_for_text("Open the content");
+    chrome.click("nav.tabs a[href$='tab=deploy']");
+    let bundle = sandbox.path("probe.tar.gz");
+    std::fs::write(&bundle, probe_bundle()).expect("bundle");
+    chrome.choose_file("#bundle", &bundle);
+    chrome.click("main form button[type=submit]");
+    let deployed = chrome.wait_for_text_within("the new bundle is live", Duration::from_secs(120));
+    assert!(deployed.contains("Build log"), "{deployed}");
+    screenshots(&chrome, "deploy");
+    chrome.goto(&format!("{base}/connect/content/{guid}"));
     chrome.click("nav.tabs a[href$='tab=access']");
     chrome.wait_for_text("Process owner");
     assert_eq!(chrome.enabled("#process_owner"), Some(true));

@@ -469,9 +469,25 @@ pub async fn upload_bundle(
 ) -> Result<Json<Value>, ApiError> {
     let me = viewer.require()?;
     let (content, _) = load_editable(&app, &guid, me)?;
+    let bundle_id = upload(&app, me, &content, body).await?;
+    Ok(Json(json!({
+        "id": bundle_id.to_string(),
+        "content_guid": content.guid,
+        "created_time": time(crate::store::now()),
+    })))
+}
+
+/// Stores a bundle `me` uploads for `content` (the dashboard's upload
+/// comes here too).
+pub(super) async fn upload(
+    app: &AppState,
+    me: &User,
+    content: &Content,
+    body: Body,
+) -> Result<i64, ApiError> {
     let bundle_id = app
         .deployer
-        .upload(&content, body)
+        .upload(content, body)
         .await
         .map_err(|e| match e {
             UploadError::TooLarge(_) => {
@@ -481,11 +497,7 @@ pub async fn upload_bundle(
             UploadError::Internal(detail) => ApiError::internal(detail),
         })?;
     tracing::info!(content = %content.guid, bundle_id, by = %me.username, "bundle uploaded");
-    Ok(Json(json!({
-        "id": bundle_id.to_string(),
-        "content_guid": content.guid,
-        "created_time": time(crate::store::now()),
-    })))
+    Ok(bundle_id)
 }
 
 #[derive(Deserialize, Default)]

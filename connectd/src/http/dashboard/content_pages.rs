@@ -252,6 +252,7 @@ fn tab_of(name: Option<&str>, editable: bool) -> &'static str {
         Some("runtime") if editable => "runtime",
         Some("logs") if editable => "logs",
         Some("processes") if editable => "processes",
+        Some("deploy") if editable => "deploy",
         _ => "info",
     }
 }

@@ -13,6 +13,7 @@
 //!   Access with the process owner, Runtime, Logs);
 //! - [`people_pages`]: users (roles, locking), groups, one's own profile
 //!   and API keys;
+//! - [`deploy_pages`]: upload and deploy a bundle, its build log live;
 //! - [`inspect_pages`]: a person's Unix account as the OS sees it, and
 //!   what a launch would do;
 //! - [`processes_pages`]: running processes by account, per content and
@@ -22,6 +23,7 @@
 //! `model`, `store`, `config` and `roles`.
 
 mod content_pages;
+mod deploy_pages;
 mod inspect_pages;
 mod people_pages;
 mod processes_pages;
@@ -31,6 +33,7 @@ mod tests;
 use std::sync::Arc;
 
 use askama::Template;
+use axum::extract::DefaultBodyLimit;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -54,6 +57,14 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route(
             "/connect/content/{guid}",
             get(content_pages::page).post(content_pages::save),
+        )
+        .route(
+            "/connect/content/{guid}/deploy",
+            post(deploy_pages::deploy).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/connect/content/{guid}/tasks/{id}",
+            get(deploy_pages::task),
         )
         .route(
             "/connect/content/{guid}/jobs/{key}/log",

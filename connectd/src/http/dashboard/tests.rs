@@ -423,10 +423,68 @@ async fn the_inspector_is_for_administrators_and_says_where_accounts_come_from()
         .expect("admin");
     let page = server.get(&path, &ada).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.text);
-    assert!(page.text.contains("none yet: the nameservice provisions one"), "{}", page.text);
+    assert!(
+        page.text
+            .contains("none yet: the nameservice provisions one"),
+        "{}",
+        page.text
+    );
     assert!(
         page.text.contains("no account to launch as"),
         "{}",
         page.text
     );
+}
+
+#[tokio::test]
+async fn an_upload_without_the_token_stores_nothing() {
+    let server = server_with("");
+    let ada = server.session("ada", "secret").await;
+    let content = server.content_owned_by("ada");
+    let multipart = |token: &str| {
+        format!(
+            "--b\r\nContent-Disposition: form-data; name=\"token\"\r\n\r\n{token}\r\n\
+             --b\r\nContent-Disposition: form-data; name=\"bundle\"; filename=\"b.tar.gz\"\r\n\
+             Content-Type: application/gzip\r\n\r\nnot a bundle\r\n--b--\r\n"
+        )
+    };
+    for token in ["", "forged"] {
+        let answer = server
+            .post(
+                &format!("/connect/content/{}/deploy", content.guid),
+                &ada,
+                "multipart/form-data; boundary=b",
+                multipart(token).into_bytes(),
+            )
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::FORBIDDEN,
+            "{token:?}: {}",
+            answer.text
+        );
+    }
+    assert_eq!(
+        server.store.latest_bundle(content.id).expect("read"),
+        None,
+        "nothing was uploaded"
+    );
+    // With the token, the deployer reads it (and refuses what is not a
+    // bundle, saying why).
+    let page = server
+        .get(
+            &format!("/connect/content/{}?tab=deploy", content.guid),
+            &ada,
+        )
+        .await;
+    let token = token_in(&page.text);
+    let answer = server
+        .post(
+            &format!("/connect/content/{}/deploy", content.guid),
+            &ada,
+            "multipart/form-data; boundary=b",
+            multipart(&token).into_bytes(),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
 }
