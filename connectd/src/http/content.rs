@@ -608,17 +608,44 @@ pub async fn add_permission(
     Json(new): Json<NewPermission>,
 ) -> Result<Json<Value>, ApiError> {
     let me = viewer.require()?;
-    let (content, _) = load_editable(&app, &guid, me)?;
-    if !matches!(new.role.as_str(), "viewer" | "owner") {
+    let id = grant(
+        &app,
+        me,
+        &guid,
+        &new.principal_type,
+        &new.principal_guid,
+        &new.role,
+    )?;
+    Ok(Json(json!({
+        "id": id,
+        "content_guid": guid,
+        "principal_guid": new.principal_guid,
+        "principal_type": new.principal_type,
+        "role": new.role,
+    })))
+}
+
+/// Gives a user or group `role` (`viewer`, or `owner` for collaborators)
+/// on the content `guid`, as `me` may; the permission's id.
+pub(super) fn grant(
+    app: &AppState,
+    me: &User,
+    guid: &str,
+    principal_type: &str,
+    principal_guid: &str,
+    role: &str,
+) -> Result<String, ApiError> {
+    let (content, _) = load_editable(app, guid, me)?;
+    if !matches!(role, "viewer" | "owner") {
         return Err(ApiError::bad_request("role must be viewer or owner."));
     }
-    let principal_id = match new.principal_type.as_str() {
+    let principal_id = match principal_type {
         "user" => {
             let user = app
                 .store
-                .user_by_guid(&new.principal_guid)?
+                .user_by_guid(principal_guid)?
                 .ok_or_else(|| ApiError::not_found("user"))?;
-            if new.role == "owner" && user.role == Role::Viewer {
+            if role == "owner" && user.role == Role::Viewer {
                 return Err(ApiError::bad_request(
                     "Viewers cannot be collaborators; make the user a publisher first.",
                 ));
@@ -627,7 +654,7 @@ pub async fn add_permission(
         }
         "group" => app
             .store
-            .group_id_by_guid(&new.principal_guid)?
+            .group_id_by_guid(principal_guid)?
             .ok_or_else(|| ApiError::not_found("group"))?,
         _ => {
             return Err(ApiError::bad_request(
@@ -635,16 +662,9 @@ pub async fn add_permission(
             ))
         }
     };
-    let id = app
+    Ok(app
         .store
-        .set_permission(content.id, &new.principal_type, principal_id, &new.role)?;
-    Ok(Json(json!({
-        "id": id,
-        "content_guid": content.guid,
-        "principal_guid": new.principal_guid,
-        "principal_type": new.principal_type,
-        "role": new.role,
-    })))
+        .set_permission(content.id, principal_type, principal_id, role)?)
 }
 
 pub async fn delete_permission(
@@ -653,11 +673,17 @@ pub async fn delete_permission(
     Path((guid, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let me = viewer.require()?;
-    let (content, _) = load_editable(&app, &guid, me)?;
-    if !app.store.delete_permission(content.id, &id)? {
+    revoke(&app, me, &guid, &id)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Removes the permission `id` from the content `guid`, as `me` may.
+pub(super) fn revoke(app: &AppState, me: &User, guid: &str, id: &str) -> Result<(), ApiError> {
+    let (content, _) = load_editable(app, guid, me)?;
+    if !app.store.delete_permission(content.id, id)? {
         return Err(ApiError::not_found("permission"));
     }
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(())
 }
 
 pub async fn jobs(

@@ -59,6 +59,14 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
             get(content_pages::page).post(content_pages::save),
         )
         .route(
+            "/connect/content/{guid}/access",
+            post(content_pages::add_access),
+        )
+        .route(
+            "/connect/content/{guid}/access/{id}/delete",
+            post(content_pages::remove_access),
+        )
+        .route(
             "/connect/content/{guid}/deploy",
             post(deploy_pages::deploy).layer(DefaultBodyLimit::disable()),
         )

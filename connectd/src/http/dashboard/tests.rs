@@ -488,3 +488,95 @@ async fn an_upload_without_the_token_stores_nothing() {
         .await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.text);
 }
+
+#[tokio::test]
+async fn specific_people_are_given_and_denied_access_by_name() {
+    let server = server_with("");
+    let ada = server.session("ada", "secret").await;
+    let bob = server.session("bob", "hunter2").await;
+    let mut content = server.content_owned_by("ada");
+    content.access_type = crate::model::AccessType::Acl;
+    server.store.update_content(&content).expect("update");
+    let path = format!("/connect/content/{}", content.guid);
+    assert_eq!(server.get(&path, &bob).await.status, StatusCode::NOT_FOUND);
+    let page = server.get(&format!("{path}?tab=access"), &ada).await;
+    assert!(page.text.contains("Nobody has been given access by name"));
+    let token = token_in(&page.text);
+    let access = format!("{path}/access");
+
+    let unknown = form_post(
+        &server,
+        &access,
+        &ada,
+        &[
+            ("token", &token),
+            ("principal_type", "user"),
+            ("name", "zed"),
+            ("role", "viewer"),
+        ],
+    )
+    .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert!(
+        unknown.text.contains("once they have signed in"),
+        "{}",
+        unknown.text
+    );
+    let viewer_as_collaborator = form_post(
+        &server,
+        &access,
+        &ada,
+        &[
+            ("token", &token),
+            ("principal_type", "user"),
+            ("name", "bob"),
+            ("role", "collaborator"),
+        ],
+    )
+    .await;
+    assert_eq!(viewer_as_collaborator.status, StatusCode::BAD_REQUEST);
+    assert!(viewer_as_collaborator
+        .text
+        .contains("Viewers cannot be collaborators"));
+
+    let added = form_post(
+        &server,
+        &access,
+        &ada,
+        &[
+            ("token", &token),
+            ("principal_type", "user"),
+            ("name", "bob"),
+            ("role", "viewer"),
+        ],
+    )
+    .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.text);
+    assert_eq!(
+        server.get(&path, &bob).await.status,
+        StatusCode::OK,
+        "bob may view now"
+    );
+    let page = server.get(&format!("{path}?tab=access"), &ada).await;
+    assert!(page.text.contains("Remove bob"), "{}", page.text);
+    let id = server.store.permissions(content.id).expect("read")[0]
+        .guid
+        .clone();
+    let refused = form_post(
+        &server,
+        &format!("{access}/{id}/delete"),
+        &ada,
+        &[("token", "x")],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let removed = form_post(
+        &server,
+        &format!("{access}/{id}/delete"),
+        &ada,
+        &[("token", &token)],
+    )
+    .await;
+    assert_eq!(removed.status, StatusCode::SEE_OTHER);
+    assert_eq!(server.get(&path, &bob).await.status, StatusCode::NOT_FOUND);
+}
