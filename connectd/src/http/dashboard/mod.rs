@@ -13,6 +13,7 @@
 //!   Access with the process owner, Runtime, Logs);
 //! - [`people_pages`]: users (roles, locking), groups, one's own profile
 //!   and API keys;
+//! - [`access_pages`]: specific users and groups given access;
 //! - [`deploy_pages`]: upload and deploy a bundle, its build log live;
 //! - [`inspect_pages`]: a person's Unix account as the OS sees it, and
 //!   what a launch would do;
@@ -22,6 +23,7 @@
 //! Part of the HTTP layer: may import `http`'s own modules, `content`,
 //! `model`, `store`, `config` and `roles`.
 
+mod access_pages;
 mod content_pages;
 mod deploy_pages;
 mod inspect_pages;
@@ -60,11 +62,11 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         )
         .route(
             "/connect/content/{guid}/access",
-            post(content_pages::add_access),
+            post(access_pages::add_access),
         )
         .route(
             "/connect/content/{guid}/access/{id}/delete",
-            post(content_pages::remove_access),
+            post(access_pages::remove_access),
         )
         .route(
             "/connect/content/{guid}/deploy",

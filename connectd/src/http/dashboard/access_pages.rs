@@ -1,0 +1,141 @@
+//! The Access tab's list of specific users and groups: who has been given
+//! access by name, and the forms that give and take it, through the API's
+//! own permission rules.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::{Extension, Form};
+
+use super::content_pages::page_with_error;
+use super::{problem, redirect, sign_in_first, token_matches};
+use crate::http::content::{grant, revoke};
+use crate::http::{ApiError, AppState, Viewer};
+use crate::model::Content;
+
+/// One person or group given access to a content item.
+pub struct AclRow {
+    pub id: String,
+    pub kind: &'static str,
+    pub name: String,
+    pub role: &'static str,
+}
+
+pub(super) fn acl_rows(app: &AppState, content: &Content) -> Result<Vec<AclRow>, ApiError> {
+    let mut rows = Vec::new();
+    for p in app.store.permissions(content.id)? {
+        let (kind, name) = if p.principal_type == "group" {
+            let name = app
+                .store
+                .group_by_guid(&p.principal_guid)?
+                .map(|g| g.name)
+                .unwrap_or_else(|| "(removed group)".into());
+            ("group", name)
+        } else {
+            let name = app
+                .store
+                .user_by_guid(&p.principal_guid)?
+                .map(|u| u.username)
+                .unwrap_or_else(|| "(removed user)".into());
+            ("user", name)
+        };
+        rows.push(AclRow {
+            id: p.guid,
+            kind,
+            name,
+            role: if p.role == "owner" {
+                "collaborator"
+            } else {
+                "viewer"
+            },
+        });
+    }
+    Ok(rows)
+}
+
+/// Gives a person or a group, named in the Access tab's form, access.
+pub async fn add_access(
+    State(app): State<Arc<AppState>>,
+    Extension(viewer): Extension<Viewer>,
+    headers: HeaderMap,
+    Path(guid): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let Some(me) = viewer.0.as_ref() else {
+        return sign_in_first(&format!("/connect/content/{guid}?tab=access"));
+    };
+    if !token_matches(
+        &headers,
+        form.get("token").map(String::as_str).unwrap_or(""),
+    ) {
+        return problem(
+            StatusCode::FORBIDDEN,
+            me,
+            &headers,
+            "This form is out of date or did not come from this server's page. Reload the \
+             page and try again.",
+        );
+    }
+    let kind = form
+        .get("principal_type")
+        .map(String::as_str)
+        .unwrap_or("user");
+    let name = form.get("name").map(|n| n.trim()).unwrap_or("");
+    let role = match form.get("role").map(String::as_str) {
+        Some("collaborator") => "owner",
+        _ => "viewer",
+    };
+    let result = (|| {
+        let principal_guid = match kind {
+            "group" => app
+                .store
+                .list_groups(None)?
+                .into_iter()
+                .find(|g| g.name == name)
+                .map(|g| g.guid),
+            _ => app.store.user_by_username(name)?.map(|u| u.guid),
+        }
+        .ok_or_else(|| {
+            ApiError::not_found(&format!(
+                "{kind} named {name:?} (people and groups are known once they have signed in)"
+            ))
+        })?;
+        grant(&app, me, &guid, kind, &principal_guid, role)
+    })();
+    match result {
+        Ok(_) => redirect(&format!("/connect/content/{guid}?tab=access&saved=1")),
+        Err(error) => page_with_error(&app, me, &headers, &guid, Some("access"), &error),
+    }
+}
+
+/// Takes a person's or group's access away.
+pub async fn remove_access(
+    State(app): State<Arc<AppState>>,
+    Extension(viewer): Extension<Viewer>,
+    headers: HeaderMap,
+    Path((guid, id)): Path<(String, String)>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let Some(me) = viewer.0.as_ref() else {
+        return sign_in_first(&format!("/connect/content/{guid}?tab=access"));
+    };
+    if !token_matches(
+        &headers,
+        form.get("token").map(String::as_str).unwrap_or(""),
+    ) {
+        return problem(
+            StatusCode::FORBIDDEN,
+            me,
+            &headers,
+            "This form is out of date or did not come from this server's page. Reload the \
+             page and try again.",
+        );
+    }
+    match revoke(&app, me, &guid, &id) {
+        Ok(()) => redirect(&format!("/connect/content/{guid}?tab=access&saved=1")),
+        Err(error) => page_with_error(&app, me, &headers, &guid, Some("access"), &error),
+    }
+}
