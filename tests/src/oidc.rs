@@ -192,6 +192,23 @@ fn form_action(body: &str) -> Option<String> {
     Some(action[..action.find('"')?].replace("&amp;", "&"))
 }
 
+/// Where connectd's sign-in button leads, when `body` is that page: what a
+/// person presses to go to the identity provider.
+pub(crate) fn sign_in_button(at: &reqwest::Url, status: u16, body: &str) -> Option<reqwest::Url> {
+    if status != 200 || !body.contains("action=\"/__login__/start\"") {
+        return None;
+    }
+    let target = body
+        .split("name=\"url\" value=\"")
+        .nth(1)
+        .and_then(|v| v.split('"').next())
+        .unwrap_or("/")
+        .replace("&amp;", "&");
+    let mut start = at.join("/__login__/start").ok()?;
+    start.query_pairs_mut().append_pair("url", &target);
+    Some(start)
+}
+
 /// The `connect_session` cookie `jar` holds for `base`, as `name=value`.
 pub(crate) fn session_cookie_in(jar: &reqwest::cookie::Jar, base: &str) -> Option<String> {
     use reqwest::cookie::CookieStore;
@@ -278,6 +295,10 @@ impl Browser {
                 continue;
             }
             let body = response.text().unwrap_or_default();
+            if let Some(start) = sign_in_button(&url, status, &body) {
+                url = start;
+                continue;
+            }
             if status == 200 && body.contains("name=\"login\"") && !body.contains("Invalid login") {
                 let action = form_action(&body).expect("login form action");
                 match password {

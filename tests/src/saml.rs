@@ -299,10 +299,15 @@ impl SamlBrowser {
                     .expect("redirect");
                 continue;
             }
+            let body = response.text().unwrap_or_default();
+            if let Some(start) = crate::oidc::sign_in_button(&url, status, &body) {
+                url = start;
+                continue;
+            }
             return Landing {
                 status,
                 url: url.to_string(),
-                body: response.text().unwrap_or_default(),
+                body,
             };
         }
         panic!("more than 20 redirects from {url}");

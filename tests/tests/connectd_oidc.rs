@@ -360,7 +360,7 @@ fn a_dead_hung_or_mismatched_provider_is_a_clear_page() {
 
     // Nothing listens at the issuer.
     let dead = start(&format!("http://127.0.0.1:{}", free_port()));
-    let (status, body) = Browser::new().get(&format!("{}/__login__", base(&dead)));
+    let (status, body) = Browser::new().get(&format!("{}/__login__/start", base(&dead)));
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("cannot be reached"), "{body}");
     assert!(!dead
@@ -377,7 +377,7 @@ fn a_dead_hung_or_mismatched_provider_is_a_clear_page() {
     });
     let stuck = start(&hung_issuer);
     let started = std::time::Instant::now();
-    let (status, body) = Browser::new().get(&format!("{}/__login__", base(&stuck)));
+    let (status, body) = Browser::new().get(&format!("{}/__login__/start", base(&stuck)));
     assert_eq!(status, 503, "{body}");
     assert!(
         started.elapsed() < Duration::from_secs(25),
@@ -405,7 +405,7 @@ fn a_dead_hung_or_mismatched_provider_is_a_clear_page() {
         }
     });
     let flooded = start(&flood_issuer);
-    let (status, body) = Browser::new().get(&format!("{}/__login__", base(&flooded)));
+    let (status, body) = Browser::new().get(&format!("{}/__login__/start", base(&flooded)));
     assert_eq!(status, 503, "{body}");
     assert!(
         !flooded
@@ -419,7 +419,7 @@ fn a_dead_hung_or_mismatched_provider_is_a_clear_page() {
     let idp = Idp::start(dir.path(), "http://127.0.0.1:1/__login__/callback", users());
     let other_name = idp.issuer.replace("127.0.0.1", "localhost");
     let mismatched = start(&other_name);
-    let (status, body) = Browser::new().get(&format!("{}/__login__", base(&mismatched)));
+    let (status, body) = Browser::new().get(&format!("{}/__login__/start", base(&mismatched)));
     assert_eq!(status, 500, "{body}");
     assert!(body.contains("misconfigured"), "{body}");
     assert!(
@@ -476,7 +476,7 @@ fn an_https_provider_with_a_private_ca_is_trusted_only_through_tls_ca_certificat
     // The system's CAs do not know the provider's: no sign-in, and the log
     // says it is the certificate.
     let untrusted = start(free_port(), "");
-    let (status, body) = Browser::new().get(&format!("{}/__login__", base(&untrusted)));
+    let (status, body) = Browser::new().get(&format!("{}/__login__/start", base(&untrusted)));
     assert_eq!(status, 503, "{body}");
     let log = untrusted.log_text();
     assert!(

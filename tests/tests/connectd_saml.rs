@@ -635,7 +635,7 @@ fn requests_are_signed_with_the_sp_key_for_an_idp_that_requires_it() {
     std::fs::create_dir(&sub).expect("mkdir");
     let unsigned = start(&sub, &idp, "", "");
     let browser = SamlBrowser::new();
-    let (status, body) = browser.get(&format!("{}/__login__", base(&unsigned)));
+    let (status, body) = browser.get(&format!("{}/__login__/start", base(&unsigned)));
     assert_eq!(status, 303, "{body}");
     let landing = browser.follow_from(&format!("{}/__login__", base(&unsigned)));
     assert!(

@@ -14,7 +14,12 @@ fn the_dashboard_benchmark_runs() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for page in ["content list (viewer)", "content: Access", "people", "inspector"] {
+    for page in [
+        "content list (viewer)",
+        "content: Access",
+        "people",
+        "inspector",
+    ] {
         assert!(stdout.contains(&format!("| {page} |")), "{page}: {stdout}");
     }
 }

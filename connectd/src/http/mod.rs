@@ -244,6 +244,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/__login__/callback",
             get(pages::login_callback).post(pages::login_callback),
         )
+        .route("/__login__/start", get(pages::start_sign_in))
         .route("/__login__/metadata", get(pages::service_metadata))
         .route("/__login__/confirm", post(pages::confirm_sign_in))
         .route("/__logout__", post(pages::logout))

@@ -106,7 +106,33 @@ fn login_form(app: &AppState, message: Option<&str>, target: &str, username: &st
 
 /// The sign-in page; with a redirect provider, straight to its pages,
 /// with a cookie that binds the sign-in to this browser.
-pub async fn login_page(
+pub async fn login_page(State(app): State<Arc<AppState>>, Query(next): Query<Next>) -> Response {
+    let target = safe_target(next.url.as_deref());
+    if app.auth.provider().method() != SignInMethod::Redirect {
+        return login_form(&app, None, target, "").into_response();
+    }
+    // A button, not a redirect: the viewer chooses to go to the identity
+    // provider, and a failed sign-in lands here without a loop.
+    let through = match app.settings.provider {
+        crate::config::ProviderKind::Saml => "your organisation's identity provider (SAML)",
+        _ => "your organisation's identity provider (OpenID Connect)",
+    };
+    page(
+        "Sign in",
+        &format!(
+            "<p>This server signs you in through {through}.</p>\
+             <form method=\"get\" action=\"/__login__/start\">\
+             <input type=\"hidden\" name=\"url\" value=\"{}\">\
+             <button type=\"submit\">Sign in with your identity provider</button></form>",
+            escape(target)
+        ),
+    )
+    .into_response()
+}
+
+/// `/__login__/start`: sends the viewer to the identity provider, with a
+/// cookie that binds the sign-in to this browser.
+pub async fn start_sign_in(
     State(app): State<Arc<AppState>>,
     Extension(ClientAddress(address)): Extension<ClientAddress>,
     Query(next): Query<Next>,
