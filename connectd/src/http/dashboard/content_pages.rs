@@ -17,7 +17,8 @@ use serde_json::{Map, Value};
 
 use super::{problem, redirect, render, sign_in_first, token_matches, Layout};
 use crate::http::content::{
-    apply_update, load, load_editable, may_view, read_tail, relation_of, Fields, LOG_TAIL,
+    apply_update, load, load_editable, may_view, read_tail, relation_of, relation_with_groups,
+    Fields, LOG_TAIL,
 };
 use crate::http::shapes::time;
 use crate::http::{ApiError, AppState, Viewer};
@@ -130,9 +131,20 @@ fn list_page(
     query: &ListQuery,
 ) -> Result<ContentList, ApiError> {
     let needle = query.q.trim().to_lowercase();
+    // The person's groups once, not once per item.
+    let groups: Vec<i64> = app.store.groups_of(me.id)?.iter().map(|g| g.id).collect();
     let mut visible = Vec::new();
     for content in app.store.list_content()? {
-        if matches(&content, &needle) && may_view(app, &content, Some(me))? {
+        if !matches(&content, &needle) {
+            continue;
+        }
+        let may = match content.access_type {
+            AccessType::All | AccessType::LoggedIn => true,
+            AccessType::Acl => {
+                relation_with_groups(app, &content, me, &groups)? >= Relation::Viewer
+            }
+        };
+        if may {
             visible.push(content);
         }
     }
