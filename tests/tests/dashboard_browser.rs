@@ -176,10 +176,53 @@ fn a_publisher_makes_the_viewer_the_process_owner_and_each_viewer_runs_as_themse
     admin.goto(&format!("{base}/connect/content/{guid}?tab=access"));
     assert_eq!(admin.enabled("#process_owner"), Some(true));
 
-    // The inspector: alice's account as the OS sees it, in the shared
-    // group, and what a launch would do.
+    // People: carol makes alice a viewer and locks bob, who then cannot
+    // sign in.
     admin.goto(&format!("{base}/connect/people"));
     admin.wait_for_text("Unix account");
+    let people = admin.source();
+    let guid_of = |name: &str| {
+        let at = people
+            .find(&format!("Role of {name}"))
+            .unwrap_or_else(|| panic!("{name} on the page: {people}"));
+        let before = &people[..at];
+        let start = before.rfind("/connect/people/").expect("form") + "/connect/people/".len();
+        before[start..start + before[start..].find('/').expect("end")].to_owned()
+    };
+    let (alice_id, bob_id) = (guid_of("alice"), guid_of("bob"));
+    admin.choose(&format!("#role-{alice_id}"), "viewer");
+    admin.click(&format!(
+        "form[action='/connect/people/{alice_id}/role'] button"
+    ));
+    admin.wait_for_text("Saved alice.");
+    admin.click(&format!(
+        "form[action='/connect/people/{bob_id}/lock'] button"
+    ));
+    admin.wait_for_text("Saved bob.");
+    let listed = admin.source();
+    assert!(listed.contains("Unlock bob"), "{listed}");
+    screenshots(&admin, "people");
+    let users = server
+        .get_with_cookie("/__api__/v1/users?page_size=100", &pat)
+        .json();
+    let role_of = |name: &str| {
+        users["results"]
+            .as_array()
+            .expect("users")
+            .iter()
+            .find(|u| u["username"] == name)
+            .map(|u| (u["user_role"].clone(), u["locked"].clone()))
+            .expect("listed")
+    };
+    assert_eq!(role_of("alice").0, "viewer");
+    assert_eq!(role_of("bob").1, true);
+    let locked_out = server.login("bob", "bob pw");
+    assert_eq!(
+        (locked_out.status, locked_out.json()["code"].clone()),
+        (403, serde_json::json!(50)),
+        "a locked user cannot sign in: {}",
+        locked_out.body
+    );
     let alice_guid = server
         .get_with_cookie(
             "/__api__/v1/user",
