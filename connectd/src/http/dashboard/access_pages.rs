@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::{Extension, Form};
 
 use super::content_pages::page_with_error;
-use super::{problem, redirect, sign_in_first, token_matches};
+use super::{redirect, sign_in_first, token_refusal};
 use crate::http::content::{grant, revoke};
 use crate::http::{ApiError, AppState, Viewer};
 use crate::model::Content;
@@ -67,17 +67,8 @@ pub async fn add_access(
     let Some(me) = viewer.0.as_ref() else {
         return sign_in_first(&format!("/connect/content/{guid}?tab=access"));
     };
-    if !token_matches(
-        &headers,
-        form.get("token").map(String::as_str).unwrap_or(""),
-    ) {
-        return problem(
-            StatusCode::FORBIDDEN,
-            me,
-            &headers,
-            "This form is out of date or did not come from this server's page. Reload the \
-             page and try again.",
-        );
+    if let Some(refused) = token_refusal(&headers, me, form.get("token").map(String::as_str)) {
+        return refused;
     }
     let kind = form
         .get("principal_type")
@@ -122,17 +113,8 @@ pub async fn remove_access(
     let Some(me) = viewer.0.as_ref() else {
         return sign_in_first(&format!("/connect/content/{guid}?tab=access"));
     };
-    if !token_matches(
-        &headers,
-        form.get("token").map(String::as_str).unwrap_or(""),
-    ) {
-        return problem(
-            StatusCode::FORBIDDEN,
-            me,
-            &headers,
-            "This form is out of date or did not come from this server's page. Reload the \
-             page and try again.",
-        );
+    if let Some(refused) = token_refusal(&headers, me, form.get("token").map(String::as_str)) {
+        return refused;
     }
     match revoke(&app, me, &guid, &id) {
         Ok(()) => redirect(&format!("/connect/content/{guid}?tab=access&saved=1")),

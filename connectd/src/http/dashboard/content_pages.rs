@@ -15,7 +15,7 @@ use axum::{Extension, Form};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{problem, redirect, render, sign_in_first, token_matches, Layout};
+use super::{problem, redirect, render, sign_in_first, token_refusal, Layout};
 use crate::http::content::{
     apply_update, load, load_editable, may_view, read_tail, relation_of, relation_with_groups,
     Fields, LOG_TAIL,
@@ -609,18 +609,8 @@ pub async fn save(
     let Some(me) = viewer.0.as_ref() else {
         return sign_in_first(&format!("/connect/content/{guid}"));
     };
-    if !token_matches(
-        &headers,
-        form.get("token").map(String::as_str).unwrap_or(""),
-    ) {
-        tracing::warn!(user = %me.username, content = %guid, "a dashboard form without this session's token was refused");
-        return problem(
-            StatusCode::FORBIDDEN,
-            me,
-            &headers,
-            "This form is out of date or did not come from this server's page. Reload the \
-             page and try again.",
-        );
+    if let Some(refused) = token_refusal(&headers, me, form.get("token").map(String::as_str)) {
+        return refused;
     }
     let tab = form.get("tab").cloned();
     let result = match form_fields(&form) {

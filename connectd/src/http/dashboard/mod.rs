@@ -143,6 +143,26 @@ fn token_matches(headers: &HeaderMap, sent: &str) -> bool {
     !expected.is_empty() && Sha256::digest(expected.as_bytes()) == Sha256::digest(sent.as_bytes())
 }
 
+/// The page a form without this session's token gets, or `None` when
+/// `sent` is the token. Logged: a forged form is worth knowing about.
+pub(super) fn token_refusal(
+    headers: &HeaderMap,
+    me: &User,
+    sent: Option<&str>,
+) -> Option<Response> {
+    if token_matches(headers, sent.unwrap_or("")) {
+        return None;
+    }
+    tracing::warn!(user = %me.username, "a dashboard form without this session's token was refused");
+    Some(problem(
+        StatusCode::FORBIDDEN,
+        me,
+        headers,
+        "This form is out of date or did not come from this server's page. Reload the page \
+         and try again.",
+    ))
+}
+
 /// What every page's frame shows: who is signed in, where they are.
 pub(super) struct Layout {
     pub title: String,

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Form};
 use serde::Deserialize;
 
-use super::{problem, redirect, render, sign_in_first, token_matches, Layout};
+use super::{problem, redirect, render, sign_in_first, token_refusal, Layout};
 use crate::http::api::{change_role, new_key, set_locked};
 use crate::http::shapes::time;
 use crate::http::{ApiError, AppState, Viewer};
@@ -134,21 +134,6 @@ pub async fn people(
     }
 }
 
-/// The token, or the page that says it was missing.
-fn checked(headers: &HeaderMap, me: &User, form: &HashMap<String, String>) -> Option<Response> {
-    if token_matches(headers, form.get("token").map(String::as_str).unwrap_or("")) {
-        return None;
-    }
-    tracing::warn!(user = %me.username, "a dashboard form without this session's token was refused");
-    Some(problem(
-        StatusCode::FORBIDDEN,
-        me,
-        headers,
-        "This form is out of date or did not come from this server's page. Reload the page \
-         and try again.",
-    ))
-}
-
 /// The people page again with `error` at the top, or back to it.
 fn after_change(
     app: &AppState,
@@ -178,7 +163,7 @@ pub async fn role(
     let Some(me) = viewer.0.as_ref() else {
         return sign_in_first("/connect/people");
     };
-    if let Some(refused) = checked(&headers, me, &form) {
+    if let Some(refused) = token_refusal(&headers, me, form.get("token").map(String::as_str)) {
         return refused;
     }
     let wanted = form.get("role").map(String::as_str).unwrap_or("");
@@ -195,7 +180,7 @@ pub async fn lock(
     let Some(me) = viewer.0.as_ref() else {
         return sign_in_first("/connect/people");
     };
-    if let Some(refused) = checked(&headers, me, &form) {
+    if let Some(refused) = token_refusal(&headers, me, form.get("token").map(String::as_str)) {
         return refused;
     }
     let locked = form.get("locked").map(String::as_str) == Some("1");
@@ -335,7 +320,7 @@ pub async fn create_key(
     let Some(me) = viewer.0.as_ref() else {
         return sign_in_first("/connect/profile");
     };
-    if let Some(refused) = checked(&headers, me, &form) {
+    if let Some(refused) = token_refusal(&headers, me, form.get("token").map(String::as_str)) {
         return refused;
     }
     let name = form.get("name").map(String::as_str).unwrap_or("");
@@ -373,7 +358,7 @@ pub async fn delete_key(
     let Some(me) = viewer.0.as_ref() else {
         return sign_in_first("/connect/profile");
     };
-    if let Some(refused) = checked(&headers, me, &form) {
+    if let Some(refused) = token_refusal(&headers, me, form.get("token").map(String::as_str)) {
         return refused;
     }
     match app.store.delete_api_key(me.id, &guid) {
