@@ -76,13 +76,33 @@ fn children(pid: u32) -> Vec<u32> {
     out
 }
 
-/// The server's processes at one moment.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The server's processes at one moment, in all and per content item.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Sample {
     /// Seconds since the epoch.
     pub at: i64,
     pub processes: usize,
     pub rss_bytes: u64,
+    /// (content id, processes, resident bytes) of each item that had any.
+    pub by_content: Vec<(i64, usize, u64)>,
+}
+
+impl Sample {
+    /// The same moment, for one content item only.
+    pub fn of_content(&self, content_id: i64) -> Sample {
+        let (processes, rss_bytes) = self
+            .by_content
+            .iter()
+            .find(|(id, _, _)| *id == content_id)
+            .map(|(_, n, bytes)| (*n, *bytes))
+            .unwrap_or((0, 0));
+        Sample {
+            at: self.at,
+            processes,
+            rss_bytes,
+            by_content: Vec::new(),
+        }
+    }
 }
 
 /// The last hour of samples.
@@ -108,30 +128,41 @@ impl History {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .copied()
+            .cloned()
             .collect()
     }
 
     /// The server's processes now (reading /proc off the async threads).
     pub async fn take_sample(scheduler: &Scheduler) -> Sample {
-        let pids: Vec<u32> = scheduler
+        let running: Vec<(i64, u32)> = scheduler
             .all_running()
             .iter()
-            .map(|(_, p)| p.pid.load(std::sync::atomic::Ordering::Acquire))
+            .map(|(id, p)| (*id, p.pid.load(std::sync::atomic::Ordering::Acquire)))
             .collect();
-        let processes = pids.len();
-        let rss_bytes = tokio::task::spawn_blocking(move || {
-            pids.into_iter()
-                .filter_map(of_process)
-                .map(|u| u.rss_bytes)
-                .sum()
+        let processes = running.len();
+        let measured = tokio::task::spawn_blocking(move || {
+            running
+                .into_iter()
+                .map(|(id, pid)| (id, of_process(pid).map(|u| u.rss_bytes).unwrap_or(0)))
+                .collect::<Vec<_>>()
         })
         .await
-        .unwrap_or(0);
+        .unwrap_or_default();
+        let mut by_content: Vec<(i64, usize, u64)> = Vec::new();
+        for (id, bytes) in &measured {
+            match by_content.iter_mut().find(|(c, _, _)| c == id) {
+                Some(entry) => {
+                    entry.1 += 1;
+                    entry.2 += bytes;
+                }
+                None => by_content.push((*id, 1, *bytes)),
+            }
+        }
         Sample {
             at: chrono::Utc::now().timestamp(),
             processes,
-            rss_bytes,
+            rss_bytes: measured.iter().map(|(_, b)| b).sum(),
+            by_content,
         }
     }
 
@@ -167,10 +198,13 @@ mod tests {
                 at,
                 processes: 1,
                 rss_bytes: 0,
+                by_content: vec![(7, 1, 0)],
             });
         }
         let samples = history.samples();
         assert_eq!(samples.len(), KEPT);
         assert_eq!(samples[0].at, 5, "the oldest went first");
+        assert_eq!(samples[0].of_content(7).processes, 1);
+        assert_eq!(samples[0].of_content(8).processes, 0);
     }
 }

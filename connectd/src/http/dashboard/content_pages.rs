@@ -254,8 +254,9 @@ struct ContentPage {
     runtime: Vec<RuntimeField>,
     jobs: Vec<JobRow>,
     processes: usize,
-    /// The Processes tab: what runs now, by account.
+    /// The Processes tab: what runs now, by account, and the last hour.
     groups: Vec<super::processes_pages::AccountGroup>,
+    chart: Option<super::processes_pages::Chart>,
     /// The Access tab: who has been given access, by name.
     acl: Vec<super::access_pages::AclRow>,
 }
@@ -441,6 +442,7 @@ fn content_page(
         jobs,
         processes: running.len(),
         groups: Vec::new(),
+        chart: None,
         acl: if tab == "access" {
             super::access_pages::acl_rows(app, content)?
         } else {
@@ -496,6 +498,20 @@ pub async fn page(
         match found {
             Ok(groups) => page.groups = groups,
             Err(e) => return problem(e.status, me, &headers, e.message),
+        }
+        if let Ok(content) = load(&app, &guid) {
+            let mut samples: Vec<_> = app
+                .usage
+                .samples()
+                .iter()
+                .map(|s| s.of_content(content.id))
+                .collect();
+            samples.push(
+                crate::run::usage::History::take_sample(&app.scheduler)
+                    .await
+                    .of_content(content.id),
+            );
+            page.chart = Some(super::processes_pages::chart(&samples));
         }
     }
     render(StatusCode::OK, &page)

@@ -123,7 +123,7 @@ pub struct Chart {
     pub samples: usize,
 }
 
-fn chart(samples: &[Sample]) -> Chart {
+pub(super) fn chart(samples: &[Sample]) -> Chart {
     let max_processes = samples.iter().map(|s| s.processes).max().unwrap_or(0);
     let max_memory = samples.iter().map(|s| s.rss_bytes).max().unwrap_or(0);
     let step = 600.0 / (usage::KEPT.max(2) - 1) as f64;
@@ -197,7 +197,7 @@ pub async fn server(
     let mut samples = app.usage.samples();
     // Now, too, so that the chart is not empty for the first minute.
     samples.push(usage::History::take_sample(&app.scheduler).await);
-    let now = samples.last().copied();
+    let now = samples.last().cloned();
     let s = &app.settings;
     let limits = vec![
         Limit {
@@ -237,8 +237,8 @@ pub async fn server(
         StatusCode::OK,
         &ServerProcesses {
             layout: Layout::new("Processes", me, "processes", &headers),
-            total: now.map(|n| n.processes).unwrap_or(0),
-            memory: mib(now.map(|n| n.rss_bytes).unwrap_or(0)),
+            total: now.as_ref().map(|n| n.processes).unwrap_or(0),
+            memory: mib(now.as_ref().map(|n| n.rss_bytes).unwrap_or(0)),
             groups,
             limits,
             chart: chart(&samples),
@@ -266,6 +266,7 @@ mod tests {
                 at: i,
                 processes: i as usize,
                 rss_bytes: (i as u64) << 20,
+                by_content: Vec::new(),
             })
             .collect();
         let c = chart(&samples);
