@@ -301,7 +301,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/content/{guid}", any(serve::redirect_to_slash))
         .route("/content/{guid}/", any(serve::content))
         .route("/content/{guid}/{*rest}", any(serve::content))
-        .merge(dashboard::routes())
+        .merge(dashboard::routes(state.settings.max_bundle_size))
         .layer(middleware::from_fn_with_state(state.clone(), identify))
         .with_state(state)
 }

@@ -16,18 +16,29 @@ pub struct Usage {
     pub cpu_seconds: f64,
 }
 
-/// `pid`'s resident memory and CPU time, with its children's (the
+/// The most processes of one tree that are read: a content process's
+/// tree is bounded by its TasksMax, but one without limits must not make
+/// connectd walk (or recurse through) an unbounded chain.
+const MAX_TREE: usize = 8192;
+
+/// `pid`'s resident memory and CPU time, with its descendants' (the
 /// sandbox's first process is a small supervisor; the app is its child).
-/// `None` once it has gone.
+/// `None` once it has gone. Walks the tree breadth first, each pid once.
 pub fn of_process(pid: u32) -> Option<Usage> {
     if pid == 0 {
         return None;
     }
     let mut total = own_usage(pid)?;
-    for child in children(pid) {
-        if let Some(usage) = of_process(child) {
+    let mut seen = std::collections::HashSet::from([pid]);
+    let mut queue: VecDeque<u32> = children(pid).into();
+    while let Some(next) = queue.pop_front() {
+        if seen.len() >= MAX_TREE || !seen.insert(next) {
+            continue;
+        }
+        if let Some(usage) = own_usage(next) {
             total.rss_bytes += usage.rss_bytes;
             total.cpu_seconds += usage.cpu_seconds;
+            queue.extend(children(next));
         }
     }
     Some(total)

@@ -81,12 +81,30 @@ pub async fn add_access(
     };
     let result = (|| {
         let principal_guid = match kind {
-            "group" => app
-                .store
-                .list_groups(None)?
-                .into_iter()
-                .find(|g| g.name == name)
-                .map(|g| g.guid),
+            "group" => {
+                // Names are not unique (two directories' "Finance", or one a
+                // user made at the IdP): a name that is ambiguous is refused
+                // rather than a guess giving access to the wrong one.
+                let matching: Vec<_> = app
+                    .store
+                    .list_groups(None)?
+                    .into_iter()
+                    .filter(|g| g.name == name)
+                    .collect();
+                if matching.len() > 1 {
+                    return Err(ApiError::bad_request(format!(
+                        "{} groups are named {name:?} (from {}); give access to one through the \
+                         API with its guid instead",
+                        matching.len(),
+                        matching
+                            .iter()
+                            .map(|g| format!("{} {}", g.provider, g.unique_id))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+                matching.into_iter().next().map(|g| g.guid)
+            }
             _ => app.store.user_by_username(name)?.map(|u| u.guid),
         }
         .ok_or_else(|| {

@@ -40,9 +40,18 @@ pub async fn deploy(
         {
             match field.name() {
                 Some("token") => {
-                    let sent = field.text().await.map_err(|e| {
+                    // A token is 43 characters: read at most a little more.
+                    let mut field = field;
+                    let mut sent = Vec::new();
+                    while let Some(chunk) = field.chunk().await.map_err(|e| {
                         ApiError::bad_request(format!("The upload could not be read: {e}"))
-                    })?;
+                    })? {
+                        sent.extend_from_slice(&chunk);
+                        if sent.len() > 256 {
+                            return Err(ApiError::bad_request("The form's token is too long."));
+                        }
+                    }
+                    let sent = String::from_utf8_lossy(&sent);
                     if !token_matches(&headers, &sent) {
                         return Err(ApiError::forbidden(
                             "This form is out of date or did not come from this server's page. \

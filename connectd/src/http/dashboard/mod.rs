@@ -52,8 +52,11 @@ const HTMX: &[u8] = include_bytes!("../../../assets/htmx-2.0.11.min.js");
 const CSS_PATH: &str = "/__static__/dashboard.css";
 const CSS: &[u8] = include_bytes!("../../../assets/dashboard.css");
 
-pub(super) fn routes() -> Router<Arc<AppState>> {
-    Router::new()
+/// The dashboard's routes. `max_upload` bounds a deploy form's body: the
+/// bundle size limit and room for the form around it.
+pub(super) fn routes(max_upload: u64) -> Router<Arc<AppState>> {
+    let max_upload = usize::try_from(max_upload.saturating_add(1 << 20)).unwrap_or(usize::MAX);
+    let pages = Router::new()
         .route("/connect", get(|| async { redirect("/connect/") }))
         .route("/connect/", get(content_pages::list))
         .route(
@@ -70,7 +73,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         )
         .route(
             "/connect/content/{guid}/deploy",
-            post(deploy_pages::deploy).layer(DefaultBodyLimit::disable()),
+            post(deploy_pages::deploy).layer(DefaultBodyLimit::max(max_upload)),
         )
         .route(
             "/connect/content/{guid}/tasks/{id}",
@@ -95,8 +98,28 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
             "/connect/profile/keys/{guid}/delete",
             post(people_pages::delete_key),
         )
+        .layer(axum::middleware::map_response(private_page));
+    Router::new()
+        .merge(pages)
         .route(HTMX_PATH, get(|| async { asset(HTMX, "text/javascript") }))
         .route(CSS_PATH, get(|| async { asset(CSS, "text/css") }))
+}
+
+/// Every dashboard page: never in a frame (a page on a sibling host could
+/// lay a decoy over a one-click button), never kept by a cache (emails,
+/// logs, the form token; Back after signing out), and a page and its htmx
+/// fragment, which share a URL, are different answers.
+async fn private_page(mut response: Response) -> Response {
+    use axum::http::header::{HeaderValue, VARY, X_FRAME_OPTIONS};
+    let headers = response.headers_mut();
+    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        axum::http::header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(VARY, HeaderValue::from_static("HX-Request"));
+    response
 }
 
 /// A file compiled into connectd; its name changes with its content, so

@@ -105,7 +105,16 @@ fn people_page(
         pages,
         admin,
         roles_mapped: app.settings.mapping.is_automatic(),
-        saved: query.saved.clone().unwrap_or_default(),
+        // The guid of who was just changed, named from the store: nothing
+        // of the query string is shown as it came.
+        saved: match query.saved.as_deref() {
+            Some(guid) => app
+                .store
+                .user_by_guid(guid)?
+                .map(|u| u.username)
+                .unwrap_or_default(),
+            None => String::new(),
+        },
         error: error.map(described),
     })
 }
@@ -142,10 +151,7 @@ fn after_change(
     result: Result<User, ApiError>,
 ) -> Response {
     match result {
-        Ok(user) => redirect(&format!(
-            "/connect/people?saved={}",
-            url::form_urlencoded::byte_serialize(user.username.as_bytes()).collect::<String>()
-        )),
+        Ok(user) => redirect(&format!("/connect/people?saved={}", user.guid)),
         Err(error) => match people_page(app, me, headers, &PeopleQuery::default(), Some(&error)) {
             Ok(page) => render(error.status, &page),
             Err(e) => problem(e.status, me, headers, e.message),

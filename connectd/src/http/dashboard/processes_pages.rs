@@ -126,7 +126,9 @@ pub struct Chart {
 pub(super) fn chart(samples: &[Sample]) -> Chart {
     let max_processes = samples.iter().map(|s| s.processes).max().unwrap_or(0);
     let max_memory = samples.iter().map(|s| s.rss_bytes).max().unwrap_or(0);
-    let step = 600.0 / (usage::KEPT.max(2) - 1) as f64;
+    // The hour's samples and the one taken now: the last point at the
+    // right edge, however many there are.
+    let step = 600.0 / (samples.len().max(2) - 1) as f64;
     let line = |value: &dyn Fn(&Sample) -> f64, max: f64| -> String {
         samples
             .iter()

@@ -580,3 +580,88 @@ async fn specific_people_are_given_and_denied_access_by_name() {
     assert_eq!(removed.status, StatusCode::SEE_OTHER);
     assert_eq!(server.get(&path, &bob).await.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn pages_are_never_framed_nor_cached() {
+    let server = server_with("");
+    let ada = server.session("ada", "secret").await;
+    let response = server
+        .app
+        .clone()
+        .oneshot(
+            axum::http::Request::get("/connect/people")
+                .header(axum::http::header::COOKIE, &ada)
+                .body(axum::body::Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("answer");
+    let headers = response.headers();
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["content-security-policy"], "frame-ancestors 'none'");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(headers["vary"], "HX-Request");
+}
+
+#[tokio::test]
+async fn a_group_name_two_groups_share_is_refused_not_guessed() {
+    use crate::model::GroupRef;
+    use crate::store::LoginRecord;
+    let server = server_with("");
+    let ada = server.session("ada", "secret").await;
+    let mut content = server.content_owned_by("ada");
+    content.access_type = crate::model::AccessType::Acl;
+    server.store.update_content(&content).expect("update");
+    // Two directories' "Finance": the same name, two groups.
+    for (provider, id) in [
+        ("ldap/corp", "cn=finance,ou=a"),
+        ("oidc/https://idp", "g-77"),
+    ] {
+        let groups = [GroupRef {
+            unique_id: id.into(),
+            name: "Finance".into(),
+        }];
+        server
+            .store
+            .inner()
+            .record_login(
+                &LoginRecord {
+                    provider,
+                    unique_id: &format!("member-{id}"),
+                    username: &format!("member-{}", id.len()),
+                    first_name: "",
+                    last_name: "",
+                    email: "",
+                    groups: Some(&groups),
+                },
+                &mut |_, _| crate::roles::Role::Viewer,
+            )
+            .expect("record");
+    }
+    let path = format!("/connect/content/{}", content.guid);
+    let page = server.get(&format!("{path}?tab=access"), &ada).await;
+    let token = token_in(&page.text);
+    let refused = form_post(
+        &server,
+        &format!("{path}/access"),
+        &ada,
+        &[
+            ("token", &token),
+            ("principal_type", "group"),
+            ("name", "Finance"),
+            ("role", "viewer"),
+        ],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+    assert!(
+        refused.text.contains("2 groups are named"),
+        "{}",
+        refused.text
+    );
+    assert!(server
+        .store
+        .permissions(content.id)
+        .expect("read")
+        .is_empty());
+}
