@@ -1,6 +1,6 @@
-//! The Access tab's list of specific users and groups: who has been given
-//! access by name, and the forms that give and take it, through the API's
-//! own permission rules.
+//! The Access tab's forms that give specific users and groups access and
+//! take it away, through the API's own permission rules (the list itself
+//! is drawn by `content_pages`, which this module builds on).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,47 +14,6 @@ use super::content_pages::page_with_error;
 use super::{redirect, sign_in_first, token_refusal};
 use crate::http::content::{grant, revoke};
 use crate::http::{ApiError, AppState, Viewer};
-use crate::model::Content;
-
-/// One person or group given access to a content item.
-pub struct AclRow {
-    pub id: String,
-    pub kind: &'static str,
-    pub name: String,
-    pub role: &'static str,
-}
-
-pub(super) fn acl_rows(app: &AppState, content: &Content) -> Result<Vec<AclRow>, ApiError> {
-    let mut rows = Vec::new();
-    for p in app.store.permissions(content.id)? {
-        let (kind, name) = if p.principal_type == "group" {
-            let name = app
-                .store
-                .group_by_guid(&p.principal_guid)?
-                .map(|g| g.name)
-                .unwrap_or_else(|| "(removed group)".into());
-            ("group", name)
-        } else {
-            let name = app
-                .store
-                .user_by_guid(&p.principal_guid)?
-                .map(|u| u.username)
-                .unwrap_or_else(|| "(removed user)".into());
-            ("user", name)
-        };
-        rows.push(AclRow {
-            id: p.guid,
-            kind,
-            name,
-            role: if p.role == "owner" {
-                "collaborator"
-            } else {
-                "viewer"
-            },
-        });
-    }
-    Ok(rows)
-}
 
 /// Gives a person or a group, named in the Access tab's form, access.
 pub async fn add_access(

@@ -200,6 +200,46 @@ fn list_page(
     })
 }
 
+/// One person or group given access to a content item.
+pub struct AclRow {
+    pub id: String,
+    pub kind: &'static str,
+    pub name: String,
+    pub role: &'static str,
+}
+
+fn acl_rows(app: &AppState, content: &Content) -> Result<Vec<AclRow>, ApiError> {
+    let mut rows = Vec::new();
+    for p in app.store.permissions(content.id)? {
+        let (kind, name) = if p.principal_type == "group" {
+            let name = app
+                .store
+                .group_by_guid(&p.principal_guid)?
+                .map(|g| g.name)
+                .unwrap_or_else(|| "(removed group)".into());
+            ("group", name)
+        } else {
+            let name = app
+                .store
+                .user_by_guid(&p.principal_guid)?
+                .map(|u| u.username)
+                .unwrap_or_else(|| "(removed user)".into());
+            ("user", name)
+        };
+        rows.push(AclRow {
+            id: p.guid,
+            kind,
+            name,
+            role: if p.role == "owner" {
+                "collaborator"
+            } else {
+                "viewer"
+            },
+        });
+    }
+    Ok(rows)
+}
+
 #[derive(Deserialize, Default)]
 pub struct PageQuery {
     #[serde(default)]
@@ -258,7 +298,7 @@ struct ContentPage {
     groups: Vec<super::processes_pages::AccountGroup>,
     chart: Option<super::processes_pages::Chart>,
     /// The Access tab: who has been given access, by name.
-    acl: Vec<super::access_pages::AclRow>,
+    acl: Vec<AclRow>,
 }
 
 fn tab_of(name: Option<&str>, editable: bool) -> &'static str {
@@ -444,7 +484,7 @@ fn content_page(
         groups: Vec::new(),
         chart: None,
         acl: if tab == "access" {
-            super::access_pages::acl_rows(app, content)?
+            acl_rows(app, content)?
         } else {
             Vec::new()
         },
