@@ -105,7 +105,7 @@ fn a_nameservice_outage_does_not_block_sign_in_and_is_retried() {
         "the log says what failed and what to check: {}",
         logged[0]
     );
-    let home = server.get_with_cookie("/", &r.session_cookie());
+    let home = server.get_with_cookie("/connect/", &r.session_cookie());
     assert!(home.body.contains("not ready yet"), "{}", home.body);
 
     // The nameservice comes back: the next chance provisions the account.
@@ -115,6 +115,6 @@ fn a_nameservice_outage_does_not_block_sign_in_and_is_retried() {
     let (code, line) = sandbox.getent(&["passwd", "bob"]);
     assert_eq!(code, 0, "{}", server.log_text());
     assert!(line.starts_with("bob:"), "{line}");
-    let home = server.get_with_cookie("/", &r.session_cookie());
+    let home = server.get_with_cookie("/connect/", &r.session_cookie());
     assert!(!home.body.contains("not ready yet"), "{}", home.body);
 }
