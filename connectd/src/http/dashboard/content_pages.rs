@@ -457,13 +457,7 @@ fn content_page(
         tab,
         editable,
         saved,
-        error: error.map(|e| {
-            if e.code == 0 {
-                e.message.clone()
-            } else {
-                format!("{} (code {})", e.message, e.code)
-            }
-        }),
+        error: error.map(super::described),
         error_field: error.map(|e| field_of(e.code)).unwrap_or(""),
         access_type: content.access_type.as_str(),
         owner_choice: if content.run_as_current_user {
@@ -501,58 +495,45 @@ pub async fn page(
     let Some(me) = viewer.0.as_ref() else {
         return sign_in_first(&format!("/connect/content/{guid}"));
     };
-    let shown = (|| {
-        let content = load(&app, &guid)?;
-        if !may_view(&app, &content, Some(me))? {
-            return Err(ApiError::not_found("content"));
-        }
-        let relation = relation_of(&app, &content, me)?;
-        content_page(
-            &app,
-            me,
-            &headers,
-            &content,
-            relation,
-            query.tab.as_deref(),
-            query.saved == Some(1),
-            None,
-        )
-    })();
-    let mut page = match shown {
-        Ok(page) => page,
+    let (content, mut page) = match visible_page(
+        &app,
+        me,
+        &headers,
+        &guid,
+        query.tab.as_deref(),
+        query.saved == Some(1),
+        None,
+    ) {
+        Ok(found) => found,
         Err(e) => return problem(e.status, me, &headers, e.message),
     };
     if page.tab == "processes" {
-        let found = async {
-            let content = load(&app, &guid)?;
-            let names = HashMap::from([(content.id, (content.name.clone(), content.guid.clone()))]);
-            let running = app
-                .scheduler
-                .running(content.id)
-                .into_iter()
-                .map(|p| (content.id, p))
-                .collect();
-            super::processes_pages::grouped(&app, running, &names).await
-        }
-        .await;
-        match found {
-            Ok(groups) => page.groups = groups,
+        let names = HashMap::from([(content.id, (content.name.clone(), content.guid.clone()))]);
+        let running = app
+            .scheduler
+            .running(content.id)
+            .into_iter()
+            .map(|p| (content.id, p))
+            .collect();
+        let groups = match super::processes_pages::grouped(&app, running, &names).await {
+            Ok(groups) => groups,
             Err(e) => return problem(e.status, me, &headers, e.message),
-        }
-        if let Ok(content) = load(&app, &guid) {
-            let mut samples: Vec<_> = app
-                .usage
-                .samples()
-                .iter()
-                .map(|s| s.of_content(content.id))
-                .collect();
-            samples.push(
-                crate::run::usage::History::take_sample(&app.scheduler)
-                    .await
-                    .of_content(content.id),
-            );
-            page.chart = Some(super::processes_pages::chart(&samples));
-        }
+        };
+        // The chart's last point is what was just measured for the table.
+        let mut samples: Vec<_> = app
+            .usage
+            .samples()
+            .iter()
+            .map(|s| s.of_content(content.id))
+            .collect();
+        samples.push(crate::run::usage::Sample {
+            at: chrono::Utc::now().timestamp(),
+            processes: groups.iter().map(|g| g.rows.len()).sum(),
+            rss_bytes: groups.iter().map(|g| g.bytes).sum(),
+            by_content: Vec::new(),
+        });
+        page.chart = Some(super::processes_pages::chart(&samples));
+        page.groups = groups;
     }
     render(StatusCode::OK, &page)
 }
@@ -683,6 +664,27 @@ pub async fn save(
 }
 
 /// The content's page again, the refusal beside the field it is about.
+/// The content `guid`'s page as `me` may see it (not found when they may
+/// not), and the content itself.
+#[allow(clippy::too_many_arguments)]
+fn visible_page(
+    app: &AppState,
+    me: &User,
+    headers: &HeaderMap,
+    guid: &str,
+    tab: Option<&str>,
+    saved: bool,
+    error: Option<&ApiError>,
+) -> Result<(Content, ContentPage), ApiError> {
+    let content = load(app, guid)?;
+    if !may_view(app, &content, Some(me))? {
+        return Err(ApiError::not_found("content"));
+    }
+    let relation = relation_of(app, &content, me)?;
+    let page = content_page(app, me, headers, &content, relation, tab, saved, error)?;
+    Ok((content, page))
+}
+
 pub(super) fn page_with_error(
     app: &AppState,
     me: &User,
@@ -691,25 +693,9 @@ pub(super) fn page_with_error(
     tab: Option<&str>,
     error: &ApiError,
 ) -> Response {
-    let shown = (|| {
-        let content = load(app, guid)?;
-        if !may_view(app, &content, Some(me))? {
-            return Err(ApiError::not_found("content"));
-        }
-        let relation = relation_of(app, &content, me)?;
-        content_page(
-            app,
-            me,
-            headers,
-            &content,
-            relation,
-            tab,
-            false,
-            Some(error),
-        )
-    })();
+    let shown = visible_page(app, me, headers, guid, tab, false, Some(error));
     match shown {
-        Ok(page) => render(error.status, &page),
+        Ok((_, page)) => render(error.status, &page),
         Err(e) => problem(e.status, me, headers, e.message),
     }
 }

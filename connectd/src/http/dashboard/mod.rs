@@ -44,7 +44,7 @@ use axum::Router;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use super::{AppState, SESSION_COOKIE};
+use super::{ApiError, AppState, SESSION_COOKIE};
 use crate::model::User;
 
 pub const HTMX_PATH: &str = "/__static__/htmx-2.0.11.min.js";
@@ -184,6 +184,15 @@ pub(super) fn token_refusal(
         "This form is out of date or did not come from this server's page. Reload the page \
          and try again.",
     ))
+}
+
+/// An API refusal as a page says it, with Connect's code when it has one.
+pub(super) fn described(e: &ApiError) -> String {
+    if e.code == 0 {
+        e.message.clone()
+    } else {
+        format!("{} (code {})", e.message, e.code)
+    }
 }
 
 /// What every page's frame shows: who is signed in, where they are.

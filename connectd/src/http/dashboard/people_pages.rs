@@ -115,17 +115,8 @@ fn people_page(
                 .unwrap_or_default(),
             None => String::new(),
         },
-        error: error.map(described),
+        error: error.map(super::described),
     })
-}
-
-/// An API refusal as the page says it, with Connect's code.
-fn described(e: &ApiError) -> String {
-    if e.code == 0 {
-        e.message.clone()
-    } else {
-        format!("{} (code {})", e.message, e.code)
-    }
 }
 
 pub async fn people(
@@ -299,7 +290,7 @@ fn profile_page(
         person: person_row(me, me, true),
         keys,
         new_key,
-        error: error.map(described),
+        error: error.map(super::described),
     })
 }
 

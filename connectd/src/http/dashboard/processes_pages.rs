@@ -35,6 +35,8 @@ pub struct ProcessRow {
 pub struct AccountGroup {
     pub account: String,
     pub uid: u32,
+    /// Resident memory of its processes, in all.
+    pub bytes: u64,
     pub memory: String,
     pub rows: Vec<ProcessRow>,
 }
@@ -107,6 +109,7 @@ pub async fn grouped(
         .map(|((account, uid), (bytes, rows))| AccountGroup {
             account,
             uid,
+            bytes,
             memory: mib(bytes),
             rows,
         })
