@@ -45,6 +45,9 @@ need pkg-config pkgconf
 need xmlsec1 xmlsec1
 # The dashboard's browser tests drive Debian's headless Chromium through
 # its WebDriver (tests/tests/dashboard_browser.rs).
+# A second files-like NSS source (/var/lib/extrausers), for the test that
+# maps an identity onto an account only another NSS source resolves.
+[ -e /usr/lib/libnss_extrausers.so.2 ] || [ -e /usr/lib/x86_64-linux-gnu/libnss_extrausers.so.2 ] || missing="$missing libnss-extrausers"
 [ -x /usr/bin/chromium ] || missing="$missing chromium"
 [ -x /usr/bin/chromedriver ] || missing="$missing chromium-driver"
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx"

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::Parser;
 use connect_gcfg::Config;
 use nameserviced::config::{Settings, DEFAULT_CONFIG_PATH};
+use nameserviced::directory::resolver::Resolver;
 use nameserviced::local::{LocalFiles, LocalWatcher};
 use nameserviced::service::Nameservice;
 use nameserviced::{logging, server};
@@ -143,7 +144,37 @@ fn main() -> ExitCode {
             .clone()
             .run(Arc::new(move || builder.publish_snapshot())),
     );
-    let result = runtime.block_on(server::serve(ns, sockets, provision_gid, shutdown_signal()));
+    let directories = match Resolver::new(ns.clone()) {
+        Ok(d) => Arc::new(d),
+        Err(e) => {
+            tracing::error!("refusing to start: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    for d in &ns.settings().directories {
+        tracing::info!(
+            directory = %d.name,
+            urls = %d.urls.join(" "),
+            answers_lookups = d.answer_lookups,
+            "directory source configured{}",
+            if d.answer_lookups {
+                ""
+            } else {
+                " (the host resolves its accounts: the nameservice only binds identities to them)"
+            }
+        );
+    }
+    if !ns.settings().auto_provision {
+        tracing::info!("AutoProvision = false: only mapped and directory accounts are given out");
+    }
+    runtime.spawn(directories.clone().run_refresh());
+    let result = runtime.block_on(server::serve(
+        ns,
+        directories,
+        sockets,
+        provision_gid,
+        shutdown_signal(),
+    ));
     publisher.withdraw();
     // Do not wait on a snapshot being built: the next daemon rebuilds it.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));

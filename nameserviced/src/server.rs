@@ -20,6 +20,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
+use crate::directory::resolver::Resolver;
 use crate::service::{self, EnsureRequest, Nameservice, Selector, ServiceError};
 
 impl From<ServiceError> for Status {
@@ -29,6 +30,7 @@ impl From<ServiceError> for Status {
             ServiceError::NotFound(m) => Status::not_found(m),
             ServiceError::Exhausted(m) => Status::resource_exhausted(m),
             ServiceError::FailedPrecondition(m) => Status::failed_precondition(m),
+            ServiceError::Unavailable(m) => Status::unavailable(m),
             ServiceError::Database(e) => {
                 tracing::error!("database error: {e}");
                 Status::unavailable(format!("database error: {e}"))
@@ -37,8 +39,11 @@ impl From<ServiceError> for Status {
     }
 }
 
+/// Lookups answer from the service's rows first; only what it does not
+/// know goes to the directories (if any answer lookups).
 pub struct LookupService {
     ns: Arc<Nameservice>,
+    directories: Arc<Resolver>,
 }
 
 #[tonic::async_trait]
@@ -47,7 +52,11 @@ impl Lookup for LookupService {
         &self,
         req: Request<UserByNameRequest>,
     ) -> Result<Response<UserReply>, Status> {
-        let user = self.ns.user_by_name(&req.get_ref().name)?;
+        let name = &req.get_ref().name;
+        let user = match self.ns.user_by_name(name)? {
+            Some(u) => Some(u),
+            None => self.directories.user_by_name(name).await?,
+        };
         Ok(Response::new(UserReply {
             user: user.map(|u| (*u).clone()),
         }))
@@ -57,7 +66,11 @@ impl Lookup for LookupService {
         &self,
         req: Request<UserByUidRequest>,
     ) -> Result<Response<UserReply>, Status> {
-        let user = self.ns.user_by_uid(req.get_ref().uid)?;
+        let uid = req.get_ref().uid;
+        let user = match self.ns.user_by_uid(uid)? {
+            Some(u) => Some(u),
+            None => self.directories.user_by_uid(uid).await?,
+        };
         Ok(Response::new(UserReply {
             user: user.map(|u| (*u).clone()),
         }))
@@ -67,7 +80,11 @@ impl Lookup for LookupService {
         &self,
         req: Request<GroupByNameRequest>,
     ) -> Result<Response<GroupReply>, Status> {
-        let group = self.ns.group_by_name(&req.get_ref().name)?;
+        let name = &req.get_ref().name;
+        let group = match self.ns.group_by_name(name)? {
+            Some(g) => Some(g),
+            None => self.directories.group_by_name(name).await?,
+        };
         Ok(Response::new(GroupReply {
             group: group.map(|g| (*g).clone()),
         }))
@@ -77,7 +94,11 @@ impl Lookup for LookupService {
         &self,
         req: Request<GroupByGidRequest>,
     ) -> Result<Response<GroupReply>, Status> {
-        let group = self.ns.group_by_gid(req.get_ref().gid)?;
+        let gid = req.get_ref().gid;
+        let group = match self.ns.group_by_gid(gid)? {
+            Some(g) => Some(g),
+            None => self.directories.group_by_gid(gid).await?,
+        };
         Ok(Response::new(GroupReply {
             group: group.map(|g| (*g).clone()),
         }))
@@ -87,7 +108,11 @@ impl Lookup for LookupService {
         &self,
         req: Request<SupplementaryGroupsRequest>,
     ) -> Result<Response<SupplementaryGroupsReply>, Status> {
-        let gids = self.ns.supplementary(&req.get_ref().user)?;
+        let user = &req.get_ref().user;
+        let gids = match self.ns.supplementary(user)? {
+            Some(g) => Some(g),
+            None => self.directories.supplementary(user).await?,
+        };
         Ok(Response::new(SupplementaryGroupsReply {
             user_known: gids.is_some(),
             gids: gids.map(|g| (*g).clone()).unwrap_or_default(),
@@ -134,6 +159,7 @@ impl Lookup for LookupService {
 
 pub struct ProvisioningService {
     ns: Arc<Nameservice>,
+    directories: Arc<Resolver>,
 }
 
 impl ProvisioningService {
@@ -168,6 +194,24 @@ impl ProvisioningService {
         ))
     }
 
+    /// Root only, whatever ServiceAccount says: choosing uids is an
+    /// administrator's act.
+    fn authorise_root<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        self.authorise(req)?;
+        let uid = req
+            .extensions()
+            .get::<UdsConnectInfo>()
+            .and_then(|info| info.peer_cred)
+            .map(|c| c.uid());
+        if uid == Some(0) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(
+                "only root may choose an account's uid",
+            ))
+        }
+    }
+
     /// Runs a database write off the async workers: a commit waits for fsync.
     async fn blocking<T, F>(&self, f: F) -> Result<T, Status>
     where
@@ -196,6 +240,23 @@ fn selector(s: Option<AccountSelector>) -> Result<Selector, Status> {
     }
 }
 
+fn ensure_request(id: Identity, req: EnsureUserRequest) -> EnsureRequest {
+    EnsureRequest {
+        provider: id.provider,
+        unique_id: id.unique_id,
+        username: req.username,
+        display_name: req.display_name,
+        groups: req
+            .groups
+            .into_iter()
+            .map(|g| service::IdpGroup {
+                unique_id: g.unique_id,
+                name: g.name,
+            })
+            .collect(),
+    }
+}
+
 fn identity(i: Option<Identity>) -> Result<Identity, Status> {
     i.ok_or_else(|| Status::invalid_argument("the identity (provider and unique id) is missing"))
 }
@@ -208,22 +269,9 @@ impl Provisioning for ProvisioningService {
     ) -> Result<Response<EnsureUserReply>, Status> {
         self.authorise(&req)?;
         let req = req.into_inner();
-        let id = identity(req.identity)?;
-        let request = EnsureRequest {
-            provider: id.provider,
-            unique_id: id.unique_id,
-            username: req.username,
-            display_name: req.display_name,
-            groups: req
-                .groups
-                .into_iter()
-                .map(|g| service::IdpGroup {
-                    unique_id: g.unique_id,
-                    name: g.name,
-                })
-                .collect(),
-        };
-        let outcome = self.blocking(move |ns| ns.ensure_user(&request)).await?;
+        let id = identity(req.identity.clone())?;
+        let request = ensure_request(id, req);
+        let outcome = self.directories.ensure(request).await?;
         Ok(Response::new(EnsureUserReply {
             account: Some(outcome.account),
             created: outcome.created,
@@ -286,6 +334,62 @@ impl Provisioning for ProvisioningService {
         Ok(Response::new(ListAccountsReply { accounts, done }))
     }
 
+    async fn unmap_user(&self, req: Request<Identity>) -> Result<Response<UnmapUserReply>, Status> {
+        self.authorise(&req)?;
+        let id = req.into_inner();
+        let binding = self
+            .blocking(move |ns| ns.unmap_user(&id.provider, &id.unique_id))
+            .await?;
+        Ok(Response::new(UnmapUserReply {
+            account: binding.account,
+            uid: binding.uid.unwrap_or_default(),
+        }))
+    }
+
+    async fn set_uid(
+        &self,
+        req: Request<SetUidRequest>,
+    ) -> Result<Response<EnsureUserReply>, Status> {
+        self.authorise_root(&req)?;
+        let req = req.into_inner();
+        let user = req
+            .user
+            .ok_or_else(|| Status::invalid_argument("the user to provision is missing"))?;
+        let id = identity(user.identity.clone())?;
+        let request = ensure_request(id, user);
+        let uid = req.uid;
+        let outcome = self.blocking(move |ns| ns.set_uid(&request, uid)).await?;
+        Ok(Response::new(EnsureUserReply {
+            account: Some(outcome.account),
+            created: outcome.created,
+            warnings: outcome.warnings,
+        }))
+    }
+
+    async fn refresh_user(
+        &self,
+        req: Request<AccountSelector>,
+    ) -> Result<Response<AccountReply>, Status> {
+        self.authorise(&req)?;
+        let sel = selector(Some(req.into_inner()))?;
+        let account = self.directories.refresh(sel).await?;
+        Ok(Response::new(AccountReply {
+            account: Some(account),
+        }))
+    }
+
+    async fn flush_directory_cache(
+        &self,
+        req: Request<FlushDirectoryCacheRequest>,
+    ) -> Result<Response<FlushDirectoryCacheReply>, Status> {
+        self.authorise(&req)?;
+        let directories = self.directories.clone();
+        let expired = tokio::task::spawn_blocking(move || directories.flush())
+            .await
+            .map_err(|e| Status::internal(format!("flush failed: {e}")))??;
+        Ok(Response::new(FlushDirectoryCacheReply { expired }))
+    }
+
     async fn cache_stats(
         &self,
         req: Request<CacheStatsRequest>,
@@ -339,6 +443,7 @@ pub struct Sockets {
 /// Serves both sockets until `shutdown` resolves, then removes the socket files.
 pub async fn serve(
     ns: Arc<Nameservice>,
+    directories: Arc<Resolver>,
     sockets: Sockets,
     provision_gid: Option<u32>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -356,6 +461,7 @@ pub async fn serve(
     // more than the lookup itself.
     let (lookup_done_tx, lookup_done_rx) = tokio::sync::oneshot::channel::<Result<(), BoxError>>();
     let (lookup_drain, lookup_stop, lookup_ns) = (drain_rx.clone(), stop_rx.clone(), ns.clone());
+    let lookup_directories = directories.clone();
     std::thread::Builder::new()
         .name("lookups".into())
         .spawn(move || {
@@ -369,7 +475,10 @@ pub async fn serve(
                 runtime.block_on(async move {
                     let listener = UnixListener::from_std(lookup_listener)?;
                     let server = tonic::transport::Server::builder()
-                        .add_service(LookupServer::new(LookupService { ns: lookup_ns }))
+                        .add_service(LookupServer::new(LookupService {
+                            ns: lookup_ns,
+                            directories: lookup_directories,
+                        }))
                         .serve_with_incoming_shutdown(
                             UnixListenerStream::new(listener),
                             signalled(lookup_drain),
@@ -386,7 +495,10 @@ pub async fn serve(
 
     let provisioning = async move {
         let server = tonic::transport::Server::builder()
-            .add_service(ProvisioningServer::new(ProvisioningService { ns }))
+            .add_service(ProvisioningServer::new(ProvisioningService {
+                ns,
+                directories,
+            }))
             .serve_with_incoming_shutdown(
                 UnixListenerStream::new(provision_listener),
                 signalled(drain_rx),

@@ -543,6 +543,64 @@ impl Slapd {
         self.modify_checked(&ldif, &format!("delete user {uid:?}"));
     }
 
+    /// Makes an existing user a posixAccount (RFC 2307): what a site whose
+    /// files are already owned by directory uids has.
+    pub fn make_posix(&self, uid: &str, uid_number: u32, gid_number: u32, home: &str, shell: &str) {
+        let mut ldif = dn_line(&self.user_dn(uid));
+        ldif.push_str(
+            "changetype: modify
+add: objectClass
+objectClass: posixAccount
+-
+",
+        );
+        for (attr, value) in [
+            ("uidNumber", uid_number.to_string()),
+            ("gidNumber", gid_number.to_string()),
+            ("homeDirectory", home.to_owned()),
+            ("loginShell", shell.to_owned()),
+        ] {
+            ldif.push_str(&format!(
+                "add: {attr}
+"
+            ));
+            ldif.push_str(&value_line(attr, &value));
+            ldif.push_str(
+                "-
+",
+            );
+        }
+        self.modify_checked(&ldif, &format!("make {uid:?} a posixAccount"));
+    }
+
+    /// Adds `cn=<cn>,ou=groups,…` as an RFC 2307 posixGroup listing
+    /// `member_uids` in memberUid.
+    pub fn add_posix_group(&self, cn: &str, gid_number: u32, member_uids: &[&str]) {
+        let mut ldif = dn_line(&self.group_dn(cn));
+        ldif.push_str("changetype: add\nobjectClass: posixGroup\n");
+        ldif.push_str(&value_line("cn", cn));
+        ldif.push_str(&value_line("gidNumber", &gid_number.to_string()));
+        for uid in member_uids {
+            ldif.push_str(&value_line("memberUid", uid));
+        }
+        self.modify_checked(&ldif, &format!("add posixGroup {cn:?}"));
+    }
+
+    /// A `[Nameservice "corp"]` directory source for nameserviced reading
+    /// this directory as the read-only service account, binding the
+    /// identities connectd's `[LDAP "corp"]` section signs in.
+    pub fn nameservice_section(&self) -> String {
+        format!(
+            "[Nameservice \"corp\"]\nURL = {}\nBindDN = {}\nBindPassword = {}\n\
+             UserSearchBaseDN = {}\nGroupSearchBaseDN = {}\nIdentityProvider = ldap/corp\n",
+            self.url(),
+            self.reader_dn(),
+            self.reader_password(),
+            self.people_dn(),
+            self.groups_dn(),
+        )
+    }
+
     /// Adds `cn=<cn>,ou=groups,…` (groupOfNames) whose members are the users
     /// `member_uids`; with none, its only member is `placeholder_member_dn()`.
     pub fn add_group(&self, cn: &str, member_uids: &[&str]) {

@@ -55,16 +55,42 @@ enum Command {
         #[arg(long = "group")]
         groups: Vec<String>,
     },
-    /// Map an identity onto an existing local account instead of provisioning one.
+    /// Bind an identity to an existing account instead of provisioning one.
     Map {
         #[arg(long)]
         provider: String,
         #[arg(long = "id")]
         unique_id: String,
-        /// An account in /etc/passwd.
+        /// An account the host resolves (`getent passwd NAME`): /etc/passwd,
+        /// SSSD, extrausers… but not one this nameservice provisioned.
         #[arg(long)]
         local_user: String,
     },
+    /// Undo a binding made by `map` or by a directory match.
+    Unmap {
+        #[arg(long)]
+        provider: String,
+        #[arg(long = "id")]
+        unique_id: String,
+    },
+    /// Provision a first-seen identity under a uid you choose (e.g. the uid
+    /// that already owns the person's files). Root only.
+    SetUid {
+        #[arg(long)]
+        provider: String,
+        #[arg(long = "id")]
+        unique_id: String,
+        #[arg(long)]
+        username: String,
+        #[arg(long, default_value = "")]
+        display_name: String,
+        uid: u32,
+    },
+    /// Read a directory account again from its directory now.
+    Refresh { account: String },
+    /// Make every cached directory entry due for a refresh and forget
+    /// negative answers (entries keep answering until refreshed).
+    FlushCache,
     /// Lock an account: it keeps its uid and files, its shell becomes the locked shell.
     Lock { account: String },
     /// Unlock an account.
@@ -167,6 +193,14 @@ fn groups_text(a: &Account) -> String {
         .join(",")
 }
 
+fn ago(unix: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    format!("{} s ago", (now - unix).max(0))
+}
+
 fn print_account(a: &Account) {
     let id = a.identity.clone().unwrap_or_default();
     println!("name:          {}", a.name);
@@ -178,6 +212,17 @@ fn print_account(a: &Account) {
     println!("gecos:         {}", a.gecos);
     println!("locked:        {}", a.locked);
     println!("mapped:        {}", a.mapped);
+    println!("source:        {}", a.source);
+    if a.refreshed_unix > 0 {
+        println!(
+            "refreshed:     {} ({})",
+            a.refreshed_unix,
+            ago(a.refreshed_unix)
+        );
+    }
+    if a.bound_unix > 0 {
+        println!("bound:         {} ({})", a.bound_unix, ago(a.bound_unix));
+    }
     println!("provider:      {}", id.provider);
     println!("unique id:     {}", id.unique_id);
 }
@@ -325,6 +370,68 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .map_err(status)?
                 .into_inner();
             print_account(&reply.account.unwrap_or_default());
+        }
+        Command::Unmap {
+            provider,
+            unique_id,
+        } => {
+            let reply = provisioning()
+                .await?
+                .unmap_user(Identity {
+                    provider,
+                    unique_id,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!("unmapped from {} (uid {})", reply.account, reply.uid);
+        }
+        Command::SetUid {
+            provider,
+            unique_id,
+            username,
+            display_name,
+            uid,
+        } => {
+            let reply = provisioning()
+                .await?
+                .set_uid(SetUidRequest {
+                    user: Some(EnsureUserRequest {
+                        identity: Some(Identity {
+                            provider,
+                            unique_id,
+                        }),
+                        username,
+                        display_name,
+                        groups: Vec::new(),
+                    }),
+                    uid,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            print_account(&reply.account.unwrap_or_default());
+        }
+        Command::Refresh { account } => {
+            let reply = provisioning()
+                .await?
+                .refresh_user(selector(&account))
+                .await
+                .map_err(status)?
+                .into_inner();
+            print_account(&reply.account.unwrap_or_default());
+        }
+        Command::FlushCache => {
+            let reply = provisioning()
+                .await?
+                .flush_directory_cache(FlushDirectoryCacheRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!(
+                "{} cached directory entries are refreshed next; negative answers forgotten",
+                reply.expired
+            );
         }
         Command::Lock { account } => {
             set_locked(provisioning().await?, &account, true, status).await?

@@ -3,7 +3,11 @@
 //! `kill -9` (and power loss).
 //!
 //! Only row access lives here; the rules (names, id allocation, collisions)
-//! are in [`crate::service`].
+//! are in [`crate::service`]. [`bindings`] holds identities bound to
+//! accounts the nameservice did not make (host and directory accounts) and
+//! the directory cache. May import nothing else of the crate.
+
+pub mod bindings;
 
 use std::path::Path;
 
@@ -53,6 +57,39 @@ const MIGRATIONS: &[&str] = &[
          created    INTEGER NOT NULL,
          PRIMARY KEY (provider, unique_id)
      ) WITHOUT ROWID;",
+    // 2: identities bound to host or directory accounts, and the cache of
+    // directory (RFC 2307) entries the nameservice answers for.
+    "ALTER TABLE mappings ADD COLUMN kind TEXT NOT NULL DEFAULT 'host';
+     ALTER TABLE mappings ADD COLUMN uid INTEGER;
+     ALTER TABLE mappings ADD COLUMN source TEXT NOT NULL DEFAULT '';
+     ALTER TABLE mappings ADD COLUMN refreshed INTEGER NOT NULL DEFAULT 0;
+     CREATE UNIQUE INDEX mappings_by_uid ON mappings (uid) WHERE uid IS NOT NULL;
+     CREATE TABLE directory_users (
+         uid     INTEGER PRIMARY KEY,
+         name    TEXT NOT NULL UNIQUE,
+         gid     INTEGER NOT NULL,
+         gecos   TEXT NOT NULL,
+         home    TEXT NOT NULL,
+         shell   TEXT NOT NULL,
+         source  TEXT NOT NULL,
+         dn      TEXT NOT NULL,
+         link    TEXT,
+         fetched INTEGER NOT NULL
+     );
+     CREATE INDEX directory_users_by_link ON directory_users (source, link);
+     CREATE TABLE directory_groups (
+         gid     INTEGER PRIMARY KEY,
+         name    TEXT NOT NULL UNIQUE,
+         source  TEXT NOT NULL,
+         dn      TEXT NOT NULL,
+         fetched INTEGER NOT NULL
+     );
+     CREATE TABLE directory_members (
+         gid    INTEGER NOT NULL REFERENCES directory_groups (gid) ON DELETE CASCADE,
+         member TEXT NOT NULL,
+         PRIMARY KEY (gid, member)
+     ) WITHOUT ROWID;
+     CREATE INDEX directory_members_by_member ON directory_members (member, gid);",
 ];
 
 /// The provider name under which the nameservice records groups it owns
@@ -403,27 +440,6 @@ pub fn integrity_problems(c: &Connection) -> Result<Vec<String>, DbError> {
 pub fn set_next_id(c: &Connection, kind: IdKind, value: u64) -> Result<(), DbError> {
     c.prepare_cached("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")?
         .execute(params![kind.key(), value as i64])?;
-    Ok(())
-}
-
-pub fn mapping(c: &Connection, provider: &str, unique_id: &str) -> Result<Option<String>, DbError> {
-    c.prepare_cached("SELECT local_user FROM mappings WHERE provider = ?1 AND unique_id = ?2")?
-        .query_row([provider, unique_id], |r| r.get(0))
-        .optional()
-}
-
-pub fn put_mapping(
-    c: &Connection,
-    provider: &str,
-    unique_id: &str,
-    local_user: &str,
-    now: i64,
-) -> Result<(), DbError> {
-    c.prepare_cached(
-        "INSERT INTO mappings (provider, unique_id, local_user, created) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (provider, unique_id) DO UPDATE SET local_user = excluded.local_user",
-    )?
-    .execute(params![provider, unique_id, local_user, now])?;
     Ok(())
 }
 

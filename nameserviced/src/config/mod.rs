@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use connect_gcfg::{Config, ConfigError, Key};
 
+pub mod directory;
+
 use crate::local::LocalAccounts;
 use crate::names::Policy;
 
@@ -50,6 +52,9 @@ pub const NAMESERVICE_KEYS: &[&str] = &[
     "reservedname",
     "maxnamelength",
     "loglevel",
+    "autoprovision",
+    "minimumuid",
+    "minimumgid",
 ];
 
 #[derive(Debug, Clone)]
@@ -78,6 +83,14 @@ pub struct Settings {
     pub run_as: String,
     pub policy: Policy,
     pub log_level: String,
+    /// When false, only identities with a mapping or a directory account
+    /// get one: nothing is provisioned.
+    pub auto_provision: bool,
+    /// Directory and mapped accounts below these are refused (system accounts).
+    pub minimum_uid: u32,
+    pub minimum_gid: u32,
+    /// `[Nameservice "name"]` directories, in file order.
+    pub directories: Vec<directory::DirectorySettings>,
     /// `[Nameservice]` keys the daemon does not know, with their lines.
     pub unknown_keys: Vec<String>,
 }
@@ -187,8 +200,17 @@ impl Settings {
             .into_iter()
             .filter(|e| e.section.eq_ignore_ascii_case("Nameservice"))
             .filter(|e| !NAMESERVICE_KEYS.contains(&e.name.to_ascii_lowercase().as_str()))
+            .filter(|e| e.subsection.is_none())
             .map(|e| format!("{}:{}: [Nameservice] {}", origin, e.line, e.name))
+            .chain(directory::unknown_keys(config))
             .collect();
+        let directories =
+            directory::directories(config).map_err(|message| SettingsError::Invalid {
+                origin: origin.clone(),
+                message,
+            })?;
+        let minimum_uid = config.u32(ns("MinimumUid"))?.unwrap_or(1000).max(1);
+        let minimum_gid = config.u32(ns("MinimumGid"))?.unwrap_or(1000).max(1);
         Ok(Self {
             uid_range,
             gid_range,
@@ -231,6 +253,10 @@ impl Settings {
             run_as,
             policy: Policy::new(strip_domain, max_len, &reserved),
             log_level,
+            auto_provision: config.bool(ns("AutoProvision"))?.unwrap_or(true),
+            minimum_uid,
+            minimum_gid,
+            directories,
             unknown_keys,
             origin,
         })

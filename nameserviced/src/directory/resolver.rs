@@ -1,0 +1,699 @@
+//! Which directory answers, and when.
+//!
+//! - Lookups the service cannot answer from its own rows ask the
+//!   directories that answer lookups, in order, within [`LOOKUP_BUDGET`]:
+//!   the NSS module gives the daemon one second, and a slow directory must
+//!   not turn into a timed-out lookup. A fetch that overruns goes on in the
+//!   background and its result is cached for the next lookup.
+//! - Answers that found nothing (or an entry that was refused) are
+//!   remembered for the directory's `NegativeCacheTtl`.
+//! - A directory that fails is skipped at once until its backoff (1 s,
+//!   doubling to 60 s) expires; this is logged once when it goes down and
+//!   once when it comes back, never per lookup. Cached entries keep
+//!   answering meanwhile.
+//! - The background refresh rereads entries before their `CacheTtl` runs
+//!   out, one at a time per directory, and drops the ones the directory no
+//!   longer has.
+//! - A first-seen identity whose directories include one that is down is
+//!   refused as a temporary failure: never provisioned under a new uid.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use connect_proto::v1::{Account, PosixGroup, PosixUser};
+use lru::LruCache;
+use tokio::sync::Notify;
+
+use super::checks;
+use super::ldap::LdapDirectory;
+use super::{DirGroup, DirUser, Directory, DirectoryError, GroupKey, UserKey};
+use crate::config::directory::{DirectorySettings, IdentityValue};
+use crate::config::FORBIDDEN_RANGES;
+use crate::service::{
+    DirectoryAccount, DirectoryGroup, EnsureOutcome, EnsureRequest, Nameservice, Selector,
+    ServiceError,
+};
+use crate::store::bindings::BindingKind;
+use crate::store::unix_now;
+
+/// How long a lookup waits for a directory before answering "unavailable".
+pub const LOOKUP_BUDGET: Duration = Duration::from_millis(400);
+const NEGATIVE_CAPACITY: usize = 16_384;
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Entries refreshed per directory per pass of the background refresh.
+const REFRESH_BATCH: u32 = 256;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Default)]
+struct Health {
+    down_since: Option<Instant>,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+struct Source {
+    settings: Arc<DirectorySettings>,
+    directory: Arc<dyn Directory>,
+    health: Mutex<Health>,
+}
+
+impl Source {
+    fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    /// Whether to ask now; `Err` says why not (still backing off).
+    fn ready(&self) -> Result<(), DirectoryError> {
+        let health = lock(&self.health);
+        match health.retry_at {
+            Some(at) if Instant::now() < at => Err(DirectoryError::Unavailable(format!(
+                "{} is unreachable (retrying in {} ms)",
+                self.settings.header(),
+                at.saturating_duration_since(Instant::now()).as_millis()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records how a call went; logs only the transitions.
+    fn record<T>(&self, result: &Result<T, DirectoryError>) {
+        let mut health = lock(&self.health);
+        match result {
+            Err(DirectoryError::Unavailable(why)) | Err(DirectoryError::Misconfigured(why)) => {
+                if health.down_since.is_none() {
+                    health.down_since = Some(Instant::now());
+                    tracing::warn!(
+                        directory = %self.settings.name,
+                        "{why}; cached entries keep answering, new ones wait until it answers"
+                    );
+                }
+                health.backoff = (health.backoff * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF);
+                health.retry_at = Some(Instant::now() + health.backoff);
+            }
+            _ => {
+                if let Some(since) = health.down_since.take() {
+                    tracing::info!(
+                        directory = %self.settings.name,
+                        down_seconds = since.elapsed().as_secs(),
+                        "directory reachable again"
+                    );
+                }
+                health.retry_at = None;
+                health.backoff = Duration::ZERO;
+            }
+        }
+    }
+
+    async fn user(&self, key: UserKey<'_>) -> Result<Option<DirUser>, DirectoryError> {
+        self.ready()?;
+        let result = self.directory.user(key).await;
+        self.record(&result);
+        result
+    }
+
+    async fn group(&self, key: GroupKey<'_>) -> Result<Option<DirGroup>, DirectoryError> {
+        self.ready()?;
+        let result = self.directory.group(key).await;
+        self.record(&result);
+        result
+    }
+
+    async fn groups_of(&self, user: &DirUser) -> Result<Vec<DirGroup>, DirectoryError> {
+        self.ready()?;
+        let result = self.directory.groups_of(user).await;
+        self.record(&result);
+        result
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Wanted {
+    UserName(String),
+    Uid(u32),
+    GroupName(String),
+    Gid(u32),
+}
+
+pub struct Resolver {
+    ns: Arc<Nameservice>,
+    sources: Vec<Source>,
+    /// (directory index, key) → when the negative answer expires.
+    negative: Mutex<LruCache<(usize, Wanted), Instant>>,
+    /// One fetch per key at a time; later askers wait for it.
+    inflight: Mutex<HashMap<Wanted, Arc<tokio::sync::Mutex<()>>>>,
+    wake_refresh: Notify,
+}
+
+fn unavailable(e: DirectoryError) -> ServiceError {
+    match e {
+        DirectoryError::Ambiguous(m) => ServiceError::FailedPrecondition(m),
+        DirectoryError::Unavailable(m) | DirectoryError::Misconfigured(m) => {
+            ServiceError::Unavailable(m)
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    ns: &Arc<Nameservice>,
+    f: impl FnOnce(&Nameservice) -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, ServiceError> {
+    let ns = ns.clone();
+    tokio::task::spawn_blocking(move || f(&ns))
+        .await
+        .map_err(|e| ServiceError::Unavailable(format!("a nameservice task failed: {e}")))?
+}
+
+impl Resolver {
+    /// The configured directories, reached with LDAP.
+    pub fn new(ns: Arc<Nameservice>) -> Result<Self, String> {
+        let mut directories: Vec<(Arc<DirectorySettings>, Arc<dyn Directory>)> = Vec::new();
+        for settings in ns.settings().directories.clone() {
+            let settings = Arc::new(settings);
+            let ldap = LdapDirectory::new(settings.clone()).map_err(|e| e.to_string())?;
+            directories.push((settings, Arc::new(ldap)));
+        }
+        Ok(Self::with_directories(ns, directories))
+    }
+
+    /// Any directories, e.g. fakes in unit tests.
+    pub fn with_directories(
+        ns: Arc<Nameservice>,
+        directories: Vec<(Arc<DirectorySettings>, Arc<dyn Directory>)>,
+    ) -> Self {
+        Self {
+            ns,
+            sources: directories
+                .into_iter()
+                .map(|(settings, directory)| Source {
+                    settings,
+                    directory,
+                    health: Mutex::new(Health::default()),
+                })
+                .collect(),
+            negative: Mutex::new(LruCache::new(
+                NonZeroUsize::new(NEGATIVE_CAPACITY).unwrap_or(NonZeroUsize::MIN),
+            )),
+            inflight: Mutex::new(HashMap::new()),
+            wake_refresh: Notify::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+
+    fn answering(&self) -> impl Iterator<Item = (usize, &Source)> {
+        self.sources
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.settings.answer_lookups)
+    }
+
+    fn negative_hit(&self, index: usize, wanted: &Wanted) -> bool {
+        let mut negative = lock(&self.negative);
+        match negative.get(&(index, wanted.clone())) {
+            Some(until) if Instant::now() < *until => true,
+            Some(_) => {
+                negative.pop(&(index, wanted.clone()));
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn remember_absent(&self, index: usize, wanted: Wanted) {
+        let ttl = self.sources[index].settings.negative_ttl;
+        if !ttl.is_zero() {
+            lock(&self.negative).put((index, wanted), Instant::now() + ttl);
+        }
+    }
+
+    async fn one_at_a_time(&self, wanted: &Wanted) -> tokio::sync::OwnedMutexGuard<()> {
+        let gate = lock(&self.inflight)
+            .entry(wanted.clone())
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
+            .clone();
+        gate.lock_owned().await
+    }
+
+    fn uid_worth_asking(&self, uid: u32) -> bool {
+        let s = self.ns.settings();
+        uid >= s.minimum_uid
+            && !s.uid_range.contains(&uid)
+            && !FORBIDDEN_RANGES.iter().any(|(r, _)| r.contains(&uid))
+    }
+
+    fn gid_worth_asking(&self, gid: u32) -> bool {
+        let s = self.ns.settings();
+        gid >= s.minimum_gid
+            && !s.gid_range.contains(&gid)
+            && !FORBIDDEN_RANGES.iter().any(|(r, _)| r.contains(&gid))
+    }
+
+    /// Reads a user and its groups from one directory, checks them and
+    /// stores them. `Ok(None)`: not there, or refused (logged).
+    async fn load_user(
+        &self,
+        source: &Source,
+        key: UserKey<'_>,
+    ) -> Result<Option<DirectoryAccount>, DirectoryError> {
+        let Some(entry) = source.user(key).await? else {
+            return Ok(None);
+        };
+        let settings = self.ns.settings();
+        let local = self.ns.local_accounts();
+        let user = match checks::user(settings, &local, &entry) {
+            Ok(u) => u,
+            Err(why) => {
+                tracing::warn!(directory = %source.name(), dn = %entry.dn, "refused directory entry: {why}");
+                return Ok(None);
+            }
+        };
+        let groups = source
+            .groups_of(&user)
+            .await?
+            .iter()
+            .filter_map(|g| match checks::group(settings, &local, g) {
+                Ok(g) => Some(DirectoryGroup {
+                    source: source.name().to_owned(),
+                    dn: g.dn,
+                    name: g.name,
+                    gid: g.gid,
+                    members: g.members,
+                }),
+                Err(why) => {
+                    tracing::warn!(directory = %source.name(), dn = %g.dn, "refused directory group: {why}");
+                    None
+                }
+            })
+            .collect::<Vec<_>>();
+        let account = DirectoryAccount {
+            source: source.name().to_owned(),
+            dn: user.dn,
+            name: user.name,
+            uid: user.uid,
+            gid: user.gid,
+            gecos: user.gecos,
+            home: user.home,
+            shell: user.shell,
+            link: user.link,
+        };
+        if source.settings.answer_lookups {
+            let stored = account.clone();
+            match blocking(&self.ns, move |ns| {
+                ns.store_directory_user(&stored, &groups)
+            })
+            .await
+            {
+                Ok(warnings) => {
+                    for w in warnings {
+                        tracing::warn!(directory = %source.name(), account = %account.name, "{w}");
+                    }
+                }
+                Err(ServiceError::FailedPrecondition(why)) => {
+                    tracing::warn!(directory = %source.name(), dn = %account.dn, "refused directory entry: {why}");
+                    return Ok(None);
+                }
+                Err(e) => return Err(DirectoryError::Unavailable(e.to_string())),
+            }
+        }
+        Ok(Some(account))
+    }
+
+    async fn load_group(
+        &self,
+        source: &Source,
+        key: GroupKey<'_>,
+    ) -> Result<Option<DirectoryGroup>, DirectoryError> {
+        let Some(entry) = source.group(key).await? else {
+            return Ok(None);
+        };
+        let group = match checks::group(self.ns.settings(), &self.ns.local_accounts(), &entry) {
+            Ok(g) => DirectoryGroup {
+                source: source.name().to_owned(),
+                dn: g.dn,
+                name: g.name,
+                gid: g.gid,
+                members: g.members,
+            },
+            Err(why) => {
+                tracing::warn!(directory = %source.name(), dn = %entry.dn, "refused directory group: {why}");
+                return Ok(None);
+            }
+        };
+        let stored = group.clone();
+        match blocking(&self.ns, move |ns| ns.store_directory_group(&stored)).await {
+            Ok(()) => Ok(Some(group)),
+            Err(ServiceError::FailedPrecondition(why)) => {
+                tracing::warn!(directory = %source.name(), dn = %group.dn, "refused directory group: {why}");
+                Ok(None)
+            }
+            Err(e) => Err(DirectoryError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Asks the answering directories in order for `wanted`; Ok(true) when
+    /// one found (and stored) it.
+    async fn fetch(self: &Arc<Self>, wanted: Wanted) -> Result<bool, ServiceError> {
+        let _gate = self.one_at_a_time(&wanted).await;
+        let mut down = None;
+        for (index, source) in self.answering() {
+            if self.negative_hit(index, &wanted) {
+                continue;
+            }
+            let found = match &wanted {
+                Wanted::UserName(n) => self
+                    .load_user(source, UserKey::Name(n))
+                    .await
+                    .map(|u| u.is_some()),
+                Wanted::Uid(u) => self
+                    .load_user(source, UserKey::Uid(*u))
+                    .await
+                    .map(|u| u.is_some()),
+                Wanted::GroupName(n) => self
+                    .load_group(source, GroupKey::Name(n))
+                    .await
+                    .map(|g| g.is_some()),
+                Wanted::Gid(g) => self
+                    .load_group(source, GroupKey::Gid(*g))
+                    .await
+                    .map(|g| g.is_some()),
+            };
+            match found {
+                Ok(true) => return Ok(true),
+                Ok(false) => self.remember_absent(index, wanted.clone()),
+                Err(DirectoryError::Ambiguous(why)) => {
+                    tracing::warn!(directory = %source.name(), "{why}");
+                    self.remember_absent(index, wanted.clone());
+                }
+                Err(e) => down = Some(e),
+            }
+        }
+        match down {
+            Some(e) => Err(unavailable(e)),
+            None => Ok(false),
+        }
+    }
+
+    /// Fetches within the lookup budget; past it the fetch goes on alone.
+    async fn fetch_for_lookup(self: &Arc<Self>, wanted: Wanted) -> Result<bool, ServiceError> {
+        let this = self.clone();
+        let task = tokio::spawn(async move { this.fetch(wanted).await });
+        match tokio::time::timeout(LOOKUP_BUDGET, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(ServiceError::Unavailable(format!(
+                "directory lookup failed: {e}"
+            ))),
+            Err(_) => Err(ServiceError::Unavailable(format!(
+                "the directory did not answer within {} ms; the answer is cached when it comes",
+                LOOKUP_BUDGET.as_millis()
+            ))),
+        }
+    }
+
+    pub async fn user_by_name(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<Option<Arc<PosixUser>>, ServiceError> {
+        if self.answering().next().is_none()
+            || !crate::names::plausible_lookup_name(name, self.ns.settings().policy.max_len)
+        {
+            return Ok(None);
+        }
+        if !self
+            .fetch_for_lookup(Wanted::UserName(name.to_owned()))
+            .await?
+        {
+            return Ok(None);
+        }
+        self.ns.user_by_name(name)
+    }
+
+    pub async fn user_by_uid(
+        self: &Arc<Self>,
+        uid: u32,
+    ) -> Result<Option<Arc<PosixUser>>, ServiceError> {
+        if self.answering().next().is_none() || !self.uid_worth_asking(uid) {
+            return Ok(None);
+        }
+        if !self.fetch_for_lookup(Wanted::Uid(uid)).await? {
+            return Ok(None);
+        }
+        self.ns.user_by_uid(uid)
+    }
+
+    pub async fn group_by_name(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<Option<Arc<PosixGroup>>, ServiceError> {
+        if self.answering().next().is_none()
+            || !crate::names::plausible_lookup_name(name, self.ns.settings().policy.max_len)
+        {
+            return Ok(None);
+        }
+        if !self
+            .fetch_for_lookup(Wanted::GroupName(name.to_owned()))
+            .await?
+        {
+            return Ok(None);
+        }
+        self.ns.group_by_name(name)
+    }
+
+    pub async fn group_by_gid(
+        self: &Arc<Self>,
+        gid: u32,
+    ) -> Result<Option<Arc<PosixGroup>>, ServiceError> {
+        if self.answering().next().is_none() || !self.gid_worth_asking(gid) {
+            return Ok(None);
+        }
+        if !self.fetch_for_lookup(Wanted::Gid(gid)).await? {
+            return Ok(None);
+        }
+        self.ns.group_by_gid(gid)
+    }
+
+    pub async fn supplementary(
+        self: &Arc<Self>,
+        user: &str,
+    ) -> Result<Option<Arc<Vec<u32>>>, ServiceError> {
+        if self.user_by_name(user).await?.is_none() {
+            return Ok(None);
+        }
+        self.ns.supplementary(user)
+    }
+
+    /// The account of a federated identity, in the documented order.
+    pub async fn ensure(
+        self: &Arc<Self>,
+        req: EnsureRequest,
+    ) -> Result<EnsureOutcome, ServiceError> {
+        let (provider, unique_id) = (req.provider.clone(), req.unique_id.clone());
+        let binding = blocking(&self.ns, move |ns| ns.binding(&provider, &unique_id)).await?;
+        if let Some(b) = &binding {
+            if b.kind == BindingKind::Directory {
+                self.refresh_if_due(&b.source, b.uid).await;
+            }
+        }
+        let (provider, unique_id) = (req.provider.clone(), req.unique_id.clone());
+        let known = binding.is_some()
+            || blocking(&self.ns, move |ns| ns.is_provisioned(&provider, &unique_id)).await?;
+        if !known {
+            if let Some(outcome) = self.bind_from_directories(&req).await? {
+                return Ok(outcome);
+            }
+            if !self.ns.settings().auto_provision {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "no account for {:?}: no directory has an entry for this identity, no \
+                     administrator mapped it, and [Nameservice] AutoProvision = false",
+                    req.username
+                )));
+            }
+        }
+        blocking(&self.ns, move |ns| ns.ensure_user(&req)).await
+    }
+
+    async fn bind_from_directories(
+        self: &Arc<Self>,
+        req: &EnsureRequest,
+    ) -> Result<Option<EnsureOutcome>, ServiceError> {
+        let mut down = None;
+        for source in self
+            .sources
+            .iter()
+            .filter(|s| s.settings.accepts(&req.provider))
+        {
+            let value = match source.settings.identity_value {
+                IdentityValue::UniqueId => req.unique_id.as_str(),
+                IdentityValue::Username => req.username.as_str(),
+            };
+            match self.load_user(source, UserKey::Link(value)).await {
+                Ok(Some(account)) => {
+                    let (p, u, s) = (
+                        req.provider.clone(),
+                        req.unique_id.clone(),
+                        source.name().to_owned(),
+                    );
+                    let cached = source.settings.answer_lookups;
+                    let outcome = blocking(&self.ns, move |ns| {
+                        ns.bind_directory(&p, &u, &s, &account.name, account.uid, cached)
+                    })
+                    .await?;
+                    return Ok(Some(outcome));
+                }
+                Ok(None) => {}
+                Err(DirectoryError::Ambiguous(why)) => {
+                    return Err(ServiceError::FailedPrecondition(why))
+                }
+                Err(e) => down = Some(e),
+            }
+        }
+        match down {
+            Some(e) => Err(ServiceError::Unavailable(format!(
+                "{e}; a first-time sign-in waits until every directory that may hold the \
+                 account answers, so nobody is given a new uid by mistake"
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    fn source(&self, name: &str) -> Option<&Source> {
+        self.sources.iter().find(|s| s.name() == name)
+    }
+
+    async fn refresh_if_due(&self, source: &str, uid: Option<u32>) {
+        let (Some(source), Some(uid)) = (self.source(source), uid) else {
+            return;
+        };
+        let Ok(Some(row)) = self.ns.directory_user_by_uid(uid) else {
+            return;
+        };
+        let age = unix_now().saturating_sub(row.fetched);
+        if age >= (source.settings.cache_ttl.as_secs() / 2) as i64 {
+            let _ = self.refresh_user_row(source, uid).await;
+        }
+    }
+
+    /// Rereads one cached user by uid; drops it if the directory no longer
+    /// has it. A directory that is down leaves the cached entry alone.
+    async fn refresh_user_row(&self, source: &Source, uid: u32) -> Result<(), ServiceError> {
+        match self.load_user(source, UserKey::Uid(uid)).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => {
+                tracing::info!(directory = %source.name(), uid, "no longer in the directory (or refused); dropped from the cache");
+                blocking(&self.ns, move |ns| ns.forget_directory_user(uid)).await
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn refresh_group_row(&self, source: &Source, gid: u32) -> Result<(), ServiceError> {
+        match self.load_group(source, GroupKey::Gid(gid)).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => {
+                tracing::info!(directory = %source.name(), gid, "group no longer in the directory (or refused); dropped from the cache");
+                blocking(&self.ns, move |ns| ns.forget_directory_group(gid)).await
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// `nameservicectl refresh`: rereads one directory account now.
+    pub async fn refresh(self: &Arc<Self>, selector: Selector) -> Result<Account, ServiceError> {
+        let row = match &selector {
+            Selector::Name(n) => self.ns.directory_user_by_name(n)?,
+            Selector::Uid(u) => self.ns.directory_user_by_uid(*u)?,
+            Selector::Identity {
+                provider,
+                unique_id,
+            } => match self.ns.binding(provider, unique_id)? {
+                Some(b) if b.kind == BindingKind::Directory => {
+                    self.ns.directory_user_by_uid(b.uid.unwrap_or(u32::MAX))?
+                }
+                _ => None,
+            },
+        };
+        let Some(row) = row else {
+            return Err(ServiceError::NotFound(
+                "no cached directory account by that name, uid or identity".into(),
+            ));
+        };
+        let Some(source) = self.source(&row.source) else {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "the account came from [Nameservice \"{}\"], which is no longer configured",
+                row.source
+            )));
+        };
+        self.refresh_user_row(source, row.uid).await?;
+        self.ns.get_account(&Selector::Uid(row.uid))
+    }
+
+    /// `nameservicectl flush-cache`.
+    pub fn flush(&self) -> Result<u64, ServiceError> {
+        lock(&self.negative).clear();
+        let expired = self.ns.expire_directory()?;
+        self.wake_refresh.notify_one();
+        tracing::info!(
+            expired,
+            "directory cache flushed: every entry is refreshed next"
+        );
+        Ok(expired)
+    }
+
+    /// The background refresh; runs for the daemon's lifetime.
+    pub async fn run_refresh(self: Arc<Self>) {
+        if self.sources.is_empty() {
+            return;
+        }
+        let shortest = self
+            .sources
+            .iter()
+            .map(|s| s.settings.cache_ttl)
+            .min()
+            .unwrap_or(Duration::from_secs(900));
+        let period = (shortest / 4).clamp(Duration::from_millis(500), Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = self.wake_refresh.notified() => {}
+            }
+            self.refresh_pass().await;
+            lock(&self.inflight).retain(|_, gate| Arc::strong_count(gate) > 1);
+        }
+    }
+
+    /// Rereads what is due: entries older than three quarters of their TTL.
+    pub async fn refresh_pass(&self) {
+        let now = unix_now();
+        for source in &self.sources {
+            if !source.settings.answer_lookups || source.ready().is_err() {
+                continue;
+            }
+            let due = now - (source.settings.cache_ttl.as_secs() * 3 / 4) as i64;
+            let users = self
+                .ns
+                .stale_directory_users(due, REFRESH_BATCH)
+                .unwrap_or_default();
+            for row in users.iter().filter(|r| r.source == source.name()) {
+                if self.refresh_user_row(source, row.uid).await.is_err() {
+                    break;
+                }
+            }
+            let groups = self
+                .ns
+                .stale_directory_groups(due, REFRESH_BATCH)
+                .unwrap_or_default();
+            for row in groups.iter().filter(|r| r.source == source.name()) {
+                if self.refresh_group_row(source, row.gid).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
