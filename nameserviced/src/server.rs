@@ -30,7 +30,14 @@ impl From<ServiceError> for Status {
             ServiceError::NotFound(m) => Status::not_found(m),
             ServiceError::Exhausted(m) => Status::resource_exhausted(m),
             ServiceError::FailedPrecondition(m) => Status::failed_precondition(m),
-            ServiceError::Unavailable(m) => Status::unavailable(m),
+            ServiceError::Unavailable(m) => {
+                let mut status = Status::unavailable(m);
+                status.metadata_mut().insert(
+                    connect_proto::UPSTREAM_UNAVAILABLE,
+                    tonic::metadata::MetadataValue::from_static("1"),
+                );
+                status
+            }
             ServiceError::Database(e) => {
                 tracing::error!("database error: {e}");
                 Status::unavailable(format!("database error: {e}"))

@@ -28,6 +28,10 @@ pub const NSS_CACHE_ENV: &str = "CONNECT_NSS_CACHE";
 /// libnss_connect answer UNAVAIL at once. nameserviced sets it on itself so a
 /// lookup made inside the daemon can never call back into the daemon.
 pub const NSS_BYPASS_ENV: &str = "CONNECT_NSS_BYPASS";
+/// gRPC metadata key nameserviced sets on an UNAVAILABLE status when the
+/// daemon itself answered but something it depends on (a directory) did
+/// not, so a client can tell "try again later" from "daemon not running".
+pub const UPSTREAM_UNAVAILABLE: &str = "x-nameservice-upstream-unavailable";
 /// Environment variable (honoured only through `secure_getenv`, so never in
 /// setuid programs) that points libnss_connect at another lookup socket. It
 /// also turns off the default cache file (that file is the default daemon's),

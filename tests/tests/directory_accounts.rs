@@ -421,6 +421,19 @@ fn existing_accounts_run_content_under_their_own_uids() {
     }
     let r = server.open(&guid, "read?path=/mnt/dora/data.txt", Some(&ada));
     assert_eq!(r.json()["errno"], 13, "ada cannot read dora's: {}", r.body);
+    // The dashboard's inspector says where each account comes from.
+    for (cookie, expected) in [
+        (&ada, "an existing directory corp account"),
+        (&dora, "an existing account of this host"),
+    ] {
+        let guid = server.get_with_cookie("/__api__/v1/user", cookie).json()["guid"]
+            .as_str()
+            .expect("guid")
+            .to_owned();
+        let page = server.get_with_cookie(&format!("/connect/people/{guid}/account"), &carol);
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(page.body.contains(expected), "{expected}: {}", page.body);
+    }
     // Bound, not provisioned: nobody got a uid from the range.
     let accounts = block_on(async { all_accounts(&mut sandbox.provisioning().await).await });
     assert!(

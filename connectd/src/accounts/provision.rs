@@ -19,6 +19,10 @@ pub enum ProvisionError {
     Unreachable { socket: String, reason: String },
     #[error("the nameservice refused to provision {username:?}: {message}")]
     Refused { username: String, message: String },
+    /// The nameservice answered, but something it depends on (a directory)
+    /// did not: the same request works once that is back.
+    #[error("the nameservice cannot give {username:?} an account yet: {message}")]
+    Waiting { username: String, message: String },
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +73,16 @@ impl Provisioner {
             .await
             .map_err(|status| match status.code() {
                 tonic::Code::Unavailable
+                    if status
+                        .metadata()
+                        .contains_key(connect_proto::UPSTREAM_UNAVAILABLE) =>
+                {
+                    ProvisionError::Waiting {
+                        username: user.username.clone(),
+                        message: status.message().to_owned(),
+                    }
+                }
+                tonic::Code::Unavailable
                 | tonic::Code::DeadlineExceeded
                 | tonic::Code::Cancelled => unreachable(status.message().to_owned()),
                 _ => ProvisionError::Refused {
@@ -84,5 +98,32 @@ impl Provisioner {
             username: user.username.clone(),
             message: "the reply held no account".into(),
         })
+    }
+
+    /// The nameservice's record of an identity's account (where it comes
+    /// from, when it was bound and refreshed); `None` when it has none.
+    pub async fn account_of(
+        &self,
+        provider: &str,
+        unique_id: &str,
+    ) -> Result<Option<v1::Account>, ProvisionError> {
+        let unreachable = |reason: String| ProvisionError::Unreachable {
+            socket: self.socket.display().to_string(),
+            reason,
+        };
+        let channel = connect_proto::client::connect(&self.socket, self.timeout)
+            .await
+            .map_err(|e| unreachable(error_chain(&e)))?;
+        let selector = v1::AccountSelector {
+            by: Some(v1::account_selector::By::Identity(v1::Identity {
+                provider: provider.to_owned(),
+                unique_id: unique_id.to_owned(),
+            })),
+        };
+        match ProvisioningClient::new(channel).get_account(selector).await {
+            Ok(reply) => Ok(reply.into_inner().account),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+            Err(status) => Err(unreachable(status.message().to_owned())),
+        }
     }
 }

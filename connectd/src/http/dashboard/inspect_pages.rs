@@ -84,6 +84,55 @@ fn look_up(settings: &crate::config::Settings, name: &str) -> Found {
     }
 }
 
+/// Where the nameservice says the account comes from, in words.
+fn binding_words(
+    record: Result<Option<connect_proto::v1::Account>, crate::accounts::provision::ProvisionError>,
+    provider: &str,
+    unique_id: &str,
+) -> String {
+    let ago = |unix: i64| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        match (now - unix).max(0) {
+            s if s < 120 => format!("{s} seconds ago"),
+            s if s < 7200 => format!("{} minutes ago", s / 60),
+            s => format!("{} hours ago", s / 3600),
+        }
+    };
+    match record {
+        Ok(Some(a)) => match a.source.as_str() {
+            "provisioned" | "" => {
+                format!("provisioned by the nameservice for the identity {provider} / {unique_id}")
+            }
+            "host" => format!(
+                "an existing account of this host, bound to the identity {provider} / \
+                 {unique_id} by an administrator or a directory the host answers for{}",
+                if a.bound_unix > 0 {
+                    format!(" ({})", ago(a.bound_unix))
+                } else {
+                    String::new()
+                }
+            ),
+            directory => format!(
+                "an existing {directory} account, bound to the identity {provider} / \
+                 {unique_id} {}; last read from the directory {}",
+                ago(a.bound_unix),
+                ago(a.refreshed_unix)
+            ),
+        },
+        Ok(None) => format!(
+            "bound to the identity {provider} / {unique_id}, but the nameservice no longer \
+             has it; it is provisioned again at the next sign-in"
+        ),
+        Err(e) => format!(
+            "bound to the identity {provider} / {unique_id} (the nameservice \
+             did not say more: {e})"
+        ),
+    }
+}
+
 pub async fn inspect(
     State(app): State<Arc<AppState>>,
     Extension(viewer): Extension<Viewer>,
@@ -123,13 +172,17 @@ async fn inspect_page(
             "an account of this host: the PAM provider signs in Unix accounts".to_owned(),
         ),
         AccountSource::Provisioned => match app.store.unix_account(user.id)? {
-            Some(name) if !user.needs_provisioning => (
-                Some(name),
-                format!(
-                    "bound by the nameservice to the identity {} / {}",
-                    user.provider, user.unique_id
-                ),
-            ),
+            Some(name) if !user.needs_provisioning => {
+                let record = app
+                    .auth
+                    .provisioner
+                    .account_of(&user.provider, &user.unique_id)
+                    .await;
+                (
+                    Some(name),
+                    binding_words(record, &user.provider, &user.unique_id),
+                )
+            }
             Some(name) => (
                 Some(name),
                 "bound by the nameservice, to be provisioned again at the next sign-in or \
