@@ -214,7 +214,7 @@ impl ProvisioningService {
             Ok(())
         } else {
             Err(Status::permission_denied(
-                "only root may choose an account's uid",
+                "only root may choose an account's uid or bind existing accounts",
             ))
         }
     }
@@ -290,7 +290,8 @@ impl Provisioning for ProvisioningService {
         &self,
         req: Request<MapUserRequest>,
     ) -> Result<Response<EnsureUserReply>, Status> {
-        self.authorise(&req)?;
+        // Root only: a mapping can bind any account the host resolves.
+        self.authorise_root(&req)?;
         let req = req.into_inner();
         let id = identity(req.identity)?;
         let outcome = self
@@ -324,7 +325,8 @@ impl Provisioning for ProvisioningService {
     ) -> Result<Response<AccountReply>, Status> {
         self.authorise(&req)?;
         let sel = selector(Some(req.into_inner()))?;
-        let account = self.ns.get_account(&sel)?;
+        // A host account is looked up through NSS, which may be slow.
+        let account = self.blocking(move |ns| ns.get_account(&sel)).await?;
         Ok(Response::new(AccountReply {
             account: Some(account),
         }))
@@ -342,7 +344,7 @@ impl Provisioning for ProvisioningService {
     }
 
     async fn unmap_user(&self, req: Request<Identity>) -> Result<Response<UnmapUserReply>, Status> {
-        self.authorise(&req)?;
+        self.authorise_root(&req)?;
         let id = req.into_inner();
         let binding = self
             .blocking(move |ns| ns.unmap_user(&id.provider, &id.unique_id))

@@ -66,10 +66,15 @@ pub fn user(settings: &Settings, local: &LocalAccounts, u: &DirUser) -> Result<D
             u.uid, other.name
         ));
     }
-    // A primary group may be a local group (e.g. users, 100), else it must
-    // be outside everything the nameservice or the system hands out.
-    if !local.gids.contains(&u.gid) {
-        gid_allowed(settings, u.gid, "its gidNumber")?;
+    // No local exception: a system group as primary group (disk, shadow,
+    // docker, sudo) would be root in all but name.
+    gid_allowed(settings, local, u.gid, "its gidNumber")?;
+    if local.subuid.iter().any(|r| r.contains(&u.uid)) {
+        return Err(format!(
+            "its uidNumber {} is inside an /etc/subuid range, whose owner could become it in \
+             a user namespace",
+            u.uid
+        ));
     }
     if !path_ok(&u.home) {
         return Err(format!(
@@ -90,7 +95,12 @@ pub fn user(settings: &Settings, local: &LocalAccounts, u: &DirUser) -> Result<D
     })
 }
 
-fn gid_allowed(settings: &Settings, gid: u32, what: &str) -> Result<(), String> {
+fn gid_allowed(
+    settings: &Settings,
+    local: &LocalAccounts,
+    gid: u32,
+    what: &str,
+) -> Result<(), String> {
     if gid == 0 {
         return Err(format!("{what} is 0"));
     }
@@ -109,6 +119,9 @@ fn gid_allowed(settings: &Settings, gid: u32, what: &str) -> Result<(), String> 
              groups"
         ));
     }
+    if local.subgid.iter().any(|r| r.contains(&gid)) {
+        return Err(format!("{what} {gid} is inside an /etc/subgid range"));
+    }
     Ok(())
 }
 
@@ -120,7 +133,7 @@ pub fn group(settings: &Settings, local: &LocalAccounts, g: &DirGroup) -> Result
             g.name
         ));
     }
-    gid_allowed(settings, g.gid, "its gidNumber")?;
+    gid_allowed(settings, local, g.gid, "its gidNumber")?;
     if let Some(other) = local.group(&g.name) {
         return Err(format!(
             "its name {:?} is a local group (gid {}); a directory entry never overrides one",
@@ -133,10 +146,12 @@ pub fn group(settings: &Settings, local: &LocalAccounts, g: &DirGroup) -> Result
             g.gid, other.name
         ));
     }
+    // Never local accounts (root included): a directory group must not
+    // appear to hold them for software that reads member lists.
     let mut members: Vec<String> = g
         .members
         .iter()
-        .filter(|m| plausible_lookup_name(m, settings.policy.max_len))
+        .filter(|m| plausible_lookup_name(m, settings.policy.max_len) && local.user(m).is_none())
         .cloned()
         .collect();
     members.sort();
@@ -170,7 +185,7 @@ mod tests {
             users: users.into_iter().map(|u| (u.name.clone(), u)).collect(),
             gids: groups.iter().map(|g| g.gid).collect(),
             groups: groups.into_iter().map(|g| (g.name.clone(), g)).collect(),
-            subuid: Vec::new(),
+            subuid: vec![100_000..=165_535],
             subgid: Vec::new(),
         }
     }
@@ -190,7 +205,7 @@ mod tests {
 
     #[test]
     fn accepts_an_ordinary_entry_and_cleans_its_gecos() {
-        let u = user(&settings(), &local(), &entry("ada", 5001, 100)).unwrap();
+        let u = user(&settings(), &local(), &entry("ada", 5001, 5000)).unwrap();
         assert_eq!(u.gecos, "Ada  Lovelace");
     }
 
@@ -206,6 +221,9 @@ mod tests {
             (entry("ada", 2000005, 5000), "UidRange"),
             (entry("ada", 5001, 3000001), "GidRange"),
             (entry("alice", 5001, 5000), "local account"),
+            (entry("ada", 5001, 100), "MinimumGid"),
+            (entry("ada", 5001, 6), "MinimumGid"),
+            (entry("ada", 100_001, 5000), "subuid"),
             (entry("ada", 1000, 5000), "local account \"alice\""),
             (entry("ad:a", 5001, 5000), "usable Unix name"),
             (
@@ -229,7 +247,13 @@ mod tests {
             dn: String::new(),
             name: name.into(),
             gid,
-            members: vec!["ada".into(), "bad name".into(), "ada".into()],
+            members: vec![
+                "ada".into(),
+                "bad name".into(),
+                "ada".into(),
+                "root".into(),
+                "alice".into(),
+            ],
         };
         assert_eq!(
             user_members(&group(&s, &l, &g("eng", 5000)).unwrap()),

@@ -288,6 +288,7 @@ fn parse_group(s: &DirectorySettings, e: &SearchEntry) -> Option<DirGroup> {
             Membership::MemberUid => values.to_vec(),
             Membership::MemberDn => values
                 .iter()
+                .filter(|dn| under(dn, &s.user_base))
                 .filter_map(|dn| name_from_dn(dn, &a.username))
                 .collect(),
         };
@@ -305,6 +306,18 @@ fn parse_group(s: &DirectorySettings, e: &SearchEntry) -> Option<DirGroup> {
             None
         }
     }
+}
+
+/// Whether `dn` lies under `base` (compared without case or spaces after
+/// commas, as directories normalise them).
+fn under(dn: &str, base: &str) -> bool {
+    let norm = |s: &str| {
+        s.split(',')
+            .map(|p| p.trim().to_ascii_lowercase())
+            .collect::<Vec<_>>()
+    };
+    let (dn, base) = (norm(dn), norm(base));
+    dn.len() > base.len() && dn[dn.len() - base.len()..] == base[..]
 }
 
 /// `uid=alice,ou=people,…` → `alice` when the first RDN is the username
@@ -368,5 +381,8 @@ mod tests {
         );
         assert_eq!(name_from_dn("cn=Alice A,ou=people", "uid"), None);
         assert_eq!(name_from_dn("uid=a\\2cb,ou=people", "uid"), None);
+        assert!(under("uid=a, ou=People,dc=x", "ou=people,dc=x"));
+        assert!(!under("uid=a,ou=admins,dc=x", "ou=people,dc=x"));
+        assert!(!under("ou=people,dc=x", "ou=people,dc=x"));
     }
 }

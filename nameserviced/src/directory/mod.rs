@@ -20,6 +20,7 @@ pub mod checks;
 pub mod fake;
 pub mod ldap;
 pub mod resolver;
+pub mod source;
 
 pub use crate::config::directory::DirectorySettings;
 

@@ -15,7 +15,17 @@
 //!   out, one at a time per directory, and drops the ones the directory no
 //!   longer has.
 //! - A first-seen identity whose directories include one that is down is
-//!   refused as a temporary failure: never provisioned under a new uid.
+//!   refused as a temporary failure: never provisioned under a new uid. An
+//!   identity whose entry is found but refused is refused too, and a name
+//!   the directories hold is never provisioned to someone else.
+
+/// What reading one entry gave.
+enum Loaded<T> {
+    Found(T),
+    Absent,
+    /// There, but not usable (logged); says why.
+    Refused(String),
+}
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -28,7 +38,8 @@ use tokio::sync::Notify;
 
 use super::checks;
 use super::ldap::LdapDirectory;
-use super::{DirGroup, DirUser, Directory, DirectoryError, GroupKey, UserKey};
+use super::source::{Caller, Source};
+use super::{Directory, DirectoryError, GroupKey, UserKey};
 use crate::config::directory::{DirectorySettings, IdentityValue};
 use crate::config::FORBIDDEN_RANGES;
 use crate::service::{
@@ -41,95 +52,11 @@ use crate::store::unix_now;
 /// How long a lookup waits for a directory before answering "unavailable".
 pub const LOOKUP_BUDGET: Duration = Duration::from_millis(400);
 const NEGATIVE_CAPACITY: usize = 16_384;
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Entries refreshed per directory per pass of the background refresh.
 const REFRESH_BATCH: u32 = 256;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-#[derive(Default)]
-struct Health {
-    down_since: Option<Instant>,
-    retry_at: Option<Instant>,
-    backoff: Duration,
-}
-
-struct Source {
-    settings: Arc<DirectorySettings>,
-    directory: Arc<dyn Directory>,
-    health: Mutex<Health>,
-}
-
-impl Source {
-    fn name(&self) -> &str {
-        &self.settings.name
-    }
-
-    /// Whether to ask now; `Err` says why not (still backing off).
-    fn ready(&self) -> Result<(), DirectoryError> {
-        let health = lock(&self.health);
-        match health.retry_at {
-            Some(at) if Instant::now() < at => Err(DirectoryError::Unavailable(format!(
-                "{} is unreachable (retrying in {} ms)",
-                self.settings.header(),
-                at.saturating_duration_since(Instant::now()).as_millis()
-            ))),
-            _ => Ok(()),
-        }
-    }
-
-    /// Records how a call went; logs only the transitions.
-    fn record<T>(&self, result: &Result<T, DirectoryError>) {
-        let mut health = lock(&self.health);
-        match result {
-            Err(DirectoryError::Unavailable(why)) | Err(DirectoryError::Misconfigured(why)) => {
-                if health.down_since.is_none() {
-                    health.down_since = Some(Instant::now());
-                    tracing::warn!(
-                        directory = %self.settings.name,
-                        "{why}; cached entries keep answering, new ones wait until it answers"
-                    );
-                }
-                health.backoff = (health.backoff * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF);
-                health.retry_at = Some(Instant::now() + health.backoff);
-            }
-            _ => {
-                if let Some(since) = health.down_since.take() {
-                    tracing::info!(
-                        directory = %self.settings.name,
-                        down_seconds = since.elapsed().as_secs(),
-                        "directory reachable again"
-                    );
-                }
-                health.retry_at = None;
-                health.backoff = Duration::ZERO;
-            }
-        }
-    }
-
-    async fn user(&self, key: UserKey<'_>) -> Result<Option<DirUser>, DirectoryError> {
-        self.ready()?;
-        let result = self.directory.user(key).await;
-        self.record(&result);
-        result
-    }
-
-    async fn group(&self, key: GroupKey<'_>) -> Result<Option<DirGroup>, DirectoryError> {
-        self.ready()?;
-        let result = self.directory.group(key).await;
-        self.record(&result);
-        result
-    }
-
-    async fn groups_of(&self, user: &DirUser) -> Result<Vec<DirGroup>, DirectoryError> {
-        self.ready()?;
-        let result = self.directory.groups_of(user).await;
-        self.record(&result);
-        result
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -190,11 +117,7 @@ impl Resolver {
             ns,
             sources: directories
                 .into_iter()
-                .map(|(settings, directory)| Source {
-                    settings,
-                    directory,
-                    health: Mutex::new(Health::default()),
-                })
+                .map(|(settings, directory)| Source::new(settings, directory))
                 .collect(),
             negative: Mutex::new(LruCache::new(
                 NonZeroUsize::new(NEGATIVE_CAPACITY).unwrap_or(NonZeroUsize::MIN),
@@ -262,9 +185,10 @@ impl Resolver {
         &self,
         source: &Source,
         key: UserKey<'_>,
-    ) -> Result<Option<DirectoryAccount>, DirectoryError> {
-        let Some(entry) = source.user(key).await? else {
-            return Ok(None);
+        caller: Caller,
+    ) -> Result<Loaded<DirectoryAccount>, DirectoryError> {
+        let Some(entry) = source.user(key, caller).await? else {
+            return Ok(Loaded::Absent);
         };
         let settings = self.ns.settings();
         let local = self.ns.local_accounts();
@@ -272,11 +196,11 @@ impl Resolver {
             Ok(u) => u,
             Err(why) => {
                 tracing::warn!(directory = %source.name(), dn = %entry.dn, "refused directory entry: {why}");
-                return Ok(None);
+                return Ok(Loaded::Refused(why));
             }
         };
         let groups = source
-            .groups_of(&user)
+            .groups_of(&user, caller)
             .await?
             .iter()
             .filter_map(|g| match checks::group(settings, &local, g) {
@@ -318,20 +242,21 @@ impl Resolver {
                 }
                 Err(ServiceError::FailedPrecondition(why)) => {
                     tracing::warn!(directory = %source.name(), dn = %account.dn, "refused directory entry: {why}");
-                    return Ok(None);
+                    return Ok(Loaded::Refused(why));
                 }
                 Err(e) => return Err(DirectoryError::Unavailable(e.to_string())),
             }
         }
-        Ok(Some(account))
+        Ok(Loaded::Found(account))
     }
 
     async fn load_group(
         &self,
         source: &Source,
         key: GroupKey<'_>,
+        caller: Caller,
     ) -> Result<Option<DirectoryGroup>, DirectoryError> {
-        let Some(entry) = source.group(key).await? else {
+        let Some(entry) = source.group(key, caller).await? else {
             return Ok(None);
         };
         let group = match checks::group(self.ns.settings(), &self.ns.local_accounts(), &entry) {
@@ -361,27 +286,49 @@ impl Resolver {
     /// Asks the answering directories in order for `wanted`; Ok(true) when
     /// one found (and stored) it.
     async fn fetch(self: &Arc<Self>, wanted: Wanted) -> Result<bool, ServiceError> {
-        let _gate = self.one_at_a_time(&wanted).await;
+        let gate = self.one_at_a_time(&wanted).await;
+        let result = self.fetch_locked(&wanted).await;
+        drop(gate);
+        let mut inflight = lock(&self.inflight);
+        if inflight
+            .get(&wanted)
+            .is_some_and(|g| Arc::strong_count(g) == 1)
+        {
+            inflight.remove(&wanted);
+        }
+        result
+    }
+
+    async fn fetch_locked(&self, wanted: &Wanted) -> Result<bool, ServiceError> {
         let mut down = None;
         for (index, source) in self.answering() {
-            if self.negative_hit(index, &wanted) {
+            if self.negative_hit(index, wanted) {
                 continue;
             }
-            let found = match &wanted {
+            let Ok(_permit) = source.lookups.try_acquire() else {
+                down = Some(DirectoryError::Unavailable(format!(
+                    "{} has {} lookups waiting already",
+                    source.settings.header(),
+                    super::source::MAX_LOOKUPS_IN_FLIGHT
+                )));
+                continue;
+            };
+            let lookup = Caller::Lookup;
+            let found = match wanted {
                 Wanted::UserName(n) => self
-                    .load_user(source, UserKey::Name(n))
+                    .load_user(source, UserKey::Name(n), lookup)
                     .await
-                    .map(|u| u.is_some()),
+                    .map(|u| matches!(u, Loaded::Found(_))),
                 Wanted::Uid(u) => self
-                    .load_user(source, UserKey::Uid(*u))
+                    .load_user(source, UserKey::Uid(*u), lookup)
                     .await
-                    .map(|u| u.is_some()),
+                    .map(|u| matches!(u, Loaded::Found(_))),
                 Wanted::GroupName(n) => self
-                    .load_group(source, GroupKey::Name(n))
+                    .load_group(source, GroupKey::Name(n), lookup)
                     .await
                     .map(|g| g.is_some()),
                 Wanted::Gid(g) => self
-                    .load_group(source, GroupKey::Gid(*g))
+                    .load_group(source, GroupKey::Gid(*g), lookup)
                     .await
                     .map(|g| g.is_some()),
             };
@@ -516,7 +463,48 @@ impl Resolver {
                 )));
             }
         }
+        if binding.is_none() {
+            // The name it would get may be a directory account not cached
+            // yet: cache it first, so provisioning picks another name.
+            let claimed = self.cache_name(&req.username).await;
+            if let (false, Err(e)) = (known, claimed) {
+                return Err(e);
+            }
+        }
         blocking(&self.ns, move |ns| ns.ensure_user(&req)).await
+    }
+
+    /// Makes sure a directory account named like `username` (normalised)
+    /// is in the cache.
+    async fn cache_name(&self, username: &str) -> Result<(), ServiceError> {
+        let Ok(name) = self.ns.settings().policy.username(username) else {
+            return Ok(());
+        };
+        if self.ns.directory_user_by_name(&name)?.is_some() {
+            return Ok(());
+        }
+        let wanted = Wanted::UserName(name.clone());
+        for (index, source) in self.answering() {
+            if self.negative_hit(index, &wanted) {
+                continue;
+            }
+            match self
+                .load_user(source, UserKey::Name(&name), Caller::SignIn)
+                .await
+            {
+                Ok(Loaded::Found(_)) => return Ok(()),
+                Ok(Loaded::Absent | Loaded::Refused(_)) | Err(DirectoryError::Ambiguous(_)) => {
+                    self.remember_absent(index, wanted.clone())
+                }
+                Err(e) => {
+                    return Err(ServiceError::Unavailable(format!(
+                        "{e}; the name {name:?} may be a directory account, so no new account \
+                         is made until the directory answers"
+                    )))
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn bind_from_directories(
@@ -533,8 +521,11 @@ impl Resolver {
                 IdentityValue::UniqueId => req.unique_id.as_str(),
                 IdentityValue::Username => req.username.as_str(),
             };
-            match self.load_user(source, UserKey::Link(value)).await {
-                Ok(Some(account)) => {
+            match self
+                .load_user(source, UserKey::Link(value), Caller::SignIn)
+                .await
+            {
+                Ok(Loaded::Found(account)) => {
                     let (p, u, s) = (
                         req.provider.clone(),
                         req.unique_id.clone(),
@@ -547,7 +538,14 @@ impl Resolver {
                     .await?;
                     return Ok(Some(outcome));
                 }
-                Ok(None) => {}
+                Ok(Loaded::Absent) => {}
+                Ok(Loaded::Refused(why)) => {
+                    return Err(ServiceError::FailedPrecondition(format!(
+                        "{} has this identity's account, but it is refused: {why}; fix the \
+                         entry there (it is never replaced by a new uid)",
+                        source.settings.header()
+                    )))
+                }
                 Err(DirectoryError::Ambiguous(why)) => {
                     return Err(ServiceError::FailedPrecondition(why))
                 }
@@ -571,21 +569,32 @@ impl Resolver {
         let (Some(source), Some(uid)) = (self.source(source), uid) else {
             return;
         };
-        let Ok(Some(row)) = self.ns.directory_user_by_uid(uid) else {
-            return;
+        // A missing row (dropped after a rename elsewhere) is read again
+        // by the bound uid.
+        let due = match self.ns.directory_user_by_uid(uid) {
+            Ok(Some(row)) => {
+                unix_now().saturating_sub(row.fetched)
+                    >= (source.settings.cache_ttl.as_secs() / 2) as i64
+            }
+            Ok(None) => true,
+            Err(_) => false,
         };
-        let age = unix_now().saturating_sub(row.fetched);
-        if age >= (source.settings.cache_ttl.as_secs() / 2) as i64 {
-            let _ = self.refresh_user_row(source, uid).await;
+        if due {
+            let _ = self.refresh_user_row(source, uid, Caller::SignIn).await;
         }
     }
 
     /// Rereads one cached user by uid; drops it if the directory no longer
     /// has it. A directory that is down leaves the cached entry alone.
-    async fn refresh_user_row(&self, source: &Source, uid: u32) -> Result<(), ServiceError> {
-        match self.load_user(source, UserKey::Uid(uid)).await {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => {
+    async fn refresh_user_row(
+        &self,
+        source: &Source,
+        uid: u32,
+        caller: Caller,
+    ) -> Result<(), ServiceError> {
+        match self.load_user(source, UserKey::Uid(uid), caller).await {
+            Ok(Loaded::Found(_)) => Ok(()),
+            Ok(Loaded::Absent | Loaded::Refused(_)) => {
                 tracing::info!(directory = %source.name(), uid, "no longer in the directory (or refused); dropped from the cache");
                 blocking(&self.ns, move |ns| ns.forget_directory_user(uid)).await
             }
@@ -594,7 +603,10 @@ impl Resolver {
     }
 
     async fn refresh_group_row(&self, source: &Source, gid: u32) -> Result<(), ServiceError> {
-        match self.load_group(source, GroupKey::Gid(gid)).await {
+        match self
+            .load_group(source, GroupKey::Gid(gid), Caller::Refresh)
+            .await
+        {
             Ok(Some(_)) => Ok(()),
             Ok(None) => {
                 tracing::info!(directory = %source.name(), gid, "group no longer in the directory (or refused); dropped from the cache");
@@ -606,32 +618,38 @@ impl Resolver {
 
     /// `nameservicectl refresh`: rereads one directory account now.
     pub async fn refresh(self: &Arc<Self>, selector: Selector) -> Result<Account, ServiceError> {
-        let row = match &selector {
-            Selector::Name(n) => self.ns.directory_user_by_name(n)?,
-            Selector::Uid(u) => self.ns.directory_user_by_uid(*u)?,
+        // (directory, uid): from the cached row, or from a directory
+        // binding whose row is gone.
+        let target = match &selector {
+            Selector::Name(n) => self
+                .ns
+                .directory_user_by_name(n)?
+                .map(|r| (r.source, r.uid)),
+            Selector::Uid(u) => self
+                .ns
+                .directory_user_by_uid(*u)?
+                .map(|r| (r.source, r.uid)),
             Selector::Identity {
                 provider,
                 unique_id,
             } => match self.ns.binding(provider, unique_id)? {
-                Some(b) if b.kind == BindingKind::Directory => {
-                    self.ns.directory_user_by_uid(b.uid.unwrap_or(u32::MAX))?
-                }
+                Some(b) if b.kind == BindingKind::Directory => b.uid.map(|uid| (b.source, uid)),
                 _ => None,
             },
         };
-        let Some(row) = row else {
+        let Some((source_name, uid)) = target else {
             return Err(ServiceError::NotFound(
-                "no cached directory account by that name, uid or identity".into(),
+                "no directory account by that name, uid or identity".into(),
             ));
         };
-        let Some(source) = self.source(&row.source) else {
+        let Some(source) = self.source(&source_name) else {
             return Err(ServiceError::FailedPrecondition(format!(
-                "the account came from [Nameservice \"{}\"], which is no longer configured",
-                row.source
+                "the account came from [Nameservice \"{source_name}\"], which is no longer \
+                 configured"
             )));
         };
-        self.refresh_user_row(source, row.uid).await?;
-        self.ns.get_account(&Selector::Uid(row.uid))
+        self.refresh_user_row(source, uid, Caller::SignIn).await?;
+        self.ns.get_account(&Selector::Uid(uid))
     }
 
     /// `nameservicectl flush-cache`.
@@ -678,18 +696,22 @@ impl Resolver {
             let due = now - (source.settings.cache_ttl.as_secs() * 3 / 4) as i64;
             let users = self
                 .ns
-                .stale_directory_users(due, REFRESH_BATCH)
+                .stale_directory_users(source.name(), due, REFRESH_BATCH)
                 .unwrap_or_default();
-            for row in users.iter().filter(|r| r.source == source.name()) {
-                if self.refresh_user_row(source, row.uid).await.is_err() {
+            for row in &users {
+                if self
+                    .refresh_user_row(source, row.uid, Caller::Refresh)
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
             let groups = self
                 .ns
-                .stale_directory_groups(due, REFRESH_BATCH)
+                .stale_directory_groups(source.name(), due, REFRESH_BATCH)
                 .unwrap_or_default();
-            for row in groups.iter().filter(|r| r.source == source.name()) {
+            for row in &groups {
                 if self.refresh_group_row(source, row.gid).await.is_err() {
                     break;
                 }

@@ -70,7 +70,7 @@ fn world(extra: &str) -> World {
             .with_host_accounts(Arc::new(NoOtherAccounts)),
     );
     let directory = Arc::new(FakeDirectory::default());
-    directory.add_user("ada", 5001, 100, "uuid-ada");
+    directory.add_user("ada", 5001, 5000, "uuid-ada");
     directory.add_group("research", 5100, &["ada"]);
     let resolver = Arc::new(Resolver::with_directories(
         ns.clone(),
@@ -103,7 +103,7 @@ async fn a_lookup_is_fetched_once_then_answered_from_the_rows() {
     let ada = w.resolver.user_by_name("ada").await.unwrap().unwrap();
     assert_eq!(
         (ada.uid, ada.gid, ada.home.as_str()),
-        (5001, 100, "/home/ada")
+        (5001, 5000, "/home/ada")
     );
     let asked = w.directory.questions();
     assert_eq!(w.ns.user_by_name("ada").unwrap().unwrap().uid, 5001);
@@ -157,7 +157,18 @@ async fn a_first_seen_identity_waits_for_its_directory_instead_of_a_new_uid() {
         .unwrap_err();
     assert!(matches!(err, ServiceError::Unavailable(_)), "{err}");
     assert_eq!(w.ns.counts().unwrap().0, 0, "nobody provisioned");
-    // Identities of providers the directory does not serve are unaffected.
+    // Nor anyone else new: "olga" may be a directory account's name.
+    let err = w
+        .resolver
+        .ensure(request("oidc/x", "sub-1", "olga"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("\"olga\" may be a directory account"),
+        "{err}"
+    );
+    w.directory.down.store(false, Ordering::SeqCst);
     let other = w
         .resolver
         .ensure(request("oidc/x", "sub-1", "olga"))
@@ -225,6 +236,7 @@ async fn an_administrators_uid_is_checked_like_any_other() {
         (1000, "local account"),
         (5001, "directory account"),
         (65534, "kept for"),
+        (2_000_050, "UidRange"),
     ] {
         let err = w.ns.set_uid(&req, uid).unwrap_err();
         assert!(err.to_string().contains(why), "{uid}: {err}");
@@ -233,4 +245,70 @@ async fn an_administrators_uid_is_checked_like_any_other() {
     assert_eq!(made.account.uid, 7000);
     let err = w.ns.set_uid(&req, 7001).unwrap_err();
     assert!(err.to_string().contains("never renumbered"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_name_is_never_provisioned_to_someone_else() {
+    let w = world("");
+    // Not cached yet: the sign-in looks the name up first.
+    let other = w
+        .resolver
+        .ensure(request("oidc/x", "sub-9", "ada@evil.example"))
+        .await
+        .unwrap();
+    assert_eq!(other.account.name, "ada-2");
+    assert_eq!(w.ns.user_by_name("ada").unwrap().unwrap().uid, 5001);
+    // A provisioned user renaming themselves to a cached directory name.
+    let mallory = w
+        .resolver
+        .ensure(request("oidc/x", "sub-10", "mallory"))
+        .await
+        .unwrap();
+    let renamed = w
+        .resolver
+        .ensure(request("oidc/x", "sub-10", "ada"))
+        .await
+        .unwrap();
+    assert_eq!(renamed.account.uid, mallory.account.uid);
+    assert_ne!(renamed.account.name, "ada");
+    // IdP groups do not take directory group names either.
+    w.resolver.group_by_name("research").await.unwrap().unwrap();
+    let mut with_group = request("oidc/x", "sub-11", "gus");
+    with_group.groups.push(crate::service::IdpGroup {
+        unique_id: "g1".into(),
+        name: "research".into(),
+    });
+    let gus = w.resolver.ensure(with_group).await.unwrap();
+    assert!(
+        gus.account.groups.iter().all(|g| g.name != "research"),
+        "{:?}",
+        gus.account.groups
+    );
+    assert_eq!(w.ns.group_by_name("research").unwrap().unwrap().gid, 5100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_directory_cannot_take_over_a_cached_uid_or_name() {
+    let w = world("");
+    w.resolver.user_by_name("ada").await.unwrap().unwrap();
+    // Another directory's entry with ada's uid, and one with her name.
+    let partner = Arc::new(FakeDirectory::default());
+    partner.add_user("mallory", 5001, 5000, "uuid-m");
+    partner.add_user("ada", 6001, 5000, "uuid-a2");
+    let mut settings = w.ns.settings().directories[0].clone();
+    settings.name = "partner".into();
+    let resolver = Arc::new(Resolver::with_directories(
+        w.ns.clone(),
+        vec![(Arc::new(settings), partner as Arc<dyn super::Directory>)],
+    ));
+    assert!(resolver.user_by_name("mallory").await.unwrap().is_none());
+    assert!(resolver.user_by_uid(6001).await.unwrap().is_none());
+    let ada = w.ns.user_by_uid(5001).unwrap().unwrap();
+    assert_eq!(ada.name, "ada", "corp's ada keeps her uid and name");
+    // Binding by the partner identity is refused, not given a new uid.
+    let err = resolver
+        .ensure(request("ldap/corp", "uuid-m", "mallory"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("refused"), "{err}");
 }

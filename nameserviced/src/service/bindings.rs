@@ -81,6 +81,17 @@ impl Nameservice {
             account.bound_unix = b.created;
             return Ok(account);
         }
+        self.host_account(b)
+    }
+
+    /// A host account's binding as it is now. Asks the host's NSS, which may
+    /// be slow (SSSD, nslcd): never called with the writer held, except in
+    /// the rare race where a binding appears inside a provisioning.
+    pub(super) fn host_account(&self, b: &Binding) -> Result<Account, ServiceError> {
+        let identity = Some(Identity {
+            provider: b.provider.clone(),
+            unique_id: b.unique_id.clone(),
+        });
         let found = match b.uid {
             Some(uid) => self.host.user_by_uid(uid),
             None => self.host.user_by_name(&b.account),
@@ -94,6 +105,10 @@ impl Nameservice {
                 b.uid.map(|u| format!(" (uid {u})")).unwrap_or_default()
             )));
         };
+        // Bindings older than recorded uids follow the name: the account
+        // behind it may have changed, so the checks run again.
+        self.check_host_uid(user.uid, &user.name)
+            .map_err(|e| ServiceError::FailedPrecondition(format!("{e}; unmap the identity")))?;
         let primary_group = self
             .host
             .group_name(user.gid)
@@ -116,6 +131,27 @@ impl Nameservice {
             source: "host".into(),
             refreshed_unix: 0,
             bound_unix: b.created,
+        })
+    }
+
+    /// A sign-in of a bound identity: its account as it is now, the
+    /// binding's recorded name kept current.
+    pub(super) fn bound_outcome(&self, b: &Binding) -> Result<EnsureOutcome, ServiceError> {
+        let account = match b.kind {
+            BindingKind::Directory => self.bound_account(&self.reader(), b)?,
+            BindingKind::Host => self.host_account(b)?,
+        };
+        if account.name != b.account {
+            self.touch_binding(b, &account.name)?;
+        }
+        Ok(EnsureOutcome {
+            warnings: vec![format!(
+                "{:?} is an existing account ({}) bound to this identity: its groups come from \
+                 where the account lives, not from the identity provider",
+                account.name, account.source
+            )],
+            account,
+            created: false,
         })
     }
 
@@ -251,10 +287,10 @@ impl Nameservice {
             refreshed: now,
         };
         rows::put_binding(&tx, &binding)?;
-        let account = self.bound_account(&tx, &binding)?;
         tx.commit()?;
         drop(writer);
         self.on_change();
+        let account = self.host_account(&binding)?;
         tracing::info!(provider, unique_id, account = %user.name, uid = user.uid, "mapped identity to a host account");
         Ok(EnsureOutcome {
             account,
@@ -280,6 +316,18 @@ impl Nameservice {
                 "{name:?} has uid {uid}, which is kept for {what}"
             )));
         }
+        if self.settings.uid_range.contains(&uid) {
+            return Err(ServiceError::InvalidArgument(format!(
+                "{name:?} has uid {uid}, inside [Nameservice] UidRange, which the nameservice \
+                 hands out itself"
+            )));
+        }
+        if self.local.current().subuid.iter().any(|r| r.contains(&uid)) {
+            return Err(ServiceError::InvalidArgument(format!(
+                "{name:?} has uid {uid}, inside an /etc/subuid range: its owner could become \
+                 it in a user namespace"
+            )));
+        }
         Ok(())
     }
 
@@ -301,6 +349,8 @@ impl Nameservice {
 
     /// Checks an administrator's uid for [`Nameservice::set_uid`].
     pub(super) fn check_chosen_uid(&self, c: &Connection, uid: u32) -> Result<(), ServiceError> {
+        // Also refuses UidRange: the high-water mark only covers ids the
+        // counter handed out.
         self.check_host_uid(uid, &format!("uid {uid}"))?;
         if let Some(u) = self.local.current().user_by_uid(uid) {
             return Err(ServiceError::FailedPrecondition(format!(
@@ -357,6 +407,9 @@ impl Nameservice {
                 user.uid, other.name
             )));
         }
+        if let Some(why) = self.entry_collision(&tx, user)? {
+            return Err(ServiceError::FailedPrecondition(why));
+        }
         let now = unix_now();
         let row = DirUserRow {
             uid: user.uid,
@@ -374,6 +427,10 @@ impl Nameservice {
             fetched: now,
         };
         let before = rows::dir_user_by_uid(&tx, user.uid)?;
+        if let Some(old) = before.as_ref().filter(|b| b.name != row.name) {
+            // Renamed in the directory: its memberships move to the new name.
+            rows::set_dir_memberships(&tx, &old.name, &[])?;
+        }
         let mut changed = before.map(|b| DirUserRow { fetched: now, ..b }) != Some(row.clone());
         rows::put_dir_user(&tx, &row)?;
         let mut gids = Vec::new();
@@ -400,11 +457,57 @@ impl Nameservice {
         Ok(warnings)
     }
 
+    /// Two directory entries never share a uid or a name: the first one
+    /// cached keeps it (and the refusal of the other is logged). The same
+    /// entry is recognised by its DN or, after a rename, its
+    /// `IdentityAttribute` value; a name moving to another entry of the same
+    /// directory is a rename there.
+    fn entry_collision(
+        &self,
+        c: &Connection,
+        user: &DirectoryAccount,
+    ) -> Result<Option<String>, ServiceError> {
+        if let Some(held) = rows::dir_user_by_uid(c, user.uid)? {
+            let same_entry = held.source == user.source
+                && (held.dn == user.dn || (held.link.is_some() && held.link == user.link));
+            if !same_entry {
+                return Ok(Some(format!(
+                    "its uidNumber {} is already the entry {} of [Nameservice \"{}\"]; two \
+                     entries never share a uid",
+                    user.uid, held.dn, held.source
+                )));
+            }
+        }
+        if let Some(held) = rows::dir_user_by_name(c, &user.name)? {
+            if held.uid != user.uid && held.source != user.source {
+                return Ok(Some(format!(
+                    "its name {:?} is already the entry {} of [Nameservice \"{}\"]",
+                    user.name, held.dn, held.source
+                )));
+            }
+        }
+        Ok(None)
+    }
+
     fn group_collision(
         &self,
         c: &Connection,
         g: &DirectoryGroup,
     ) -> Result<Option<String>, ServiceError> {
+        let other_directory = |held: Option<DirGroupRow>| {
+            held.filter(|h| h.source != g.source).map(|h| {
+                format!(
+                    "already the group {} of [Nameservice \"{}\"]",
+                    h.dn, h.source
+                )
+            })
+        };
+        if let Some(why) = other_directory(rows::dir_group_by_gid(c, g.gid)?) {
+            return Ok(Some(format!("its gidNumber is {why}")));
+        }
+        if let Some(why) = other_directory(rows::dir_group_by_name(c, &g.name)?) {
+            return Ok(Some(format!("its name is {why}")));
+        }
         if let Some(other) = store::group_by_name(c, &g.name)? {
             return Ok(Some(format!(
                 "its name is the nameservice's group of gid {}",
@@ -428,12 +531,19 @@ impl Nameservice {
             return Err(ServiceError::FailedPrecondition(why));
         }
         let now = unix_now();
+        // A directory group never lists the nameservice's own accounts.
+        let mut members = Vec::with_capacity(g.members.len());
+        for m in &g.members {
+            if store::user_by_name(&tx, m)?.is_none() {
+                members.push(m.clone());
+            }
+        }
         let before = rows::dir_group_by_gid(&tx, g.gid)?;
         let members_before = rows::dir_members(&tx, g.gid)?;
         let changed = before.map(|b| (b.name, b.source))
             != Some((g.name.clone(), g.source.clone()))
-            || members_before != g.members;
-        rows::put_dir_group(&tx, &group_row(g, now), Some(&g.members))?;
+            || members_before != members;
+        rows::put_dir_group(&tx, &group_row(g, now), Some(&members))?;
         tx.commit()?;
         drop(writer);
         if changed {
@@ -511,12 +621,19 @@ impl Nameservice {
                 b
             }
         };
-        let account = self.bound_account(&tx, &binding)?;
+        let directory_account = match binding.kind {
+            BindingKind::Directory => Some(self.bound_account(&tx, &binding)?),
+            BindingKind::Host => None,
+        };
         tx.commit()?;
         drop(writer);
         if created {
             self.on_change();
         }
+        let account = match directory_account {
+            Some(a) => a,
+            None => self.host_account(&binding)?,
+        };
         Ok(EnsureOutcome {
             account,
             created: false,
@@ -534,18 +651,30 @@ impl Nameservice {
     /// Directory users fetched at or before `before`, oldest first.
     pub fn stale_directory_users(
         &self,
+        source: &str,
         before: i64,
         limit: u32,
     ) -> Result<Vec<DirUserRow>, ServiceError> {
-        Ok(rows::stale_dir_users(&self.reader(), before, limit)?)
+        Ok(rows::stale_dir_users(
+            &self.reader(),
+            source,
+            before,
+            limit,
+        )?)
     }
 
     pub fn stale_directory_groups(
         &self,
+        source: &str,
         before: i64,
         limit: u32,
     ) -> Result<Vec<DirGroupRow>, ServiceError> {
-        Ok(rows::stale_dir_groups(&self.reader(), before, limit)?)
+        Ok(rows::stale_dir_groups(
+            &self.reader(),
+            source,
+            before,
+            limit,
+        )?)
     }
 
     pub fn directory_user_by_name(&self, name: &str) -> Result<Option<DirUserRow>, ServiceError> {

@@ -66,6 +66,13 @@ impl Nameservice {
                 req.groups.len()
             )));
         }
+        if chosen_uid.is_none() {
+            let bound = directory_rows::binding(&self.reader(), &req.provider, &req.unique_id)?;
+            if let Some(binding) = bound {
+                // Outside the writer: a host account is an NSS lookup.
+                return self.bound_outcome(&binding);
+            }
+        }
         let local = self.local.current();
         let mut writer = lock(&self.writer);
         let marks_before = self.high_water.marks();
@@ -175,12 +182,6 @@ impl Nameservice {
                         "{desired:?} is taken by another identity, so this one is {name:?}"
                     ));
                 }
-                if directory_rows::dir_user_by_name(&tx, &name)?.is_some() {
-                    return Err(ServiceError::FailedPrecondition(format!(
-                        "{name:?} is a directory account; an identity is never provisioned \
-                         under a directory account's name (bind it to that account instead)"
-                    )));
-                }
                 let uid = match chosen_uid {
                     Some(uid) => {
                         self.check_chosen_uid(&tx, uid)?;
@@ -253,6 +254,10 @@ impl Nameservice {
             {
                 continue;
             }
+            // A directory account's name is never given to someone else.
+            if directory_rows::dir_user_by_name(c, &candidate)?.is_some() {
+                continue;
+            }
             match store::user_by_name(c, &candidate)? {
                 Some(other) if Some(other.uid) != own_uid => continue,
                 _ => return Ok(candidate),
@@ -273,6 +278,9 @@ impl Nameservice {
         for n in 1..=MAX_SUFFIX {
             let candidate = with_suffix(desired, n, self.settings.policy.max_len);
             if local.group(&candidate).is_some() || self.settings.policy.is_reserved(&candidate) {
+                continue;
+            }
+            if directory_rows::dir_group_by_name(c, &candidate)?.is_some() {
                 continue;
             }
             match store::group_by_name(c, &candidate)? {
@@ -428,10 +436,19 @@ pub(super) fn allocate(
                 range.end()
             )));
         }
+        // Directory and bound ids are refused inside the ranges, but an
+        // older binding or a range widened later may still hold one.
         let taken = local_ids.contains(&next)
             || match kind {
-                IdKind::Uid => store::user_by_uid(c, next)?.is_some(),
-                IdKind::Gid => store::group_by_gid(c, next)?.is_some(),
+                IdKind::Uid => {
+                    store::user_by_uid(c, next)?.is_some()
+                        || directory_rows::dir_user_by_uid(c, next)?.is_some()
+                        || directory_rows::uid_bound(c, next)?
+                }
+                IdKind::Gid => {
+                    store::group_by_gid(c, next)?.is_some()
+                        || directory_rows::dir_group_by_gid(c, next)?.is_some()
+                }
             };
         if !taken {
             store::set_next_id(c, kind, u64::from(next) + 1)?;

@@ -283,28 +283,32 @@ pub fn all_dir_users(c: &Connection) -> Result<Vec<DirUserRow>, DbError> {
     .collect()
 }
 
-/// Entries fetched at or before `before`, oldest first.
+/// One directory's entries fetched at or before `before`, oldest first.
 pub fn stale_dir_users(
     c: &Connection,
+    source: &str,
     before: i64,
     limit: u32,
 ) -> Result<Vec<DirUserRow>, DbError> {
     c.prepare_cached(&format!(
-        "SELECT {DIR_USER_COLUMNS} FROM directory_users WHERE fetched <= ?1 ORDER BY fetched LIMIT ?2"
+        "SELECT {DIR_USER_COLUMNS} FROM directory_users WHERE source = ?1 AND fetched <= ?2
+         ORDER BY fetched LIMIT ?3"
     ))?
-    .query_map(params![before, limit], dir_user_row)?
+    .query_map(params![source, before, limit], dir_user_row)?
     .collect()
 }
 
 pub fn stale_dir_groups(
     c: &Connection,
+    source: &str,
     before: i64,
     limit: u32,
 ) -> Result<Vec<DirGroupRow>, DbError> {
     c.prepare_cached(&format!(
-        "SELECT {DIR_GROUP_COLUMNS} FROM directory_groups WHERE fetched <= ?1 ORDER BY fetched LIMIT ?2"
+        "SELECT {DIR_GROUP_COLUMNS} FROM directory_groups WHERE source = ?1 AND fetched <= ?2
+         ORDER BY fetched LIMIT ?3"
     ))?
-    .query_map(params![before, limit], dir_group_row)?
+    .query_map(params![source, before, limit], dir_group_row)?
     .collect()
 }
 
@@ -402,10 +406,25 @@ pub fn dir_members(c: &Connection, gid: u32) -> Result<Vec<String>, DbError> {
         .collect()
 }
 
+/// The gids of `member`'s groups in its own directory (a same-named
+/// member of another directory's group is someone else).
 pub fn dir_gids_of(c: &Connection, member: &str) -> Result<Vec<u32>, DbError> {
-    c.prepare_cached("SELECT gid FROM directory_members WHERE member = ?1 ORDER BY gid")?
-        .query_map([member], |r| r.get(0))?
-        .collect()
+    c.prepare_cached(
+        "SELECT m.gid FROM directory_members m
+         JOIN directory_groups g ON g.gid = m.gid
+         JOIN directory_users u ON u.name = m.member AND u.source = g.source
+         WHERE m.member = ?1 ORDER BY m.gid",
+    )?
+    .query_map([member], |r| r.get(0))?
+    .collect()
+}
+
+/// Whether any binding holds `uid` (allocation must not hand it out).
+pub fn uid_bound(c: &Connection, uid: u32) -> Result<bool, DbError> {
+    Ok(c.prepare_cached("SELECT 1 FROM mappings WHERE uid = ?1")?
+        .query_row([uid], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
 
 /// Every (gid, member) pair, for the cache file.
@@ -470,12 +489,24 @@ mod tests {
             put_dir_group(&c, &row, Some(&["bob".to_owned()])).unwrap();
         }
         set_dir_memberships(&c, "alice", &[6001, 6002]).unwrap();
+        assert!(
+            dir_gids_of(&c, "alice").unwrap().is_empty(),
+            "alice is not cached"
+        );
+        put_dir_user(&c, &user(5001, "alice")).unwrap();
         assert_eq!(dir_gids_of(&c, "alice").unwrap(), vec![6001, 6002]);
         set_dir_memberships(&c, "alice", &[6002]).unwrap();
         assert_eq!(dir_gids_of(&c, "alice").unwrap(), vec![6002]);
+        // A same-named user of another directory is not a member.
+        let partner = DirUserRow {
+            source: "partner".into(),
+            ..user(5001, "alice")
+        };
+        put_dir_user(&c, &partner).unwrap();
+        assert!(dir_gids_of(&c, "alice").unwrap().is_empty());
         assert_eq!(dir_members(&c, 6001).unwrap(), vec!["bob".to_owned()]);
-        assert_eq!(expire_directory(&c).unwrap(), 2);
-        assert_eq!(stale_dir_groups(&c, 0, 10).unwrap().len(), 2);
+        assert_eq!(expire_directory(&c).unwrap(), 3, "one user, two groups");
+        assert_eq!(stale_dir_groups(&c, "corp", 0, 10).unwrap().len(), 2);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!   fast path, the daemon path, unknown names, initgroups, enumeration,
 //!   first lookup in a fresh process, a stopped and a hung daemon, with 1, 2
 //!   and 4 threads and processes;
+//! - directory (RFC 2307) accounts from a real slapd, answering and hung;
 //! - the peers in the same run: `files` (user at line 1 and line 10,000 of a
 //!   10,000-entry passwd), nscd and SSSD's memory cache (bench/peers/);
 //! - the daemon: gRPC lookups/s with 1-64 clients, provisioning rate, and
@@ -22,6 +23,8 @@ use std::time::{Duration, Instant};
 use connect_tests::*;
 use serde_json::Value;
 
+mod directory;
+
 struct Opts {
     smoke: bool,
     runs: usize,
@@ -30,7 +33,8 @@ struct Opts {
     rss_accounts: usize,
     iterations: usize,
     out: Option<PathBuf>,
-    /// Run only these parts (nss, grpc, failure, peers, memory); empty = all.
+    /// Run only these parts (nss, grpc, failure, directory, peers, memory);
+    /// empty = all.
     only: Vec<String>,
 }
 
@@ -657,6 +661,11 @@ fn main() {
         );
     } else {
         drop(daemon);
+    }
+
+    // --- Directory accounts (a real slapd, answering and hung) ----------
+    if bench.opts.wants("directory") {
+        directory::directory(&mut bench);
     }
 
     // --- Peers ----------------------------------------------------------
