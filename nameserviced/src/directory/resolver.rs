@@ -364,66 +364,67 @@ impl Resolver {
         }
     }
 
+    /// A lookup the service's rows could not answer: fetch `wanted` if
+    /// worth asking, then answer from the rows again.
+    async fn lookup<T>(
+        self: &Arc<Self>,
+        worth_asking: bool,
+        wanted: Wanted,
+        answer: impl FnOnce(&Nameservice) -> Result<Option<T>, ServiceError>,
+    ) -> Result<Option<T>, ServiceError> {
+        if !worth_asking || self.answering().next().is_none() {
+            return Ok(None);
+        }
+        if !self.fetch_for_lookup(wanted).await? {
+            return Ok(None);
+        }
+        answer(&self.ns)
+    }
+
+    fn name_worth_asking(&self, name: &str) -> bool {
+        crate::names::plausible_lookup_name(name, self.ns.settings().policy.max_len)
+    }
+
     pub async fn user_by_name(
         self: &Arc<Self>,
         name: &str,
     ) -> Result<Option<Arc<PosixUser>>, ServiceError> {
-        if self.answering().next().is_none()
-            || !crate::names::plausible_lookup_name(name, self.ns.settings().policy.max_len)
-        {
-            return Ok(None);
-        }
-        if !self
-            .fetch_for_lookup(Wanted::UserName(name.to_owned()))
-            .await?
-        {
-            return Ok(None);
-        }
-        self.ns.user_by_name(name)
+        let wanted = Wanted::UserName(name.to_owned());
+        self.lookup(self.name_worth_asking(name), wanted, |ns| {
+            ns.user_by_name(name)
+        })
+        .await
     }
 
     pub async fn user_by_uid(
         self: &Arc<Self>,
         uid: u32,
     ) -> Result<Option<Arc<PosixUser>>, ServiceError> {
-        if self.answering().next().is_none() || !self.uid_worth_asking(uid) {
-            return Ok(None);
-        }
-        if !self.fetch_for_lookup(Wanted::Uid(uid)).await? {
-            return Ok(None);
-        }
-        self.ns.user_by_uid(uid)
+        self.lookup(self.uid_worth_asking(uid), Wanted::Uid(uid), |ns| {
+            ns.user_by_uid(uid)
+        })
+        .await
     }
 
     pub async fn group_by_name(
         self: &Arc<Self>,
         name: &str,
     ) -> Result<Option<Arc<PosixGroup>>, ServiceError> {
-        if self.answering().next().is_none()
-            || !crate::names::plausible_lookup_name(name, self.ns.settings().policy.max_len)
-        {
-            return Ok(None);
-        }
-        if !self
-            .fetch_for_lookup(Wanted::GroupName(name.to_owned()))
-            .await?
-        {
-            return Ok(None);
-        }
-        self.ns.group_by_name(name)
+        let wanted = Wanted::GroupName(name.to_owned());
+        self.lookup(self.name_worth_asking(name), wanted, |ns| {
+            ns.group_by_name(name)
+        })
+        .await
     }
 
     pub async fn group_by_gid(
         self: &Arc<Self>,
         gid: u32,
     ) -> Result<Option<Arc<PosixGroup>>, ServiceError> {
-        if self.answering().next().is_none() || !self.gid_worth_asking(gid) {
-            return Ok(None);
-        }
-        if !self.fetch_for_lookup(Wanted::Gid(gid)).await? {
-            return Ok(None);
-        }
-        self.ns.group_by_gid(gid)
+        self.lookup(self.gid_worth_asking(gid), Wanted::Gid(gid), |ns| {
+            ns.group_by_gid(gid)
+        })
+        .await
     }
 
     pub async fn supplementary(

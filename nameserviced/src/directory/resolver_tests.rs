@@ -35,7 +35,35 @@ struct World {
     resolver: Arc<Resolver>,
 }
 
+/// A host whose SSSD (say) resolves ada.
+struct HostWithAda;
+
+impl HostAccounts for HostWithAda {
+    fn user_by_name(&self, name: &str) -> Result<Option<HostUser>, String> {
+        Ok((name == "ada")
+            .then(|| self.user_by_uid(5001).ok().flatten())
+            .flatten())
+    }
+    fn user_by_uid(&self, uid: u32) -> Result<Option<HostUser>, String> {
+        Ok((uid == 5001).then(|| HostUser {
+            name: "ada".into(),
+            uid,
+            gid: 5000,
+            gecos: "Ada".into(),
+            home: "/home/ada".into(),
+            shell: "/bin/sh".into(),
+        }))
+    }
+    fn group_name(&self, gid: u32) -> Result<Option<String>, String> {
+        Ok((gid == 5000).then(|| "primary".into()))
+    }
+}
+
 fn world(extra: &str) -> World {
+    world_on(extra, Arc::new(NoOtherAccounts))
+}
+
+fn world_on(extra: &str, host: Arc<dyn HostAccounts>) -> World {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n);
     std::fs::write(
@@ -67,7 +95,7 @@ fn world(extra: &str) -> World {
     let ns = Arc::new(
         Nameservice::open(settings, shared, files, 1, false)
             .unwrap()
-            .with_host_accounts(Arc::new(NoOtherAccounts)),
+            .with_host_accounts(host),
     );
     let directory = Arc::new(FakeDirectory::default());
     directory.add_user("ada", 5001, 5000, "uuid-ada");
@@ -311,4 +339,38 @@ async fn a_second_directory_cannot_take_over_a_cached_uid_or_name() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("refused"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_the_host_answers_for_is_only_bound_to() {
+    let w = world_on("", Arc::new(HostWithAda));
+    let mut settings = w.ns.settings().directories[0].clone();
+    settings.answer_lookups = false;
+    let resolver = Arc::new(Resolver::with_directories(
+        w.ns.clone(),
+        vec![(
+            Arc::new(settings),
+            w.directory.clone() as Arc<dyn super::Directory>,
+        )],
+    ));
+    // Lookups are the host's business: nothing is fetched or cached.
+    assert!(resolver.user_by_name("ada").await.unwrap().is_none());
+    assert_eq!(w.directory.questions(), 0);
+    let bound = resolver
+        .ensure(request("ldap/corp", "uuid-ada", "ada"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (bound.account.uid, bound.account.source.as_str()),
+        (5001, "host")
+    );
+    assert!(
+        bound.warnings.iter().any(|w| w.contains("only binds")),
+        "{:?}",
+        bound.warnings
+    );
+    assert!(
+        w.ns.directory_user_by_uid(5001).unwrap().is_none(),
+        "not cached"
+    );
 }
