@@ -400,6 +400,8 @@ pub struct Snapshot<'a> {
     k1: u64,
     tables: [TableRef; 4],
     records: (usize, usize),
+    /// Users and groups the header says the file holds.
+    counts: (usize, usize),
 }
 
 fn read_u16(b: &[u8], at: usize) -> Option<u16> {
@@ -477,6 +479,7 @@ impl<'a> Snapshot<'a> {
             *t = TableRef { offset, buckets };
         }
         let records = (word(H_RECORDS), word(H_RECORDS + 4));
+        let counts = (word(H_COUNTS), word(H_COUNTS + 4));
         if records.0 < HEADER_SIZE || records.0 > records.1 || records.1 > len {
             return Err(Invalid::Inconsistent("record area out of bounds"));
         }
@@ -488,6 +491,7 @@ impl<'a> Snapshot<'a> {
             k1: u64::from_le(header_word(base, H_K1)),
             tables,
             records,
+            counts,
         })
     }
 
@@ -615,6 +619,69 @@ impl<'a> Snapshot<'a> {
             at += len;
         }
         Some(Group { name, gid, members })
+    }
+
+    /// Every record a table points at, in bucket order; `Doubt` if any
+    /// slot or record is out of place or the file was retired meanwhile.
+    /// The header's count must match, so a damaged slot can never make an
+    /// enumeration leave someone out.
+    fn all<T>(
+        &self,
+        table: usize,
+        expected: usize,
+        read: impl Fn(usize) -> Option<T>,
+    ) -> Answer<Vec<T>> {
+        if self.is_retired() {
+            return Answer::Doubt;
+        }
+        let t = self.tables[table];
+        let mut out = Vec::new();
+        for slot in 0..t.buckets {
+            let Some(offset) = read_u32(self.data, t.offset + slot * 4) else {
+                return Answer::Doubt;
+            };
+            if offset == 0 {
+                continue;
+            }
+            match read(offset as usize) {
+                Some(record) => out.push(record),
+                None => return Answer::Doubt,
+            }
+        }
+        if out.len() != expected || self.is_retired() {
+            Answer::Doubt
+        } else {
+            Answer::Hit(out)
+        }
+    }
+
+    /// Every user, by uid: what `getpwent` enumerates.
+    pub fn all_users(&self) -> Answer<Vec<User>> {
+        match self.all(1, self.counts.0, |o| self.user_at(o)) {
+            Answer::Hit(mut users) => {
+                users.sort_unstable_by_key(|u| u.uid);
+                // A slot redirected to another record: one twice, one missing.
+                if users.windows(2).any(|w| w[0].uid == w[1].uid) {
+                    return Answer::Doubt;
+                }
+                Answer::Hit(users)
+            }
+            other => other,
+        }
+    }
+
+    /// Every group, by gid: what `getgrent` enumerates.
+    pub fn all_groups(&self) -> Answer<Vec<Group>> {
+        match self.all(3, self.counts.1, |o| self.group_at(o)) {
+            Answer::Hit(mut groups) => {
+                groups.sort_unstable_by_key(|g| g.gid);
+                if groups.windows(2).any(|w| w[0].gid == w[1].gid) {
+                    return Answer::Doubt;
+                }
+                Answer::Hit(groups)
+            }
+            other => other,
+        }
     }
 
     pub fn user_by_name(&self, name: &str) -> Answer<User> {

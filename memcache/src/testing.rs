@@ -55,6 +55,23 @@ pub fn check_invariants(snap: &Snapshot<'_>, users: &[User], groups: &[Group]) {
             }
         }
     }
+    // An enumeration is complete and exact, or not given at all.
+    if let Answer::Hit(found) = snap.all_users() {
+        let mut expected = users.to_vec();
+        expected.sort_by_key(|u| u.uid);
+        assert_eq!(
+            found, expected,
+            "a damaged file must not change an enumeration"
+        );
+    }
+    if let Answer::Hit(found) = snap.all_groups() {
+        let mut expected = groups.to_vec();
+        expected.sort_by_key(|g| g.gid);
+        assert_eq!(
+            found, expected,
+            "a damaged file must not change an enumeration"
+        );
+    }
 }
 
 fn small_sample() -> &'static (Vec<User>, Vec<Group>, Vec<u8>) {

@@ -37,6 +37,23 @@ fn every_record_is_found_by_name_and_by_id() {
 }
 
 #[test]
+fn enumeration_gives_every_record_once_in_id_order() {
+    let (mut users, mut groups) = sample();
+    let mut copy = AlignedCopy::new(&built());
+    let snap = copy.snapshot().expect("valid");
+    users.sort_by_key(|u| u.uid);
+    groups.sort_by_key(|g| g.gid);
+    assert_eq!(snap.all_users(), Answer::Hit(users));
+    assert_eq!(snap.all_groups(), Answer::Hit(groups));
+    let empty = build(&[], &[], (1, 2), 1, 0).expect("build");
+    let mut copy = AlignedCopy::new(&empty);
+    assert_eq!(
+        copy.snapshot().expect("valid").all_users(),
+        Answer::Hit(Vec::new())
+    );
+}
+
+#[test]
 fn an_empty_snapshot_misses_everything() {
     let bytes = build(&[], &[], (1, 2), 1, 0).expect("build");
     let mut copy = AlignedCopy::new(&bytes);

@@ -55,6 +55,7 @@ pub const NAMESERVICE_KEYS: &[&str] = &[
     "autoprovision",
     "minimumuid",
     "minimumgid",
+    "sharedgroupmembers",
 ];
 
 #[derive(Debug, Clone)]
@@ -89,6 +90,11 @@ pub struct Settings {
     /// Directory and mapped accounts below these are refused (system accounts).
     pub minimum_uid: u32,
     pub minimum_gid: u32,
+    /// Whether the shared group (when the nameservice answers for it) lists
+    /// its members; false answers it without, as SSSD's
+    /// `ignore_group_members`: membership is implied by each account's
+    /// primary gid, and initgroups does not read member lists.
+    pub shared_group_members: bool,
     /// `[Nameservice "name"]` directories, in file order.
     pub directories: Vec<directory::DirectorySettings>,
     /// `[Nameservice]` keys the daemon does not know, with their lines.
@@ -256,6 +262,7 @@ impl Settings {
             auto_provision: config.bool(ns("AutoProvision"))?.unwrap_or(true),
             minimum_uid,
             minimum_gid,
+            shared_group_members: config.bool(ns("SharedGroupMembers"))?.unwrap_or(true),
             directories,
             unknown_keys,
             origin,

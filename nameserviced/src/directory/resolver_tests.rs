@@ -374,3 +374,31 @@ async fn a_directory_the_host_answers_for_is_only_bound_to() {
         "not cached"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_group_can_be_answered_without_its_member_list() {
+    for (extra, listed) in [("", true), ("SharedGroupMembers = false", false)] {
+        let w = world(extra);
+        let made = w
+            .resolver
+            .ensure(request("oidc/x", "sub-1", "olga"))
+            .await
+            .unwrap();
+        let shared = w.ns.group_by_name("connect-users").unwrap().unwrap();
+        assert_eq!(
+            shared.members.contains(&"olga".to_owned()),
+            listed,
+            "{extra}"
+        );
+        // initgroups does not depend on it.
+        let gids = w.ns.supplementary("olga").unwrap().unwrap();
+        assert_eq!(gids.first(), Some(&shared.gid), "{extra}");
+        assert_eq!(made.account.gid, shared.gid);
+        let (_, snapshot_groups) = w.ns.snapshot_records().unwrap();
+        let in_file = snapshot_groups
+            .iter()
+            .find(|g| g.gid == shared.gid)
+            .unwrap();
+        assert_eq!(in_file.members.is_empty(), !listed, "{extra}");
+    }
+}

@@ -67,9 +67,13 @@ impl Nameservice {
         row: &GroupRow,
     ) -> Result<PosixGroup, DbError> {
         let members = if self.shared.owned && row.gid == self.shared.gid {
-            let mut names = store::all_user_names(c)?;
-            names.extend(directory_rows::bound_names(c)?);
-            names
+            if !self.settings.shared_group_members {
+                Vec::new()
+            } else {
+                let mut names = store::all_user_names(c)?;
+                names.extend(directory_rows::bound_names(c)?);
+                names
+            }
         } else {
             store::member_names(c, row.gid)?
         };
@@ -214,9 +218,22 @@ impl Nameservice {
         limit: u32,
     ) -> Result<(Vec<PosixUser>, bool), ServiceError> {
         let limit = limit.clamp(1, MAX_PAGE);
-        let rows = store::users_page(&self.reader(), after_uid, limit)?;
-        let done = rows.len() < limit as usize;
-        Ok((rows.iter().map(|r| self.posix_user(r)).collect(), done))
+        let reader = self.reader();
+        // Provisioned and cached directory accounts, merged by uid, as the
+        // cache file enumerates them.
+        let provisioned = store::users_page(&reader, after_uid, limit)?;
+        let directory = directory_rows::dir_users_page(&reader, after_uid, limit)?;
+        // Done when neither source filled its page and nothing is cut below.
+        let mut done = provisioned.len() < limit as usize && directory.len() < limit as usize;
+        let mut users: Vec<PosixUser> = provisioned
+            .iter()
+            .map(|r| self.posix_user(r))
+            .chain(directory.iter().map(Self::directory_posix_user))
+            .collect();
+        users.sort_unstable_by_key(|u| u.uid);
+        done &= users.len() <= limit as usize;
+        users.truncate(limit as usize);
+        Ok((users, done))
     }
 
     pub fn list_groups(
@@ -226,12 +243,19 @@ impl Nameservice {
     ) -> Result<(Vec<PosixGroup>, bool), ServiceError> {
         let limit = limit.clamp(1, MAX_PAGE);
         let reader = self.reader();
-        let rows = store::groups_page(&reader, after_gid, limit)?;
-        let done = rows.len() < limit as usize;
-        let groups = rows
+        let provisioned = store::groups_page(&reader, after_gid, limit)?;
+        let directory = directory_rows::dir_groups_page(&reader, after_gid, limit)?;
+        let mut done = provisioned.len() < limit as usize && directory.len() < limit as usize;
+        let mut groups = provisioned
             .iter()
             .map(|r| self.posix_group(&reader, r))
             .collect::<Result<Vec<_>, _>>()?;
+        for row in &directory {
+            groups.push(Self::directory_posix_group(&reader, row)?);
+        }
+        groups.sort_unstable_by_key(|g| g.gid);
+        done &= groups.len() <= limit as usize;
+        groups.truncate(limit as usize);
         Ok((groups, done))
     }
 
@@ -312,6 +336,13 @@ impl Nameservice {
             .into_iter()
             .map(|g| {
                 let members = if self.shared.owned && g.gid == self.shared.gid {
+                    if !self.settings.shared_group_members {
+                        return connect_memcache::Group {
+                            name: g.name,
+                            gid: g.gid,
+                            members: Vec::new(),
+                        };
+                    }
                     rows.iter()
                         .map(|r| r.name.clone())
                         .chain(bound.iter().cloned())

@@ -275,6 +275,30 @@ pub fn delete_dir_user(c: &Connection, uid: u32) -> Result<bool, DbError> {
     Ok(true)
 }
 
+pub fn dir_users_page(
+    c: &Connection,
+    after_uid: u32,
+    limit: u32,
+) -> Result<Vec<DirUserRow>, DbError> {
+    c.prepare_cached(&format!(
+        "SELECT {DIR_USER_COLUMNS} FROM directory_users WHERE uid > ?1 ORDER BY uid LIMIT ?2"
+    ))?
+    .query_map([after_uid, limit], dir_user_row)?
+    .collect()
+}
+
+pub fn dir_groups_page(
+    c: &Connection,
+    after_gid: u32,
+    limit: u32,
+) -> Result<Vec<DirGroupRow>, DbError> {
+    c.prepare_cached(&format!(
+        "SELECT {DIR_GROUP_COLUMNS} FROM directory_groups WHERE gid > ?1 ORDER BY gid LIMIT ?2"
+    ))?
+    .query_map([after_gid, limit], dir_group_row)?
+    .collect()
+}
+
 pub fn all_dir_users(c: &Connection) -> Result<Vec<DirUserRow>, DbError> {
     c.prepare_cached(&format!(
         "SELECT {DIR_USER_COLUMNS} FROM directory_users ORDER BY uid"

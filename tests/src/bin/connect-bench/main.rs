@@ -519,9 +519,15 @@ fn main() {
         );
         let enum_iters = if bench.opts.smoke { "3" } else { "20" };
         bench.nss(
-            "daemon path",
+            "fast path",
             &format!("enumerate all {} users (getpwent)", users + 1),
             in_sandbox(&sandbox, &nb, &[]),
+            &["--op", "enumerate", "--iterations", enum_iters],
+        );
+        bench.nss(
+            "daemon path",
+            &format!("enumerate all {} users (getpwent)", users + 1),
+            in_sandbox(&sandbox, &nb, daemon_env),
             &["--op", "enumerate", "--iterations", enum_iters],
         );
         let first_iters = if bench.opts.smoke { "5" } else { "200" };
@@ -707,6 +713,7 @@ fn main() {
         let cache_bytes = std::fs::metadata(big.run_dir.join("cache"))
             .map(|m| m.len())
             .unwrap_or(0);
+        large_group(&mut bench, &big, daemon, n);
         bench.row(
             "daemon",
             &format!("cache file with {n} accounts"),
@@ -715,7 +722,6 @@ fn main() {
             f64::NAN,
             format!("{:.1} MiB", cache_bytes as f64 / 1048576.0),
         );
-        drop(daemon);
     }
 
     print_table(&bench.rows);
@@ -723,6 +729,46 @@ fn main() {
         let text: String = bench.raw.iter().map(|v| format!("{v}\n")).collect();
         std::fs::write(out, text).expect("write results");
     }
+}
+
+/// `getgrnam` of the shared group that every one of `n` accounts is in,
+/// listing its members and (after a restart with `SharedGroupMembers =
+/// false`) not, on both paths.
+fn large_group(bench: &mut Bench, big: &Sandbox, daemon: Daemon, n: usize) {
+    let nb = bench.nss_bench.clone();
+    let iterations = if bench.opts.smoke { "5" } else { "50" };
+    let args = [
+        "--op",
+        "getgrnam",
+        "--keys",
+        SHARED_GROUP,
+        "--iterations",
+        iterations,
+    ];
+    let daemon_env: &[(&str, &str)] = &[("CONNECT_NSS_CACHE", "off")];
+    for (path, env) in [("fast path", &[][..]), ("daemon path", daemon_env)] {
+        bench.nss(
+            path,
+            &format!("getgrnam shared group, {n} members"),
+            in_sandbox(big, &nb, env),
+            &args,
+        );
+    }
+    assert!(daemon.stop(), "daemon stops cleanly");
+    let mut config = std::fs::read_to_string(&big.config).expect("read config");
+    config.push_str("\n[Nameservice]\nSharedGroupMembers = false\n");
+    std::fs::write(&big.config, config).expect("write config");
+    let daemon = big.start_daemon();
+    wait_for_snapshot(big, &format!("u{n:05}"));
+    for (path, env) in [("fast path", &[][..]), ("daemon path", daemon_env)] {
+        bench.nss(
+            path,
+            &format!("getgrnam shared group, {n} accounts, no member list"),
+            in_sandbox(big, &nb, env),
+            &args,
+        );
+    }
+    drop(daemon);
 }
 
 /// `files`, nscd and SSSD in the same run, on a 10,000-entry passwd.
