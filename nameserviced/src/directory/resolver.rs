@@ -467,7 +467,13 @@ impl Resolver {
         if binding.is_none() {
             // The name it would get may be a directory account not cached
             // yet: cache it first, so provisioning picks another name.
-            let claimed = self.cache_name(&req.username).await;
+            // Someone known does not wait on a directory that is backing off.
+            let caller = if known {
+                Caller::Refresh
+            } else {
+                Caller::SignIn
+            };
+            let claimed = self.cache_name(&req.username, caller).await;
             if let (false, Err(e)) = (known, claimed) {
                 return Err(e);
             }
@@ -477,7 +483,7 @@ impl Resolver {
 
     /// Makes sure a directory account named like `username` (normalised)
     /// is in the cache.
-    async fn cache_name(&self, username: &str) -> Result<(), ServiceError> {
+    async fn cache_name(&self, username: &str, caller: Caller) -> Result<(), ServiceError> {
         let Ok(name) = self.ns.settings().policy.username(username) else {
             return Ok(());
         };
@@ -489,10 +495,7 @@ impl Resolver {
             if self.negative_hit(index, &wanted) {
                 continue;
             }
-            match self
-                .load_user(source, UserKey::Name(&name), Caller::SignIn)
-                .await
-            {
+            match self.load_user(source, UserKey::Name(&name), caller).await {
                 Ok(Loaded::Found(_)) => return Ok(()),
                 Ok(Loaded::Absent | Loaded::Refused(_)) | Err(DirectoryError::Ambiguous(_)) => {
                     self.remember_absent(index, wanted.clone())
@@ -580,8 +583,10 @@ impl Resolver {
             Ok(None) => true,
             Err(_) => false,
         };
+        // Respecting the backoff: during an outage a bound user signs in
+        // from the cache at once instead of waiting out a timeout.
         if due {
-            let _ = self.refresh_user_row(source, uid, Caller::SignIn).await;
+            let _ = self.refresh_user_row(source, uid, Caller::Refresh).await;
         }
     }
 
