@@ -72,7 +72,12 @@ pub fn relation_of(app: &AppState, content: &Content, user: &User) -> Result<Rel
     if user.role == Role::Administrator {
         return Ok(Relation::Owner);
     }
-    let groups: Vec<i64> = app.store.groups_of(user.id)?.iter().map(|g| g.id).collect();
+    let groups: Vec<i64> = app
+        .hot
+        .groups_of(&*app.store, user.id)?
+        .iter()
+        .map(|g| g.id)
+        .collect();
     relation_with_groups(app, content, user, &groups)
 }
 
@@ -87,7 +92,7 @@ pub(super) fn relation_with_groups(
     if user.role == Role::Administrator {
         return Ok(Relation::Owner);
     }
-    let relation = app.store.relation(content, user.id, groups)?;
+    let relation = app.hot.relation(&*app.store, content, user.id, groups)?;
     // Collaborators publish: a viewer (demoted since, or a member of a
     // group listed as owner) only views, else their deployed code would
     // run as every viewer of current-user content.

@@ -16,6 +16,7 @@ mod content;
 mod csrf;
 mod dashboard;
 mod error;
+mod hot;
 mod pages;
 mod serve;
 mod shapes;
@@ -77,6 +78,8 @@ pub struct AppState {
     /// The last hour of the server's processes and memory, for the
     /// dashboard; `main` samples it.
     pub usage: Arc<crate::run::usage::History>,
+    /// What every proxied request reads, cached until the store changes.
+    hot: hot::HotCache,
 }
 
 /// Sign-in attempts allowed, per client address and per username: a burst,
@@ -130,6 +133,7 @@ impl AppState {
             verified_keys: Mutex::new(Vec::new()),
             confirmations: PendingFlows::new(CONFIRM_LIFETIME, MAX_PENDING_FLOWS),
             usage: Arc::default(),
+            hot: hot::HotCache::default(),
         }
     }
 
@@ -375,7 +379,9 @@ async fn resolve_viewer(
         return api_key_user(app, key.trim()).await.map(Some);
     }
     let session_user = match session_token {
-        Some(token) => app.store.session_user(&secrets::token_hash(token))?,
+        Some(token) => app
+            .hot
+            .session_user(&*app.store, &secrets::token_hash(token))?,
         None => None,
     };
     if app.auth.provider().method() != SignInMethod::TrustedHeaders {

@@ -51,7 +51,7 @@ pub async fn content(
     request: Request,
 ) -> Response {
     let guid = params.get("guid").cloned().unwrap_or_default();
-    let content = match app.store.content_by_guid(&guid) {
+    let content = match app.hot.content(&*app.store, &guid) {
         Ok(Some(content)) => content,
         Ok(None) => {
             return error_page(
@@ -169,12 +169,9 @@ async fn serve_process(
     request: Request,
 ) -> Response {
     let credentials = viewer.and_then(|user| {
-        let groups: Vec<String> = app
-            .store
-            .groups_of(user.id)
-            .map(|gs| gs.into_iter().map(|g| g.name).collect())
-            .unwrap_or_default();
-        HeaderValue::from_str(&json!({ "user": user.username, "groups": groups }).to_string()).ok()
+        let groups = app.hot.groups_of(&*app.store, user.id).unwrap_or_default();
+        let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+        HeaderValue::from_str(&json!({ "user": user.username, "groups": names }).to_string()).ok()
     });
     let limits = content.process.effective(&app.settings.scheduler);
     let trust_forwarded_for = request

@@ -68,6 +68,14 @@ pub fn now() -> i64 {
 
 /// Users, provider groups and memberships, sessions and API keys.
 pub trait UserStore: Send + Sync {
+    /// A number that changes whenever anything stored changes (read it
+    /// before a read whose answer is cached), for the request path's
+    /// caches; `None` when the store cannot tell, and then nothing of it
+    /// may be cached.
+    fn generation(&self) -> Option<u64> {
+        None
+    }
+
     /// Records a successful sign-in. `decide_role(current, first_user_ever)`
     /// gives the role; a locked user is refused before anything is written.
     /// Returns the user and whether it was created.

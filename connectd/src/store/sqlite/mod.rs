@@ -7,7 +7,8 @@
 //! whole login is, so a failed login leaves no user behind.
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
@@ -167,6 +168,10 @@ impl From<rusqlite::Error> for StoreError {
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Bumped by SQLite's update hook on every row written (all tables
+    /// the request path reads have rowids), so caches can tell at no cost
+    /// that something changed.
+    generation: Arc<AtomicU64>,
     /// The node whose jobs and tasks this connectd records and cleans up.
     node: String,
 }
@@ -248,8 +253,19 @@ impl SqliteStore {
             tx.pragma_update(None, "user_version", (i + 1) as u32)?;
         }
         tx.commit()?;
+        let generation = Arc::new(AtomicU64::new(1));
+        let bump = generation.clone();
+        // Fires inside the writing statement, before its commit; a reader
+        // reads the generation first and the rows after the writer let go
+        // of the connection, so it never caches old rows under a new number.
+        conn.update_hook(Some(
+            move |_: rusqlite::hooks::Action, _: &str, _: &str, _: i64| {
+                bump.fetch_add(1, Ordering::AcqRel);
+            },
+        ))?;
         Ok(Self {
             conn: Mutex::new(conn),
+            generation,
             node: node.to_owned(),
         })
     }
@@ -262,6 +278,10 @@ impl SqliteStore {
 }
 
 impl UserStore for SqliteStore {
+    fn generation(&self) -> Option<u64> {
+        Some(self.generation.load(Ordering::Acquire))
+    }
+
     /// Records a successful sign-in. `decide_role(current, first_user_ever)`
     /// gives the role; a locked user is refused before anything is written.
     /// Returns the user and whether it was created.
