@@ -92,7 +92,7 @@ pub(super) fn relation_with_groups(
     if user.role == Role::Administrator {
         return Ok(Relation::Owner);
     }
-    let relation = app.hot.relation(&*app.store, content, user.id, groups)?;
+    let relation = app.store.relation(content, user.id, groups)?;
     // Collaborators publish: a viewer (demoted since, or a member of a
     // group listed as owner) only views, else their deployed code would
     // run as every viewer of current-user content.

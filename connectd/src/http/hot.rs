@@ -1,7 +1,11 @@
 //! Read-through caches for what every proxied request reads: the session's
-//! user, the content, the viewer's groups and their relation to ACL
-//! content. Without them each request took the store's one connection three
-//! or four times.
+//! user, the content and the viewer's groups. Without them each request took
+//! the store's one connection three or four times.
+//!
+//! Only answers that are read in one go are cached, under the generation
+//! read just before: a value computed from inputs read earlier (a relation
+//! from a content item and a group list) could be stored under a generation
+//! newer than its inputs, so relations are always asked of the store.
 //!
 //! An answer is served from here only while the store's generation (bumped
 //! by every row written, see `UserStore::generation`) is the one it was read
@@ -18,7 +22,6 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::model::Relation;
 use crate::model::{Content, Group, User};
 use crate::store::{Store, StoreError};
 
@@ -89,7 +92,6 @@ pub struct HotCache {
     sessions: Shelf<String, Option<User>>,
     content: Shelf<String, Option<Arc<Content>>>,
     groups: Shelf<i64, Arc<Vec<Group>>>,
-    relations: Shelf<(i64, i64), Relation>,
 }
 
 impl Default for HotCache {
@@ -98,7 +100,6 @@ impl Default for HotCache {
             sessions: Shelf::new(),
             content: Shelf::new(),
             groups: Shelf::new(),
-            relations: Shelf::new(),
         }
     }
 }
@@ -139,22 +140,6 @@ impl HotCache {
             user_id,
             store.generation(),
             || Ok(Arc::new(store.groups_of(user_id)?)),
-            |_| true,
-        )
-    }
-
-    /// `store.relation` for content the viewer reaches through ACLs.
-    pub fn relation(
-        &self,
-        store: &dyn Store,
-        content: &Content,
-        user_id: i64,
-        groups: &[i64],
-    ) -> Result<Relation, StoreError> {
-        self.relations.get_or_load(
-            (content.id, user_id),
-            store.generation(),
-            || store.relation(content, user_id, groups),
             |_| true,
         )
     }
@@ -199,6 +184,23 @@ mod tests {
         assert!(hot.session_user(&store, "token-1").unwrap().is_some());
         store.set_locked(user.id, true).unwrap();
         assert!(hot.session_user(&store, "token-1").unwrap().is_none());
+    }
+
+    #[test]
+    fn another_nodes_write_to_the_same_database_is_seen_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("connect.db");
+        let node_a = SqliteStore::open(&path, "a").unwrap();
+        let node_b = SqliteStore::open(&path, "b").unwrap();
+        let user = node_a
+            .create_password_user("ada", "Ada", "L", "", "x", Role::Viewer)
+            .unwrap();
+        node_a.create_session("token-1", user.id, 3600).unwrap();
+        let hot = HotCache::default();
+        assert!(hot.session_user(&node_a, "token-1").unwrap().is_some());
+        // Node B signs the user out: node A's cache must not answer.
+        node_b.delete_session("token-1").unwrap();
+        assert!(hot.session_user(&node_a, "token-1").unwrap().is_none());
     }
 
     #[test]

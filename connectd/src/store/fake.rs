@@ -88,6 +88,18 @@ impl FailingStore {
 }
 
 impl UserStore for FailingStore {
+    /// The store underneath's, so the request path's caches run in tests;
+    /// none while a failure is armed, so that every injected failure is
+    /// met by a real store call.
+    fn generation(&self) -> Option<u64> {
+        let failing = self.lock();
+        if failing.all || !failing.operations.is_empty() {
+            return None;
+        }
+        drop(failing);
+        self.inner.generation()
+    }
+
     fn record_login(
         &self,
         login: &LoginRecord<'_>,

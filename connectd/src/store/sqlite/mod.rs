@@ -172,6 +172,8 @@ pub struct SqliteStore {
     /// the request path reads have rowids), so caches can tell at no cost
     /// that something changed.
     generation: Arc<AtomicU64>,
+    /// The last `PRAGMA data_version` seen by [`UserStore::generation`].
+    data_version: AtomicU64,
     /// The node whose jobs and tasks this connectd records and cleans up.
     node: String,
 }
@@ -266,6 +268,7 @@ impl SqliteStore {
         Ok(Self {
             conn: Mutex::new(conn),
             generation,
+            data_version: AtomicU64::new(0),
             node: node.to_owned(),
         })
     }
@@ -278,7 +281,18 @@ impl SqliteStore {
 }
 
 impl UserStore for SqliteStore {
+    /// Our own writes bump the counter through the update hook; commits by
+    /// other connections to the same file (another node) are seen through
+    /// `PRAGMA data_version`, which changes exactly then and costs no I/O.
     fn generation(&self) -> Option<u64> {
+        let conn = self.conn();
+        let version: i64 = conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .ok()?;
+        let version = version as u64;
+        if self.data_version.swap(version, Ordering::AcqRel) != version {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
         Some(self.generation.load(Ordering::Acquire))
     }
 
