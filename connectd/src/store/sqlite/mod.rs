@@ -172,11 +172,18 @@ pub struct SqliteStore {
     /// the request path reads have rowids), so caches can tell at no cost
     /// that something changed.
     generation: Arc<AtomicU64>,
-    /// The last `PRAGMA data_version` seen by [`UserStore::generation`].
+    /// The last `PRAGMA data_version` seen by [`UserStore::generation`],
+    /// and when (ms since `opened`).
     data_version: AtomicU64,
+    data_version_checked_ms: AtomicU64,
+    opened: std::time::Instant,
     /// The node whose jobs and tasks this connectd records and cleans up.
     node: String,
 }
+
+/// How often [`UserStore::generation`] looks for other nodes' commits: the
+/// longest a cached answer can miss a change made on another node.
+const OTHER_WRITERS_CHECK_MS: u64 = 50;
 
 const USER_COLUMNS: &str = "id, guid, provider, unique_id, username, first_name, last_name, \
                             email, role, locked, needs_provisioning, created_time, \
@@ -269,6 +276,8 @@ impl SqliteStore {
             conn: Mutex::new(conn),
             generation,
             data_version: AtomicU64::new(0),
+            data_version_checked_ms: AtomicU64::new(0),
+            opened: std::time::Instant::now(),
             node: node.to_owned(),
         })
     }
@@ -281,17 +290,28 @@ impl SqliteStore {
 }
 
 impl UserStore for SqliteStore {
-    /// Our own writes bump the counter through the update hook; commits by
-    /// other connections to the same file (another node) are seen through
-    /// `PRAGMA data_version`, which changes exactly then and costs no I/O.
+    /// Our own writes bump the counter through the update hook, at once.
+    /// Commits by other connections to the same file (another node) are
+    /// seen through `PRAGMA data_version`, which changes exactly then; it
+    /// needs the connection, whose lock is what the request path contends
+    /// on, so it is asked at most every [`OTHER_WRITERS_CHECK_MS`].
     fn generation(&self) -> Option<u64> {
-        let conn = self.conn();
-        let version: i64 = conn
-            .query_row("PRAGMA data_version", [], |r| r.get(0))
-            .ok()?;
-        let version = version as u64;
-        if self.data_version.swap(version, Ordering::AcqRel) != version {
-            self.generation.fetch_add(1, Ordering::AcqRel);
+        let now = self.opened.elapsed().as_millis() as u64;
+        let checked = self.data_version_checked_ms.load(Ordering::Acquire);
+        if now.saturating_sub(checked) >= OTHER_WRITERS_CHECK_MS
+            && self
+                .data_version_checked_ms
+                .compare_exchange(checked, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            let version: i64 = self
+                .conn()
+                .query_row("PRAGMA data_version", [], |r| r.get(0))
+                .ok()?;
+            let version = version as u64;
+            if self.data_version.swap(version, Ordering::AcqRel) != version {
+                self.generation.fetch_add(1, Ordering::AcqRel);
+            }
         }
         Some(self.generation.load(Ordering::Acquire))
     }
