@@ -10,7 +10,7 @@ use crate::config::{Settings, FORBIDDEN_RANGES};
 use crate::local::LocalAccounts;
 use crate::names::{plausible_lookup_name, sanitise_gecos};
 
-use super::{DirGroup, DirUser};
+use super::{DirectoryAccount, DirectoryGroup};
 
 fn path_ok(p: &str) -> bool {
     p.starts_with('/') && p.len() <= 4096 && !p.chars().any(|c| c == ':' || c.is_control())
@@ -24,7 +24,11 @@ fn forbidden(id: u32) -> Option<&'static str> {
 }
 
 /// Checks a user entry; on success returns it with its gecos made safe.
-pub fn user(settings: &Settings, local: &LocalAccounts, u: &DirUser) -> Result<DirUser, String> {
+pub fn user(
+    settings: &Settings,
+    local: &LocalAccounts,
+    u: &DirectoryAccount,
+) -> Result<DirectoryAccount, String> {
     if !plausible_lookup_name(&u.name, settings.policy.max_len) {
         return Err(format!(
             "its name {:?} is not a usable Unix name (at most {} characters, no spaces, colons \
@@ -89,7 +93,7 @@ pub fn user(settings: &Settings, local: &LocalAccounts, u: &DirUser) -> Result<D
             ));
         }
     }
-    Ok(DirUser {
+    Ok(DirectoryAccount {
         gecos: sanitise_gecos(&u.gecos),
         ..u.clone()
     })
@@ -126,7 +130,11 @@ fn gid_allowed(
 }
 
 /// Checks a group entry; members whose names are not usable are dropped.
-pub fn group(settings: &Settings, local: &LocalAccounts, g: &DirGroup) -> Result<DirGroup, String> {
+pub fn group(
+    settings: &Settings,
+    local: &LocalAccounts,
+    g: &DirectoryGroup,
+) -> Result<DirectoryGroup, String> {
     if !plausible_lookup_name(&g.name, settings.policy.max_len) {
         return Err(format!(
             "its name {:?} is not a usable Unix group name",
@@ -156,7 +164,7 @@ pub fn group(settings: &Settings, local: &LocalAccounts, g: &DirGroup) -> Result
         .collect();
     members.sort();
     members.dedup();
-    Ok(DirGroup {
+    Ok(DirectoryGroup {
         members,
         ..g.clone()
     })
@@ -190,8 +198,9 @@ mod tests {
         }
     }
 
-    fn entry(name: &str, uid: u32, gid: u32) -> DirUser {
-        DirUser {
+    fn entry(name: &str, uid: u32, gid: u32) -> DirectoryAccount {
+        DirectoryAccount {
+            source: "corp".into(),
             dn: format!("uid={name},ou=people"),
             name: name.into(),
             uid,
@@ -227,7 +236,7 @@ mod tests {
             (entry("ada", 1000, 5000), "local account \"alice\""),
             (entry("ad:a", 5001, 5000), "usable Unix name"),
             (
-                DirUser {
+                DirectoryAccount {
                     home: "/home/x:/bin/sh".into(),
                     ..entry("ada", 5001, 5000)
                 },
@@ -243,7 +252,8 @@ mod tests {
     fn refuses_groups_that_collide() {
         let s = settings();
         let l = local();
-        let g = |name: &str, gid| DirGroup {
+        let g = |name: &str, gid| DirectoryGroup {
+            source: "corp".into(),
             dn: String::new(),
             name: name.into(),
             gid,
@@ -271,7 +281,7 @@ mod tests {
         assert!(group(&s, &l, &g("eng", 0)).unwrap_err().contains("is 0"));
     }
 
-    fn user_members(g: &DirGroup) -> Vec<&str> {
+    fn user_members(g: &DirectoryGroup) -> Vec<&str> {
         g.members.iter().map(String::as_str).collect()
     }
 }

@@ -6,19 +6,21 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{DirGroup, DirUser, Directory, DirectoryError, GroupKey, UserKey};
+use super::{Directory, DirectoryAccount, DirectoryError, DirectoryGroup, GroupKey, UserKey};
 
 #[derive(Default)]
 pub struct FakeDirectory {
-    pub users: Mutex<Vec<DirUser>>,
-    pub groups: Mutex<Vec<DirGroup>>,
+    pub users: Mutex<Vec<DirectoryAccount>>,
+    pub groups: Mutex<Vec<DirectoryGroup>>,
     pub down: AtomicBool,
     pub asked: AtomicUsize,
 }
 
 impl FakeDirectory {
     pub fn add_user(&self, name: &str, uid: u32, gid: u32, link: &str) {
-        self.users.lock().unwrap().push(DirUser {
+        self.users.lock().unwrap().push(DirectoryAccount {
+            // Stamped by the resolver with the name it is configured under.
+            source: String::new(),
             dn: format!("uid={name},ou=people"),
             name: name.into(),
             uid,
@@ -31,7 +33,8 @@ impl FakeDirectory {
     }
 
     pub fn add_group(&self, name: &str, gid: u32, members: &[&str]) {
-        self.groups.lock().unwrap().push(DirGroup {
+        self.groups.lock().unwrap().push(DirectoryGroup {
+            source: String::new(),
             dn: format!("cn={name},ou=groups"),
             name: name.into(),
             gid,
@@ -55,7 +58,7 @@ impl FakeDirectory {
 
 #[async_trait]
 impl Directory for FakeDirectory {
-    async fn user(&self, key: UserKey<'_>) -> Result<Option<DirUser>, DirectoryError> {
+    async fn user(&self, key: UserKey<'_>) -> Result<Option<DirectoryAccount>, DirectoryError> {
         self.ask()?;
         let users = self.users.lock().unwrap();
         Ok(users
@@ -68,7 +71,7 @@ impl Directory for FakeDirectory {
             .cloned())
     }
 
-    async fn group(&self, key: GroupKey<'_>) -> Result<Option<DirGroup>, DirectoryError> {
+    async fn group(&self, key: GroupKey<'_>) -> Result<Option<DirectoryGroup>, DirectoryError> {
         self.ask()?;
         let groups = self.groups.lock().unwrap();
         Ok(groups
@@ -80,7 +83,10 @@ impl Directory for FakeDirectory {
             .cloned())
     }
 
-    async fn groups_of(&self, user: &DirUser) -> Result<Vec<DirGroup>, DirectoryError> {
+    async fn groups_of(
+        &self,
+        user: &DirectoryAccount,
+    ) -> Result<Vec<DirectoryGroup>, DirectoryError> {
         self.ask()?;
         let groups = self.groups.lock().unwrap();
         Ok(groups

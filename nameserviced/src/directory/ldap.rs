@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use ldap3::{ldap_escape, Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
 use tokio::sync::Mutex;
 
-use super::{DirGroup, DirUser, Directory, DirectoryError, GroupKey, UserKey};
+use super::{Directory, DirectoryAccount, DirectoryError, DirectoryGroup, GroupKey, UserKey};
 use crate::config::directory::{DirectorySettings, Membership};
 
 pub struct LdapDirectory {
@@ -156,7 +156,7 @@ impl LdapDirectory {
 
 #[async_trait]
 impl Directory for LdapDirectory {
-    async fn user(&self, key: UserKey<'_>) -> Result<Option<DirUser>, DirectoryError> {
+    async fn user(&self, key: UserKey<'_>) -> Result<Option<DirectoryAccount>, DirectoryError> {
         let s = &self.settings;
         let a = &s.attributes;
         let (condition, what) = match key {
@@ -190,7 +190,7 @@ impl Directory for LdapDirectory {
         self.one(&what, users)
     }
 
-    async fn group(&self, key: GroupKey<'_>) -> Result<Option<DirGroup>, DirectoryError> {
+    async fn group(&self, key: GroupKey<'_>) -> Result<Option<DirectoryGroup>, DirectoryError> {
         let s = &self.settings;
         let a = &s.attributes;
         let (condition, what) = match key {
@@ -211,7 +211,10 @@ impl Directory for LdapDirectory {
         self.one(&what, groups)
     }
 
-    async fn groups_of(&self, user: &DirUser) -> Result<Vec<DirGroup>, DirectoryError> {
+    async fn groups_of(
+        &self,
+        user: &DirectoryAccount,
+    ) -> Result<Vec<DirectoryGroup>, DirectoryError> {
         let s = &self.settings;
         let value = match s.membership {
             Membership::MemberUid => &user.name,
@@ -254,12 +257,13 @@ fn number(attrs: &HashMap<String, Vec<String>>, attr: &str) -> Result<u32, Strin
         .map_err(|_| format!("its {attr} {text:?} is not a number from 0 to 4294967295"))
 }
 
-fn parse_user(s: &DirectorySettings, e: &SearchEntry) -> Result<DirUser, String> {
+fn parse_user(s: &DirectorySettings, e: &SearchEntry) -> Result<DirectoryAccount, String> {
     let a = &s.attributes;
     let name = first(&e.attrs, &a.username)
         .ok_or_else(|| format!("it has no {}", a.username))?
         .to_owned();
-    Ok(DirUser {
+    Ok(DirectoryAccount {
+        source: s.name.clone(),
         dn: e.dn.clone(),
         uid: number(&e.attrs, &a.uid_number)?,
         gid: number(&e.attrs, &a.gid_number)?,
@@ -276,7 +280,7 @@ fn parse_user(s: &DirectorySettings, e: &SearchEntry) -> Result<DirUser, String>
     })
 }
 
-fn parse_group(s: &DirectorySettings, e: &SearchEntry) -> Option<DirGroup> {
+fn parse_group(s: &DirectorySettings, e: &SearchEntry) -> Option<DirectoryGroup> {
     let a = &s.attributes;
     let parsed = (|| {
         let name = first(&e.attrs, &a.group_name)
@@ -292,7 +296,8 @@ fn parse_group(s: &DirectorySettings, e: &SearchEntry) -> Option<DirGroup> {
                 .filter_map(|dn| name_from_dn(dn, &a.username))
                 .collect(),
         };
-        Ok::<_, String>(DirGroup {
+        Ok::<_, String>(DirectoryGroup {
+            source: s.name.clone(),
             dn: e.dn.clone(),
             name,
             gid,

@@ -24,29 +24,11 @@ pub mod source;
 
 pub use crate::config::directory::DirectorySettings;
 
-/// A posixAccount as the directory holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirUser {
-    pub dn: String,
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub gecos: String,
-    pub home: String,
-    /// `None` when the entry has no loginShell (the configured shell is used).
-    pub shell: Option<String>,
-    /// The value of `IdentityAttribute`.
-    pub link: Option<String>,
-}
-
-/// A posixGroup (or groupOfNames with a gidNumber) and its members' names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirGroup {
-    pub dn: String,
-    pub name: String,
-    pub gid: u32,
-    pub members: Vec<String>,
-}
+/// Entries travel as the service stores them: a posixAccount is a
+/// [`DirectoryAccount`], a posixGroup (or groupOfNames with a gidNumber) a
+/// [`DirectoryGroup`]; the resolver stamps `source` with the directory that
+/// answered.
+pub use crate::service::{DirectoryAccount, DirectoryGroup};
 
 /// What to look a user up by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,10 +63,13 @@ pub enum DirectoryError {
 /// directory's `Timeout` and never block the caller's thread.
 #[async_trait]
 pub trait Directory: Send + Sync {
-    async fn user(&self, key: UserKey<'_>) -> Result<Option<DirUser>, DirectoryError>;
-    async fn group(&self, key: GroupKey<'_>) -> Result<Option<DirGroup>, DirectoryError>;
+    async fn user(&self, key: UserKey<'_>) -> Result<Option<DirectoryAccount>, DirectoryError>;
+    async fn group(&self, key: GroupKey<'_>) -> Result<Option<DirectoryGroup>, DirectoryError>;
     /// The groups that list `user` as a member.
-    async fn groups_of(&self, user: &DirUser) -> Result<Vec<DirGroup>, DirectoryError>;
+    async fn groups_of(
+        &self,
+        user: &DirectoryAccount,
+    ) -> Result<Vec<DirectoryGroup>, DirectoryError>;
 }
 
 #[cfg(test)]

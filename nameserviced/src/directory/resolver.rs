@@ -187,9 +187,10 @@ impl Resolver {
         key: UserKey<'_>,
         caller: Caller,
     ) -> Result<Loaded<DirectoryAccount>, DirectoryError> {
-        let Some(entry) = source.user(key, caller).await? else {
+        let Some(mut entry) = source.user(key, caller).await? else {
             return Ok(Loaded::Absent);
         };
+        entry.source = source.name().to_owned();
         let settings = self.ns.settings();
         let local = self.ns.local_accounts();
         let user = match checks::user(settings, &local, &entry) {
@@ -206,10 +207,7 @@ impl Resolver {
             .filter_map(|g| match checks::group(settings, &local, g) {
                 Ok(g) => Some(DirectoryGroup {
                     source: source.name().to_owned(),
-                    dn: g.dn,
-                    name: g.name,
-                    gid: g.gid,
-                    members: g.members,
+                    ..g
                 }),
                 Err(why) => {
                     tracing::warn!(directory = %source.name(), dn = %g.dn, "refused directory group: {why}");
@@ -217,17 +215,7 @@ impl Resolver {
                 }
             })
             .collect::<Vec<_>>();
-        let account = DirectoryAccount {
-            source: source.name().to_owned(),
-            dn: user.dn,
-            name: user.name,
-            uid: user.uid,
-            gid: user.gid,
-            gecos: user.gecos,
-            home: user.home,
-            shell: user.shell,
-            link: user.link,
-        };
+        let account = user;
         if source.settings.answer_lookups {
             let stored = account.clone();
             match blocking(&self.ns, move |ns| {
@@ -262,10 +250,7 @@ impl Resolver {
         let group = match checks::group(self.ns.settings(), &self.ns.local_accounts(), &entry) {
             Ok(g) => DirectoryGroup {
                 source: source.name().to_owned(),
-                dn: g.dn,
-                name: g.name,
-                gid: g.gid,
-                members: g.members,
+                ..g
             },
             Err(why) => {
                 tracing::warn!(directory = %source.name(), dn = %entry.dn, "refused directory group: {why}");

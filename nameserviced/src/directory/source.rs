@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use super::{DirGroup, DirUser, Directory, DirectoryError, GroupKey, UserKey};
+use super::{Directory, DirectoryAccount, DirectoryError, DirectoryGroup, GroupKey, UserKey};
 use crate::config::directory::DirectorySettings;
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -112,7 +112,7 @@ impl Source {
         &self,
         key: UserKey<'_>,
         caller: Caller,
-    ) -> Result<Option<DirUser>, DirectoryError> {
+    ) -> Result<Option<DirectoryAccount>, DirectoryError> {
         self.may_ask(caller)?;
         let result = self.directory.user(key).await;
         self.record(&result);
@@ -123,7 +123,7 @@ impl Source {
         &self,
         key: GroupKey<'_>,
         caller: Caller,
-    ) -> Result<Option<DirGroup>, DirectoryError> {
+    ) -> Result<Option<DirectoryGroup>, DirectoryError> {
         self.may_ask(caller)?;
         let result = self.directory.group(key).await;
         self.record(&result);
@@ -132,9 +132,9 @@ impl Source {
 
     pub async fn groups_of(
         &self,
-        user: &DirUser,
+        user: &DirectoryAccount,
         caller: Caller,
-    ) -> Result<Vec<DirGroup>, DirectoryError> {
+    ) -> Result<Vec<DirectoryGroup>, DirectoryError> {
         self.may_ask(caller)?;
         let result = self.directory.groups_of(user).await;
         self.record(&result);

@@ -19,9 +19,11 @@ use crate::store::{self, unix_now};
 /// The `source` of a binding an administrator made.
 pub const ADMIN_SOURCE: &str = "admin";
 
-/// A directory entry as the service stores it, already checked.
-#[derive(Debug, Clone)]
+/// A directory entry: what a directory returns and, once checked, what
+/// the service stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirectoryAccount {
+    /// The `[Nameservice "name"]` directory it came from.
     pub source: String,
     pub dn: String,
     pub name: String,
@@ -34,7 +36,7 @@ pub struct DirectoryAccount {
     pub link: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirectoryGroup {
     pub source: String,
     pub dn: String,
