@@ -223,17 +223,13 @@ impl Nameservice {
         // cache file enumerates them.
         let provisioned = store::users_page(&reader, after_uid, limit)?;
         let directory = directory_rows::dir_users_page(&reader, after_uid, limit)?;
-        // Done when neither source filled its page and nothing is cut below.
-        let mut done = provisioned.len() < limit as usize && directory.len() < limit as usize;
-        let mut users: Vec<PosixUser> = provisioned
+        let filled = [provisioned.len(), directory.len()];
+        let users = provisioned
             .iter()
             .map(|r| self.posix_user(r))
             .chain(directory.iter().map(Self::directory_posix_user))
             .collect();
-        users.sort_unstable_by_key(|u| u.uid);
-        done &= users.len() <= limit as usize;
-        users.truncate(limit as usize);
-        Ok((users, done))
+        Ok(merged_page(users, filled, limit, |u| u.uid))
     }
 
     pub fn list_groups(
@@ -245,7 +241,7 @@ impl Nameservice {
         let reader = self.reader();
         let provisioned = store::groups_page(&reader, after_gid, limit)?;
         let directory = directory_rows::dir_groups_page(&reader, after_gid, limit)?;
-        let mut done = provisioned.len() < limit as usize && directory.len() < limit as usize;
+        let filled = [provisioned.len(), directory.len()];
         let mut groups = provisioned
             .iter()
             .map(|r| self.posix_group(&reader, r))
@@ -253,10 +249,7 @@ impl Nameservice {
         for row in &directory {
             groups.push(Self::directory_posix_group(&reader, row)?);
         }
-        groups.sort_unstable_by_key(|g| g.gid);
-        done &= groups.len() <= limit as usize;
-        groups.truncate(limit as usize);
-        Ok((groups, done))
+        Ok(merged_page(groups, filled, limit, |g| g.gid))
     }
 
     pub fn counts(&self) -> Result<(u64, u64), ServiceError> {
@@ -382,4 +375,21 @@ impl Nameservice {
             .publish(before, &users, &groups)
             .map_err(|e| format!("cannot write the cache file: {e}"))
     }
+}
+
+/// One enumeration page from two sources (provisioned and directory rows),
+/// each asked for `limit` ids above the same one: merged by id and cut to
+/// `limit`. Done when neither source filled its page and nothing was cut;
+/// otherwise the next page starts after the last id kept.
+fn merged_page<T>(
+    mut items: Vec<T>,
+    filled: [usize; 2],
+    limit: u32,
+    id: impl Fn(&T) -> u32,
+) -> (Vec<T>, bool) {
+    let limit = limit as usize;
+    items.sort_unstable_by_key(id);
+    let done = filled.iter().all(|n| *n < limit) && items.len() <= limit;
+    items.truncate(limit);
+    (items, done)
 }
